@@ -1,0 +1,259 @@
+"""The ``kseg`` command line: parse, call, and turn user errors into one line.
+
+Commands:
+    kseg data check PATH --format F     counts, histogram, sizes, every bad sample
+    kseg data preview PATH --format F   PNG grid of augmented samples with their masks
+    kseg train --config configs/X.yaml  train with model.fit (resumes after a kill)
+    kseg evaluate MODEL DATA            per-class IoU, mIoU, accuracy, Dice, confusion matrix
+    kseg predict MODEL IMAGE...         masks and overlays
+    kseg demo                           the demo on bundled defaults
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kseg.errors import KsegError
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+# --------------------------------------------------------------------------------------
+# train / evaluate / predict
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a model (config file and/or flags); resumes a killed run of the same name",
+        description="Train with model.fit. Writes runs/NAME/{best.keras, last.keras, history.csv, "
+        "curves.png, config.yaml}. Run the same command again to resume after a kill.",
+    )
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--name", help="run name (folder under --out-dir)")
+    p.add_argument("--out-dir", help="where runs go (default runs/)")
+    p.add_argument("--model", help="model name, e.g. unet, deeplab_v3_plus")
+    p.add_argument("--encoder", help="encoder, e.g. efficientnet_lite0")
+    p.add_argument("--data", help="dataset folder (with --format)")
+    p.add_argument("--format", help="dataset format: masks, ccp, camvid, pets, coco, auto")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--strategy", choices=["mirrored"], help="tf.distribute strategy")
+    p.add_argument("--cpu-devices", type=int, default=0,
+                   help="split the CPU into N logical devices (to try --strategy mirrored on a CPU)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    _quiet_tf()
+    from kseg.config import load_config
+
+    flags = {
+        "name": args.name,
+        "out_dir": args.out_dir,
+        "model.name": args.model,
+        "train.epochs": args.epochs,
+        "data.batch_size": args.batch_size,
+        "train.learning_rate": args.lr,
+        "train.strategy": args.strategy,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.size:
+        overrides.append(f"data.size=[{args.size[0]}, {args.size[1]}]")
+    if args.encoder:
+        overrides.append(f"model.kwargs.encoder={args.encoder}")
+    if args.data:
+        overrides.append(f"data.train=[{{path: '{args.data}', format: {args.format or 'auto'}}}]")
+    if not args.config and not args.data:
+        raise KsegError("kseg train needs --config FILE or --data PATH --format F")
+    cfg = load_config(args.config, overrides + args.overrides)
+    if args.cpu_devices:
+        from kseg.train import configure_cpu_devices
+
+        configure_cpu_devices(args.cpu_devices)
+    from kseg.train import fit
+
+    fit(cfg)
+    print(f"run written to {cfg.run_dir} (best.keras, history.csv, curves.png)")
+    return 0
+
+
+def _add_dataset_args(p):
+    p.add_argument("--format", default="auto", help="masks, ccp, camvid, pets, coco, auto")
+    p.add_argument("--split", help="camvid: train|val|test; coco: train|val")
+    p.add_argument("--groups", help="ccp: suggested|person|raw|PATH.json")
+    p.add_argument("--border", choices=["ignore", "pet"], help="pets trimap border")
+    p.add_argument("--categories", help="coco: comma-separated category names (default person)")
+
+
+def _dataset_options(args) -> dict:
+    opts = {}
+    for key in ("split", "groups", "border"):
+        if getattr(args, key, None):
+            opts[key] = getattr(args, key)
+    if getattr(args, "categories", None):
+        opts["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+    return opts
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...)")
+    p.add_argument("model", help=".keras model")
+    p.add_argument("data", help="dataset folder")
+    _add_dataset_args(p)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for models with a free input size")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--out", help="folder for confusion.png, overlays/ and metrics.json")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    _quiet_tf()
+    import json
+
+    from kseg.config import resolve_data_path
+    from kseg.data.readers import open_dataset
+    from kseg.evaluate import evaluate, load_model
+
+    ds = open_dataset(resolve_data_path(args.data), args.format, **_dataset_options(args))
+    model = load_model(args.model)
+    report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
+                      batch_size=args.batch_size, out_dir=args.out, limit=args.limit)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format_text())
+        for line in report.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="write masks and overlays for images")
+    p.add_argument("model", help=".keras model")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    _quiet_tf()
+    import json
+
+    from kseg.evaluate import load_model, predict
+
+    model = load_model(args.model)
+    classes = Path(args.model).with_name("classes.json")
+    names = colors = None
+    if classes.is_file():
+        meta = json.loads(classes.read_text())
+        names, colors = meta.get("class_names"), meta.get("colors")
+    paths = predict(model, args.images, args.out, class_names=names, colors=colors,
+                    size=tuple(args.size) if args.size else None)
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# data
+
+
+def _add_data(sub):
+    p = sub.add_parser("data", help="inspect datasets: check, preview")
+    dsub = p.add_subparsers(dest="data_command", metavar="{check,preview}")
+    dsub.required = True
+    from kseg.data import check, preview
+
+    check.add_cli(dsub)
+    preview.add_cli(dsub)
+
+
+# --------------------------------------------------------------------------------------
+# demo
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="run the demo on bundled defaults")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    _quiet_tf()
+    from kseg.config import resolve_data_path
+    from kseg.data.check import check_dataset
+    from kseg.data.preview import write_preview
+    from kseg.data.readers import open_dataset
+
+    root = resolve_data_path("people-parsing")
+    print(f"checking {root} ...")
+    report = check_dataset(root, "ccp", groups="suggested")
+    print(report.format_text())
+    ds = open_dataset(root, "ccp", groups="suggested")
+    out = Path(args.out) / "preview_people_parsing.png"
+    write_preview(ds, out, n=12, size=(256, 256), seed=0, portrait=True)
+    print(f"augmented samples with their masks (portrait crops): {out}")
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kseg",
+        description="Image segmentation with Keras 3: data, training, evaluation, export, apps.",
+    )
+    parser.add_argument("--version", action="version", version=f"kseg {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_data(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _version() -> str:
+    from kseg import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``kseg`` and ``python -m kseg``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KsegError as e:
+        print(f"kseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not the user's fault: still no traceback unless asked
+        if os.environ.get("KSEG_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        print(
+            f"kseg: internal error: {type(e).__name__}: {msg} (run with KSEG_DEBUG=1 for the "
+            "traceback and report it)",
+            file=sys.stderr,
+        )
+        return 3

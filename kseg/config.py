@@ -1,0 +1,268 @@
+"""Run configuration: dataclasses that a YAML file in ``configs/`` serialises.
+
+A config is the whole recipe of a training run. ``load_config`` reads YAML, applies
+``--set key=value`` overrides (dotted keys, values parsed as YAML), and rejects unknown keys
+with a message that lists the known ones.
+
+Example:
+    cfg = load_config("configs/camvid_unet.yaml", overrides=["train.epochs=2"])
+    print(cfg.model.name, cfg.train.epochs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kseg.errors import KsegError
+from kseg.paths import shared_data_dir
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset to read: a folder, its format, and reader options.
+
+    ``path`` is absolute, relative to the working directory, or relative to the shared data
+    folder (``../shared/data`` or ``$KSEG_DATA``), in that order.
+    """
+
+    path: str = ""
+    format: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_path(self) -> Path:
+        return resolve_data_path(self.path)
+
+
+@dataclass
+class AugmentSpec:
+    """Training augmentation; see ``kseg.data.transforms`` for what each does."""
+
+    scale: tuple[float, float] = (0.5, 2.0)
+    rotate: float = 10.0
+    flip: bool = True
+    portrait: float = 0.0
+    photometric: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data.
+
+    If ``val`` is empty, ``val_fraction`` of each training dataset is held out by ``seed``.
+    """
+
+    train: list[DatasetSpec] = field(default_factory=list)
+    val: list[DatasetSpec] = field(default_factory=list)
+    val_fraction: float = 0.1
+    size: tuple[int, int] = (256, 256)
+    batch_size: int = 8
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    cache: Any = False
+    on_error: str = "skip"
+
+
+@dataclass
+class ModelConfig:
+    """A model from the registry (``kseg.models.MODELS``) and its keyword arguments."""
+
+    name: str = "unet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of ``kseg train``."""
+
+    epochs: int = 50
+    steps_per_epoch: int | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "poly"
+    warmup_epochs: int = 0
+    loss: str = "ce"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    class_weights: str | None = None
+    mixed_precision: bool = False
+    early_stop_patience: int | None = 15
+    strategy: str | None = None
+    seed: int = 0
+    verbose: int = 2
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, training, and where outputs go (``out_dir/name``)."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """Find a dataset folder: as given, else under the shared data folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    candidate = shared_data_dir() / p
+    if candidate.exists():
+        return candidate
+    raise KsegError(
+        f"dataset folder {path} not found (looked in {Path.cwd()} and {shared_data_dir()}); "
+        "give an existing path or set KSEG_DATA to the folder that holds the datasets"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# dict <-> dataclass with strict keys
+
+
+def _from_dict(cls, data: Any, where: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise KsegError(f"config {where or 'root'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise KsegError(
+                f"unknown config key {where + '.' if where else ''}{key}{hint}; "
+                f"known keys here: {', '.join(fields)}"
+            )
+        kwargs[key] = _convert(fields[key].type, value, f"{where + '.' if where else ''}{key}")
+    return cls(**kwargs)
+
+
+_NESTED = {
+    "DatasetSpec": DatasetSpec,
+    "AugmentSpec": AugmentSpec,
+    "DataConfig": DataConfig,
+    "ModelConfig": ModelConfig,
+    "TrainConfig": TrainConfig,
+}
+
+
+def _convert(type_str, value, where):
+    t = type_str if isinstance(type_str, str) else getattr(type_str, "__name__", str(type_str))
+    if t in _NESTED:
+        return _from_dict(_NESTED[t], value, where)
+    if t.startswith("list[DatasetSpec]"):
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            raise KsegError(f"config {where} must be a list of datasets")
+        return [
+            _from_dict(DatasetSpec, _dataset_shorthand(v), f"{where}[{i}]")
+            for i, v in enumerate(value)
+        ]
+    if t.startswith("tuple[") and isinstance(value, list):
+        return tuple(value)
+    if t == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if t in ("float", "float | None") and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads 5e-4 as a string
+        except ValueError:
+            raise KsegError(f"config {where} must be a number, got {value!r}") from None
+    return value
+
+
+def _dataset_shorthand(v):
+    """Allow ``{path, format, any reader option...}`` as a flat mapping."""
+    if isinstance(v, str):
+        return {"path": v}
+    if isinstance(v, dict):
+        known = {"path", "format", "options"}
+        opts = dict(v.get("options") or {})
+        opts.update({k: val for k, val in v.items() if k not in known})
+        out = {k: v[k] for k in ("path", "format") if k in v}
+        out["options"] = opts
+        return out
+    return v
+
+
+def config_to_dict(cfg) -> dict:
+    """A plain dict (tuples as lists) suitable for YAML."""
+
+    def clean(x):
+        if isinstance(x, tuple):
+            return [clean(v) for v in x]
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return x
+
+    return clean(dataclasses.asdict(cfg))
+
+
+def _apply_override(tree: dict, item: str):
+    if "=" not in item:
+        raise KsegError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=5")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KsegError(f"--set {item!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or start from defaults) and apply ``key=value`` overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: dotted ``key=value`` strings, values parsed as YAML.
+
+    Returns:
+        A validated ``RunConfig``.
+
+    Raises:
+        KsegError: missing file, invalid YAML, unknown key.
+    """
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise KsegError(f"config file {p} not found; see configs/ for examples")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            at = f" at line {line + 1}" if line is not None else ""
+            raise KsegError(f"config file {p} is not valid YAML{at}: fix the syntax") from None
+        if "name" not in tree:
+            tree["name"] = p.stem
+    for item in overrides or []:
+        _apply_override(tree, item)
+    return _from_dict(RunConfig, tree, "")
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML, atomically."""
+    from kseg.paths import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,55 @@
+import pytest
+
+from kseg.config import RunConfig, load_config, resolve_data_path, save_config
+from kseg.errors import KsegError
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["name=x", "train.epochs=3", "data.size=[128, 192]",
+                             "model.kwargs.encoder=efficientnet_lite0", "train.learning_rate=5e-4"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.name == "x"
+    assert cfg.train.epochs == 3
+    assert cfg.data.size == (128, 192)
+    assert cfg.model.kwargs == {"encoder": "efficientnet_lite0"}
+    assert cfg.train.learning_rate == pytest.approx(5e-4)
+
+
+def test_yaml_round_trip(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text(
+        "model: {name: unet, kwargs: {filters: 8}}\n"
+        "data:\n  train: [{path: camvid, format: camvid, split: train}]\n  size: [64, 96]\n"
+    )
+    cfg = load_config(p)
+    assert cfg.name == "run"  # from the file name
+    assert cfg.data.train[0].format == "camvid"
+    assert cfg.data.train[0].options == {"split": "train"}
+    save_config(cfg, tmp_path / "again.yaml")
+    again = load_config(tmp_path / "again.yaml")
+    assert again == cfg
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: {epocs: 3}\n")
+    with pytest.raises(KsegError, match=r"unknown config key train\.epocs \(did you mean 'epochs'\?\)"):
+        load_config(p)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(KsegError, match="expected key=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(KsegError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(KsegError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_resolve_data_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("KSEG_DATA", str(tmp_path))
+    (tmp_path / "camvid").mkdir()
+    assert resolve_data_path("camvid") == tmp_path / "camvid"
+    with pytest.raises(KsegError, match="dataset folder nothere not found"):
+        resolve_data_path("nothere")
