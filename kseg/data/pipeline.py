@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,9 @@ import tensorflow as tf
 
 from kseg.data import transforms as T
 from kseg.errors import KsegError
+
+log = logging.getLogger("kseg")
+_REPORTED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,85 @@ NORMALIZATIONS = {
     "minus1_1": (127.5, 127.5),
     "lite": (127.0, 128.0),
     "unit": (0.0, 255.0),
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
 }
+
+
+def _png_size(data: bytes):
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+
+
+def _jpeg_size(data: bytes):
+    i = 2
+    n = len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        return e
+
+
+def check_sample(sample) -> str | None:
+    """Why ``sample`` cannot be used (one line naming the file), or ``None`` when it looks fine.
+
+    Reads file headers only (no decoding): missing, empty, truncated or non-JPEG/PNG files and
+    masks whose size differs from their image's are caught; subtler corruption is left to the
+    decoder.
+    """
+    data = _read(sample.image)
+    if isinstance(data, OSError):
+        return f"image {sample.image} cannot be read ({data.strerror}); check the path"
+    if not data:
+        return f"image {sample.image} is empty (0 bytes); replace or remove it"
+    if data[:2] == b"\xff\xd8":
+        hw = _jpeg_size(data)
+        truncated = b"\xff\xd9" not in data[-64:]
+    else:
+        hw = _png_size(data)
+        truncated = hw is not None and b"IEND" not in data[-32:]
+    if hw is None:
+        return f"image {sample.image} is not a valid JPEG/PNG; replace or remove it"
+    if truncated:
+        return f"image {sample.image} is truncated (the file ends early); re-copy or remove it"
+    name = sample.mask if isinstance(sample.mask, str) else f"<mask of {sample.image}>"
+    mdata = _read(sample.mask) if isinstance(sample.mask, str) else bytes(sample.mask)
+    if isinstance(mdata, OSError):
+        return f"mask {name} cannot be read ({mdata.strerror}); check the path"
+    mhw = _png_size(mdata)
+    if mhw is None:
+        return f"mask {name} is not a PNG; masks must be PNG label images"
+    if b"IEND" not in mdata[-32:]:
+        return f"mask {name} is truncated (the PNG ends early); re-copy or remove it"
+    if mhw != hw:
+        return (f"mask {name} is {mhw[1]}×{mhw[0]} but its image is {hw[1]}×{hw[0]}; "
+                "masks must match their image's size")
+    return None
+
+
+def check_samples(ds) -> dict[int, str]:
+    """``{index: reason}`` for every sample of ``ds`` that ``check_sample`` rejects."""
+    bad = {}
+    for i, s in enumerate(ds.samples):
+        reason = check_sample(s)
+        if reason:
+            bad[i] = reason
+    return bad
 
 
 def _tensors(ds):
@@ -96,6 +178,7 @@ def make_dataset(
     shuffle=True,
     repeat=False,
     drop_remainder=None,
+    check=True,
 ):
     """Build a ``tf.data.Dataset`` of ``(images float32 (B,H,W,3), masks int32 (B,H,W))``.
 
@@ -108,13 +191,18 @@ def make_dataset(
         seed: makes shuffling and augmentation reproducible.
         cache: ``False``, ``"memory"``, or a file path: decoded samples (longer side at most
             2× the output's) are kept so later epochs skip JPEG decoding.
-        on_error: ``"skip"`` drops unreadable or mismatched samples (each is logged once by
-            tf.data); ``"fail"`` stops with an error naming the file.
+        on_error: ``"skip"`` drops unreadable or mismatched samples (each is reported once, as
+            a warning on the ``kseg`` logger, with its one-line reason; corruption that only
+            the decoder sees is dropped by tf.data's ``ignore_errors``); ``"fail"`` raises
+            ``KsegError`` naming the first bad file.
         normalization: ``None`` (0..255, the models normalise themselves), ``"minus1_1"``,
-            ``"lite"`` ((x-127)/128) or ``"unit"`` (x/255).
+            ``"lite"`` ((x-127)/128), ``"unit"`` (x/255) or
+            ``"imagenet"`` (per-channel mean/std of ImageNet).
         shuffle: shuffle samples each epoch (training only).
         repeat: repeat forever (use with ``steps_per_epoch``).
         drop_remainder: default ``training``.
+        check: read every file's header first (fast, no decoding) so that bad samples are
+            reported once by name, before training starts.
 
     Returns:
         The batched, prefetched dataset.
@@ -126,6 +214,17 @@ def make_dataset(
     if normalization not in NORMALIZATIONS:
         raise KsegError(f"normalization={normalization!r}: use one of {', '.join(map(str, NORMALIZATIONS))}")
     size = (int(size[0]), int(size[1]))
+    bad = check_samples(ds) if check else {}
+    if bad and on_error == "fail":
+        raise KsegError(next(iter(bad.values())))
+    if bad:
+        for reason in bad.values():
+            if reason not in _REPORTED:
+                _REPORTED.add(reason)
+                log.warning("skipping: %s", reason)
+        ds = ds.subset([i for i in range(len(ds)) if i not in bad])
+        if len(ds) == 0:
+            raise KsegError("every sample was skipped (see the warnings above); fix the data")
     augment = augment or Augment()
     drop_remainder = training if drop_remainder is None else drop_remainder
     luts = tf.constant(ds.luts)
@@ -177,19 +276,9 @@ def make_dataset(
         image = tf.ensure_shape(image, (*size, 3))
         mask = tf.ensure_shape(mask, size)
         if normalization not in (None, "none"):
-            image = (image - mean) / std
+            image = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
         return image, tf.cast(mask, tf.int32)
 
     data = data.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     data = data.batch(batch_size, drop_remainder=drop_remainder)
     return data.prefetch(tf.data.AUTOTUNE)
-
-
-def first_bad_sample(ds, limit=None) -> str | None:
-    """The one-line reason of the first sample that cannot be read (numpy readers), if any."""
-    for i in range(len(ds) if limit is None else min(limit, len(ds))):
-        try:
-            ds.load(i)
-        except KsegError as e:
-            return str(e)
-    return None
