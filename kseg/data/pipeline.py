@@ -249,27 +249,19 @@ def make_dataset(
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         data = tf.data.Dataset.zip((data, seeds))
 
-        def aug(pair, s):
+        def geometry(pair, s):
             image, mask = pair
-            image = tf.cast(image, tf.float32)
-            s_geo, s_por, s_pick, s_rot, s_col = T._seeds(s, 5)
+            s_geo, s_por, s_pick = T._seeds(s, 3)
+            kw = dict(flip=augment.flip, max_degrees=augment.rotate)
+            plain = lambda: T.random_scale_crop_flip(image, mask, size, s_geo, augment.scale, **kw)  # noqa: E731
             if augment.portrait > 0:
-                image, mask = tf.cond(
-                    tf.random.stateless_uniform([], s_pick) < augment.portrait,
-                    lambda: T.portrait_crop(image, mask, size, s_por, flip=augment.flip),
-                    lambda: T.random_scale_crop_flip(image, mask, size, s_geo, augment.scale, augment.flip),
-                )
-            else:
-                image, mask = T.random_scale_crop_flip(image, mask, size, s_geo, augment.scale, augment.flip)
-            if augment.rotate:
-                image, mask = T.rotate(image, mask, s_rot, augment.rotate)
-            if augment.photometric:
-                image = T.photometric(image, s_col)
-            return image, mask
+                return tf.cond(tf.random.stateless_uniform([], s_pick) < augment.portrait,
+                               lambda: T.portrait_crop(image, mask, size, s_por, **kw), plain)
+            return plain()
 
-        data = data.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = data.map(geometry, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        data = data.map(lambda image, mask: T.resize(tf.cast(image, tf.float32), mask, size),
+        data = data.map(lambda image, mask: T.resize(image, mask, size),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def finish(image, mask):
@@ -281,4 +273,19 @@ def make_dataset(
 
     data = data.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     data = data.batch(batch_size, drop_remainder=drop_remainder)
+    if training and augment.photometric:
+        # colour is vectorised over the batch: much cheaper than per image
+        seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+        data = tf.data.Dataset.zip((data, seeds)).map(
+            lambda batch, s: (_photometric_then_normalise(batch[0], s, mean, std, normalization), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    elif normalization not in (None, "none"):
+        data = data.map(lambda x, y: ((x - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def _photometric_then_normalise(images, seed, mean, std, normalization):
+    images = T.photometric(images, seed)
+    if normalization not in (None, "none"):
+        images = (images - mean) / std
+    return images
