@@ -331,6 +331,8 @@ def fit(cfg: RunConfig):
         steps = max(1, len(train_set) // cfg.data.batch_size)
 
     strategy = _strategy(cfg.train.strategy)
+    if cfg.train.strategy:
+        print(f"{cfg.train.strategy} strategy: {strategy.num_replicas_in_sync} replicas", flush=True)
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
         model.compile(

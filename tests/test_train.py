@@ -1,0 +1,100 @@
+"""kseg train / evaluate / predict end to end on tiny synthetic data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kseg.cli import main
+from kseg.data.synthetic import write_shapes_dataset
+
+MODEL = "model: {name: unet, kwargs: {filters: 4, depth: 2}}\n"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    ds = write_shapes_dataset(root, 24, size=(48, 64), num_classes=3, seed=1)
+    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+    return root
+
+
+def _config(tmp_path, shapes, epochs, name="t", model=MODEL, extra=""):
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(
+        f"name: {name}\nout_dir: {tmp_path / 'runs'}\n{model}"
+        f"data:\n  train: [{{path: '{shapes}', format: masks}}]\n  val_fraction: 0.25\n"
+        f"  size: [32, 32]\n  batch_size: 4\n"
+        f"train: {{epochs: {epochs}, learning_rate: 0.01, verbose: 0, early_stop_patience: null}}\n{extra}"
+    )
+    return cfg
+
+
+def _epochs(run):
+    return [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv"))]
+
+
+def test_train_writes_run_and_resumes(tmp_path, shapes):
+    cfg = _config(tmp_path, shapes, epochs=1)
+    assert main(["train", "--config", str(cfg)]) == 0
+    run = tmp_path / "runs" / "t"
+    for f in ("best.keras", "last.keras", "history.csv", "curves.png", "config.yaml", "classes.json"):
+        assert (run / f).is_file(), f
+    assert _epochs(run) == [0]
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert np.isfinite(float(rows[0]["loss"])) and 0.0 <= float(rows[0]["val_mean_iou"]) <= 1.0
+    # same run, more epochs: resumes at epoch 1 instead of starting over
+    assert main(["train", "--config", str(cfg), "--set", "train.epochs=2"]) == 0
+    assert _epochs(run) == [0, 1]
+
+
+def test_train_refuses_another_architecture_in_the_same_run(tmp_path, shapes, capsys):
+    cfg = _config(tmp_path, shapes, epochs=1, name="arch")
+    assert main(["train", "--config", str(cfg)]) == 0
+    other = _config(tmp_path, shapes, epochs=2, name="arch", model="model: {name: unet, kwargs: {filters: 8, depth: 2}}\n")
+    assert main(["train", "--config", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a checkpoint of model unet" in err and "Traceback" not in err
+
+
+def test_unknown_config_key_is_one_line(tmp_path, shapes, capsys):
+    cfg = _config(tmp_path, shapes, epochs=1, extra="trian: {}\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown config key trian" in err[0]
+
+
+def test_evaluate_and_predict(tmp_path, shapes, capsys):
+    cfg = _config(tmp_path, shapes, epochs=1, name="ev")
+    assert main(["train", "--config", str(cfg)]) == 0
+    best = tmp_path / "runs" / "ev" / "best.keras"
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(best), str(shapes), "--format", "masks", "--out", str(out), "--json", "--limit", "6"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_images"] == 6
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == 6 * 48 * 64  # scored at label resolution
+    assert abs(report["pixel_accuracy"] - np.trace(cm) / cm.sum()) < 1e-9
+    assert (out / "confusion.png").is_file() and len(list((out / "overlays").glob("*.png"))) == 6
+    img = sorted((shapes / "images").glob("*.png"))[0]
+    assert main(["predict", str(best), str(img), "--out", str(tmp_path / "pred")]) == 0
+    import cv2
+
+    mask = cv2.imread(str(tmp_path / "pred" / f"{img.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (48, 64) and mask.max() < 3
+
+
+def test_mirrored_strategy_on_two_cpu_devices(tmp_path, shapes):
+    cfg = _config(tmp_path, shapes, epochs=1, name="mirror")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    r = subprocess.run(
+        [sys.executable, "-m", "kseg", "train", "--config", str(cfg), "--strategy", "mirrored", "--cpu-devices", "2"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mirrored strategy: 2 replicas" in r.stdout
+    assert _epochs(tmp_path / "runs" / "mirror") == [0]
