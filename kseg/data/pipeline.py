@@ -243,7 +243,7 @@ def make_dataset(
         data = data.shuffle(min(len(ds), 2048), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         data = data.repeat()
-    mean, std = NORMALIZATIONS[normalization]
+    mean, std = (tf.constant(v, tf.float32) for v in NORMALIZATIONS[normalization])
 
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
@@ -267,8 +267,6 @@ def make_dataset(
     def finish(image, mask):
         image = tf.ensure_shape(image, (*size, 3))
         mask = tf.ensure_shape(mask, size)
-        if normalization not in (None, "none"):
-            image = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
         return image, tf.cast(mask, tf.int32)
 
     data = data.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
