@@ -190,7 +190,7 @@ def make_metrics(num_classes: int):
     from kseg import metrics
 
     return [
-        metrics.PixelAccuracy(name="pixel_accuracy"),
+        metrics.PixelAccuracy(num_classes, name="pixel_accuracy"),
         metrics.MeanIoU(num_classes, name="mean_iou"),
     ]
 

@@ -1,0 +1,193 @@
+"""Segmentation metrics, all derived from one streaming confusion matrix.
+
+Rows of the confusion matrix are the true class, columns the predicted class; pixels labelled
+``ignore_index`` (255) are not counted. ``y_pred`` may be logits/probabilities ``(B, H, W, C)``
+or class ids ``(B, H, W)``.
+
+- pixel accuracy (global accuracy) = trace / total
+- class accuracy (SegNet's "class average accuracy") = mean over classes of recall
+- IoU_c = TP / (TP + FP + FN); mIoU = mean over classes that occur in the truth or the
+  prediction of the whole stream (classes never seen on either side are left out: their IoU
+  is undefined, not 0)
+- Dice_c = 2 TP / (2 TP + FP + FN); mean Dice likewise
+
+Numpy helpers (``confusion_matrix``, ``scores_from_confusion``) serve ``kseg evaluate``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+IGNORE = 255
+
+
+# --------------------------------------------------------------------------------------
+# numpy
+
+
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=IGNORE) -> np.ndarray:
+    """``(C, C)`` int64 counts (rows: truth, columns: prediction), ignoring ``ignore_index``."""
+    t = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
+    keep = (t != ignore_index) & (t < num_classes) & (t >= 0)
+    idx = t[keep] * num_classes + np.clip(p[keep], 0, num_classes - 1)
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(cm) -> dict:
+    """Every score from a confusion matrix.
+
+    Returns:
+        dict with ``pixel_accuracy``, ``class_accuracy``, ``per_class_iou`` (NaN for classes
+        absent from truth and prediction), ``miou``, ``per_class_dice``, ``mean_dice``,
+        ``per_class_accuracy``.
+    """
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    gt = cm.sum(1)
+    pred = cm.sum(0)
+    union = gt + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        dice = np.where(gt + pred > 0, 2 * tp / (gt + pred), np.nan)
+        recall = np.where(gt > 0, tp / gt, np.nan)
+    total = cm.sum()
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "class_accuracy": float(np.nanmean(recall)) if np.any(gt > 0) else float("nan"),
+        "per_class_accuracy": recall,
+        "per_class_iou": iou,
+        "miou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
+        "per_class_dice": dice,
+        "mean_dice": float(np.nanmean(dice)) if np.any(gt + pred > 0) else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# keras metrics
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ConfusionMatrix(keras.metrics.Metric):
+    """Streaming confusion matrix; ``result()`` is the ``(C, C)`` float32 matrix.
+
+    Args:
+        num_classes: C.
+        ignore_index: label ignored (default 255).
+    """
+
+    def __init__(self, num_classes, ignore_index=IGNORE, name="confusion_matrix", dtype="float32", **kwargs):
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.cm = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
+                                    name="cm", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        if len(y_pred.shape) == len(ops.shape(y_true)) + 1:
+            y_pred = ops.argmax(y_pred, axis=-1)
+        t = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        p = ops.reshape(ops.cast(y_pred, "int32"), (-1,))
+        valid = ops.logical_and(ops.not_equal(t, self.ignore_index), ops.less(t, self.num_classes))
+        w = ops.cast(valid, "float32")
+        if sample_weight is not None:
+            sw = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            w = w * ops.broadcast_to(sw, ops.shape(w)) if len(sw.shape) else w * sw
+        idx = ops.where(valid, t, 0) * self.num_classes + ops.clip(p, 0, self.num_classes - 1)
+        counts = ops.segment_sum(w, idx, num_segments=self.num_classes * self.num_classes)
+        self.cm.assign_add(ops.reshape(counts, (self.num_classes, self.num_classes)))
+
+    def result(self):
+        return ops.convert_to_tensor(self.cm)
+
+    def reset_state(self):
+        self.cm.assign(ops.zeros((self.num_classes, self.num_classes), "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "ignore_index": self.ignore_index}
+
+
+def _diag(cm):
+    n = ops.shape(cm)[0]
+    return ops.sum(cm * ops.eye(n, dtype=cm.dtype), axis=1)
+
+
+def _nanfree_mean(values, present):
+    present = ops.cast(present, "float32")
+    return ops.sum(ops.where(present > 0, values, 0.0)) / ops.maximum(ops.sum(present), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanIoU(ConfusionMatrix):
+    """Mean intersection-over-union over the classes present in truth or prediction.
+
+    Example:
+        model.compile(..., metrics=[kseg.metrics.MeanIoU(num_classes=11)])   # logs "mean_iou"
+    """
+
+    def __init__(self, num_classes, ignore_index=IGNORE, name="mean_iou", **kwargs):
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+
+    def per_class(self):
+        cm = self.cm
+        tp = _diag(cm)
+        union = ops.sum(cm, 0) + ops.sum(cm, 1) - tp
+        return tp / ops.maximum(union, 1e-12), union > 0
+
+    def result(self):
+        iou, present = self.per_class()
+        return _nanfree_mean(iou, present)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class PerClassIoU(MeanIoU):
+    """IoU of each class as a vector (0 where a class was never seen)."""
+
+    def __init__(self, num_classes, ignore_index=IGNORE, name="per_class_iou", **kwargs):
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+
+    def result(self):
+        return self.per_class()[0]
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class PixelAccuracy(ConfusionMatrix):
+    """Fraction of non-ignored pixels whose class is right (global accuracy)."""
+
+    def __init__(self, num_classes=None, ignore_index=IGNORE, name="pixel_accuracy", **kwargs):
+        # the class count only sizes the matrix; 256 covers any uint8 label set
+        super().__init__(num_classes or 256, ignore_index, name=name, **kwargs)
+
+    def result(self):
+        return ops.sum(_diag(self.cm)) / ops.maximum(ops.sum(self.cm), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ClassAverageAccuracy(ConfusionMatrix):
+    """Mean per-class recall over classes present in the truth (SegNet's class average accuracy)."""
+
+    def __init__(self, num_classes, ignore_index=IGNORE, name="class_accuracy", **kwargs):
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+
+    def result(self):
+        gt = ops.sum(self.cm, 1)
+        return _nanfree_mean(_diag(self.cm) / ops.maximum(gt, 1e-12), gt > 0)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanDice(ConfusionMatrix):
+    """Mean Dice (F1) over classes present in truth or prediction."""
+
+    def __init__(self, num_classes, ignore_index=IGNORE, name="mean_dice", **kwargs):
+        super().__init__(num_classes, ignore_index, name=name, **kwargs)
+
+    def result(self):
+        tp = _diag(self.cm)
+        denom = ops.sum(self.cm, 0) + ops.sum(self.cm, 1)
+        return _nanfree_mean(2.0 * tp / ops.maximum(denom, 1e-12), denom > 0)
+
+
+DiceScore = MeanDice

@@ -1,0 +1,123 @@
+"""Losses against hand-computed values."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from kseg import losses as L
+
+# one image, 2x2 pixels, 2 classes; labels [[0, 1], [1, 255]]
+Y = np.array([[[0, 1], [1, 255]]], np.int32)
+LOGITS = np.array([[[[2.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [5.0, -5.0]]]], np.float32)
+
+
+def _p(a, b):  # softmax probability of the first of two logits
+    return math.exp(a) / (math.exp(a) + math.exp(b))
+
+
+# per-pixel CE for the three valid pixels
+CE0 = -math.log(_p(2, 0))
+CE1 = -math.log(_p(1, 0))
+CE2 = -math.log(0.5)
+
+
+def test_cross_entropy_by_hand():
+    got = float(L.SparseCategoricalCrossEntropy()(Y, LOGITS))
+    assert got == pytest.approx((CE0 + CE1 + CE2) / 3, rel=1e-6)
+
+
+def test_ignored_pixels_have_no_effect():
+    other = LOGITS.copy()
+    other[0, 1, 1] = [-30.0, 40.0]
+    for loss in (L.SparseCategoricalCrossEntropy(), L.DiceLoss(2), L.FocalLoss(), L.CEDiceLoss(2)):
+        assert float(loss(Y, LOGITS)) == pytest.approx(float(loss(Y, other)), rel=1e-6)
+
+
+def test_weighted_cross_entropy_by_hand():
+    w = [0.5, 2.0]
+    got = float(L.SparseCategoricalCrossEntropy(class_weights=w)(Y, LOGITS))
+    assert got == pytest.approx((0.5 * CE0 + 2 * CE1 + 2 * CE2) / (0.5 + 2 + 2), rel=1e-6)
+
+
+def test_label_smoothing_by_hand():
+    eps = 0.2
+    got = float(L.SparseCategoricalCrossEntropy(label_smoothing=eps)(Y, LOGITS))
+    def sm(a, b, y):  # target (1-eps) onehot + eps/2
+        lp = [math.log(_p(a, b)), math.log(_p(b, a))]
+        t = [eps / 2, eps / 2]
+        t[y] += 1 - eps
+        return -(t[0] * lp[0] + t[1] * lp[1])
+    want = (sm(2, 0, 0) + sm(0, 1, 1) + sm(1, 1, 1)) / 3
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_dice_by_hand_including_absent_class():
+    p0 = [_p(2, 0), _p(0, 1), 0.5]  # P(class 0) at the valid pixels
+    p1 = [1 - v for v in p0]
+    t0, t1 = [1, 0, 0], [0, 1, 1]
+    d0 = (2 * sum(a * b for a, b in zip(p0, t0)) + 1) / (sum(p0) + sum(t0) + 1)
+    d1 = (2 * sum(a * b for a, b in zip(p1, t1)) + 1) / (sum(p1) + sum(t1) + 1)
+    assert float(L.DiceLoss(2)(Y, LOGITS)) == pytest.approx(1 - (d0 + d1) / 2, rel=1e-6)
+    # a third class absent from truth and (nearly) from prediction scores ~1 and costs ~nothing
+    logits3 = np.concatenate([LOGITS, np.full((1, 2, 2, 1), -40.0, np.float32)], -1)
+    d2 = (0 + 1) / (0 + 0 + 1)
+    assert float(L.DiceLoss(3)(Y, logits3)) == pytest.approx(1 - (d0 + d1 + d2) / 3, rel=1e-5)
+
+
+def test_focal_by_hand_and_gamma_zero_is_ce():
+    py = [_p(2, 0), _p(1, 0), 0.5]
+    want = sum(-(1 - p) ** 2 * math.log(p) for p in py) / 3
+    assert float(L.FocalLoss(gamma=2.0)(Y, LOGITS)) == pytest.approx(want, rel=1e-6)
+    assert float(L.FocalLoss(gamma=0.0)(Y, LOGITS)) == pytest.approx((CE0 + CE1 + CE2) / 3, rel=1e-6)
+    alpha = [0.25, 0.75]
+    want_a = (0.25 * -(1 - py[0]) ** 2 * math.log(py[0]) + 0.75 * -(1 - py[1]) ** 2 * math.log(py[1])
+              + 0.75 * -(1 - py[2]) ** 2 * math.log(py[2])) / 3
+    assert float(L.FocalLoss(alpha=alpha)(Y, LOGITS)) == pytest.approx(want_a, rel=1e-6)
+
+
+def test_ce_dice_is_the_sum():
+    ce = float(L.SparseCategoricalCrossEntropy()(Y, LOGITS))
+    dice = float(L.DiceLoss(2)(Y, LOGITS))
+    assert float(L.CEDiceLoss(2, ce_weight=1.0, dice_weight=0.5)(Y, LOGITS)) == pytest.approx(ce + 0.5 * dice, rel=1e-6)
+
+
+def test_perfect_prediction_is_the_minimum():
+    y = np.array([[[0, 1], [1, 0]]], np.int32)
+    logits = np.where(np.eye(2, dtype=bool)[y], 30.0, -30.0).astype(np.float32)
+    assert float(L.SparseCategoricalCrossEntropy()(y, logits)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.DiceLoss(2)(y, logits)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.FocalLoss()(y, logits)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_median_frequency_weights_by_hand():
+    # two images: image A has 6 px of class 0 and 2 px of class 1; image B has 8 px of class 0
+    masks = [np.array([[0, 0, 0, 0], [0, 0, 1, 1]]), np.array([[0, 0, 0, 0], [0, 0, 0, 0]]),
+             np.array([[255, 255]])]
+    counts, present = L.class_pixel_counts(masks, 3)
+    assert list(counts) == [14, 2, 0] and list(present) == [16, 8, 0]
+    w = L.compute_class_weights(counts, "median_frequency", present)
+    f0, f1 = 14 / 16, 2 / 8
+    med = (f0 + f1) / 2
+    np.testing.assert_allclose(w, [med / f0, med / f1, 0.0], rtol=1e-6)
+    inv = L.compute_class_weights(counts, "inverse_frequency")
+    raw = np.array([16 / 14, 16 / 2])
+    np.testing.assert_allclose(inv[:2], raw / raw.mean(), rtol=1e-6)
+    assert inv[2] == 0.0
+
+
+def test_serialization_round_trip():
+    for loss in (L.SparseCategoricalCrossEntropy(class_weights=[1, 2], label_smoothing=0.1),
+                 L.DiceLoss(2, smooth=0.5), L.FocalLoss(gamma=1.5, alpha=[0.3, 0.7]), L.CEDiceLoss(2, dice_weight=0.3)):
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+        assert type(again) is type(loss) and again.get_config() == loss.get_config()
+        assert float(again(Y, LOGITS)) == pytest.approx(float(loss(Y, LOGITS)), rel=1e-6)
+
+
+def test_get_loss_errors():
+    from kseg.errors import KsegError
+    with pytest.raises(KsegError, match="unknown loss"):
+        L.get_loss("dicey")
+    with pytest.raises(KsegError, match="needs class weights"):
+        L.get_loss("weighted_ce")
