@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,8 @@ def write_shapes_dataset(root, n, size=(64, 64), num_classes=3, seed=0, image_fo
         size, num_classes, seed: as for ``make_shapes``.
         image_format: ``"png"`` (lossless) or ``"jpg"``.
 
+    Also writes ``root/classes.json`` so that ``open_dataset(root, "masks")`` reads it back.
+
     Returns:
         A ``SegDataset`` over the written files (class names ``background, circle, ...``).
     """
@@ -155,4 +158,6 @@ def write_shapes_dataset(root, n, size=(64, 64), num_classes=3, seed=0, image_fo
         cv2.imwrite(str(mp), masks[i])
         samples.append(SegSample(str(ip), str(mp), 0))
     names = ("background",) + tuple(SHAPES[(k - 1) % len(SHAPES)] + ("" if k <= 3 else str(k)) for k in range(1, num_classes))
+    # so that ``open_dataset(root, "masks")`` (and ``kseg data preview``) reads it back
+    (root / "classes.json").write_text(json.dumps({"classes": list(names)}))
     return SegDataset("shapes", names, samples, identity_lut(num_classes)[None], ("shapes",))
