@@ -1,0 +1,479 @@
+"""TFLite export with a model card, op checks and Keras/TFLite parity.
+
+``to_tflite`` converts a Keras 3 model (float32, float16, dynamic-range or full-int8
+post-training quantization) or a quantization-aware tf_keras model (``"qat"``, from
+``kseg.quantize.qat``) through a ``tf.function`` with a fixed ``(1, H, W, 3)`` input signature
+and ``tf.lite.TFLiteConverter.from_concrete_functions``. Full-int8 models use builtin int8 ops
+only and take/return uint8 by default, so an RGB frame goes in as is: the model normalises
+internally (its ``Rescaling`` layer), and the runtime dequantizes the logits.
+
+Every ``.tflite`` gets a model card ``NAME.json`` beside it (``write_model_card``): task,
+classes and colours, input and output tensors with their quantization, training data, metrics,
+latency, size, data licence and the command that made it.
+
+Example:
+    from kseg.export import to_tflite, parity
+    path = to_tflite(model, "exports/unet_int8.tflite", quantization="int8",
+                     representative_data=val_images, card={"class_names": ["background", "person"]})
+    print(parity(model, path, images, masks))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kseg.errors import KsegError
+from kseg.paths import atomic_path
+from kseg.runtime import Segmenter, card_path, check_tflite_file, read_card, tflite_ops
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "qat")
+IO_DTYPES = ("uint8", "int8", "float32")
+CARD_FORMAT = "kseg-model-card/1"
+
+__all__ = [
+    "QUANTIZATIONS", "to_tflite", "tflite_ops", "assert_builtin_ops", "write_model_card",
+    "read_card", "parity", "measure_latency", "add_cli", "run_cli",
+]
+
+
+# --------------------------------------------------------------------------------------
+# conversion
+
+
+def _input_size(model, input_size):
+    if input_size is not None:
+        return int(input_size[0]), int(input_size[1])
+    h, w = model.input_shape[1:3]
+    if h is None or w is None:
+        raise KsegError(
+            f"model {model.name} has a free input size; give input_size=(H, W) (--size H W on the CLI)"
+        )
+    return int(h), int(w)
+
+
+def _representative(data, size, limit):
+    """A converter-ready generator of ``[float32 (1, H, W, 3)]`` from many kinds of input."""
+    import tensorflow as tf
+
+    if data is None:
+        return None
+
+    def batches():
+        source = data() if callable(data) else data
+        if isinstance(source, tf.data.Dataset):
+            source = source.as_numpy_iterator()
+        for item in source:
+            if isinstance(item, (tuple, list)) and len(item) == 2 and np.ndim(item[0]) >= 3:
+                item = item[0]  # (images, masks)
+            if isinstance(item, (tuple, list)) and len(item) == 1:
+                item = item[0]
+            arr = np.asarray(item, dtype=np.float32)
+            yield from (arr[None] if arr.ndim == 3 else arr)
+
+    def gen():
+        n = 0
+        for image in batches():
+            if image.shape[:2] != tuple(size):
+                image = tf.image.resize(image, size).numpy()
+            yield [image[None].astype(np.float32)]
+            n += 1
+            if n >= limit:
+                break
+        if n == 0:
+            raise KsegError("representative_data yielded no images; give a few images at the model's input size")
+
+    return gen
+
+
+def _is_tf_keras_model(model) -> bool:
+    return type(model).__module__.startswith("tf_keras")
+
+
+def to_tflite(model, path, quantization: str = "float32", representative_data=None, io_dtype: str = "uint8",
+              input_size=None, card: dict | None = None, num_calibration: int = 100) -> Path:
+    """Convert a model to a ``.tflite`` file (written atomically) and write its model card.
+
+    Args:
+        model: a Keras 3 model, or for ``"qat"`` the quantization-aware tf_keras model from
+            ``kseg.quantize.qat`` (or the folder/``.h5`` that ``kseg quantize`` wrote).
+        path: the output ``.tflite`` path.
+        quantization: ``"float32"``, ``"float16"`` (float16 weights), ``"dynamic"`` (int8
+            weights, float activations), ``"int8"`` (full integer, needs ``representative_data``)
+            or ``"qat"`` (full integer from the QAT model's learned ranges).
+        representative_data: calibration images for ``"int8"``: an array ``(N, H, W, 3)``, a
+            ``tf.data.Dataset`` of images or ``(images, masks)`` batches (e.g. from
+            ``kseg.data.pipeline.make_dataset(..., training=False)``), an iterable of such, or a
+            callable returning one. Float32 RGB 0..255, the model's input range.
+        io_dtype: input/output type of ``"int8"``/``"qat"`` models: ``"uint8"`` (default),
+            ``"int8"`` or ``"float32"``.
+        input_size: ``(H, W)`` for models with a free input size.
+        card: model card fields to record (``class_names``, ``colors``, ``training_data``,
+            ``metrics``, ``data_licence``, ``command``, ...); see ``write_model_card``.
+        num_calibration: at most this many calibration images.
+
+    Returns:
+        The path of the ``.tflite`` file.
+
+    Raises:
+        KsegError: unknown quantization, int8 without calibration data, a Keras 3 model passed
+            for ``"qat"``, or a conversion failure (one line with the converter's reason).
+
+    Example:
+        to_tflite(model, "exports/unet_int8.tflite", "int8", representative_data=images)
+    """
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise KsegError(f"quantization={quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+    if io_dtype not in IO_DTYPES:
+        raise KsegError(f"io_dtype={io_dtype!r}: use one of {', '.join(IO_DTYPES)}")
+    if quantization == "qat":
+        if isinstance(model, (str, os.PathLike)):
+            from kseg.quantize.qat import load_qat_model
+
+            model = load_qat_model(model)
+        if not _is_tf_keras_model(model):
+            raise KsegError(
+                "quantization='qat' takes the quantization-aware model from kseg quantize "
+                "(kseg.quantize.qat.qat_fine_tune); for a trained Keras model use quantization='int8'"
+            )
+    elif isinstance(model, (str, os.PathLike)):
+        from kseg.runtime import _load_keras
+
+        model = _load_keras(Path(model))
+    if quantization == "int8" and representative_data is None:
+        raise KsegError("quantization='int8' needs representative_data (a few hundred training images; --data on the CLI)")
+    size = _input_size(model, input_size)
+    spec = tf.TensorSpec((1, *size, 3), tf.float32, name="image")
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization in ("int8", "qat"):
+        rep = _representative(representative_data, size, num_calibration)
+        if rep is None:
+            # The converter insists on a representative dataset before it inspects the graph,
+            # even for a QAT model whose FakeQuant ranges it then uses (the dataset is unused).
+            rep = _representative(np.zeros((1, *size, 3), np.float32), size, 1)
+        converter.representative_dataset = rep
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    try:
+        flatbuffer = converter.convert()
+    except KsegError:
+        raise
+    except Exception as e:
+        lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
+        raise KsegError(f"TFLite conversion ({quantization}) of {model.name} failed: {lines[0].strip()[:200]}") from None
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(flatbuffer)
+    fields = {"quantization": quantization, "model": getattr(model, "name", None)}
+    fields.update(card or {})
+    write_model_card(path, **fields)
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# ops
+
+
+def assert_builtin_ops(path) -> list[str]:
+    """Raise ``KsegError`` if the model uses Flex (TF select) or custom ops; return its op names."""
+    ops = tflite_ops(path)
+    bad = sorted({op for op in ops if op.startswith("Flex") or not op.isupper()})
+    if bad:
+        raise KsegError(
+            f"{path} uses non-builtin ops {bad}; the LiteRT runtime needs builtin ops only — "
+            "replace the layers that produce them"
+        )
+    return ops
+
+
+# --------------------------------------------------------------------------------------
+# model card
+
+
+def _tensor_info(detail) -> dict:
+    scale, zero = detail["quantization"]
+    info = {"shape": [int(v) for v in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+    if np.dtype(detail["dtype"]) in (np.uint8, np.int8):
+        info["quantization"] = {"scale": float(scale), "zero_point": int(zero),
+                                "real_value": "scale * (q - zero_point)"}
+    return info
+
+
+def write_model_card(tflite_path, **fields) -> Path:
+    """Write (or update) the model card ``NAME.json`` beside a ``.tflite`` file, atomically.
+
+    Tensor shapes, dtypes and quantization are read from the model itself; the caller fills in
+    what only it knows. An existing card's fields are kept unless given again.
+
+    Args:
+        tflite_path: the ``.tflite`` file.
+        **fields: any of ``class_names``, ``colors`` (``C×3`` RGB), ``person_index``,
+            ``quantization``, ``training_data``, ``metrics`` (dict), ``latency_ms`` (dict),
+            ``data_licence``, ``command``, ``model``, ``output_meaning`` (``"logits"`` default
+            or ``"probabilities"``) and anything else JSON-serialisable.
+
+    Returns:
+        The card's path.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    p = check_tflite_file(tflite_path)
+    card = {}
+    existing = card_path(p)
+    if existing.is_file():
+        try:
+            card = json.loads(existing.read_text())
+        except ValueError:
+            card = {}
+    interp = Interpreter(model_path=str(p))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    meaning = fields.pop("output_meaning", None) or (card.get("output") or {}).get("meaning", "logits")
+    colors = fields.pop("colors", None)
+    if colors is not None:
+        fields["colors"] = np.asarray(colors).astype(int).tolist()
+    card.update({
+        "format": CARD_FORMAT,
+        "name": p.stem,
+        "task": "semantic_segmentation",
+        "file": p.name,
+        "size_bytes": p.stat().st_size,
+        "input": {
+            **_tensor_info(inp),
+            "color": "RGB",
+            "range": [0, 255],
+            "normalization": "inside the model (Rescaling layer): feed RGB 0..255 as is",
+        },
+        "output": {
+            **_tensor_info(out),
+            "meaning": meaning,
+            "layout": "NHWC: one score per class per pixel; softmax over the last axis gives "
+                      "probabilities; upsample to the frame's size",
+        },
+    })
+    card.update({k: v for k, v in fields.items() if v is not None})
+    if "class_names" in card and len(card["class_names"]) != card["output"]["shape"][-1]:
+        raise KsegError(
+            f"class_names has {len(card['class_names'])} names but {p.name} outputs "
+            f"{card['output']['shape'][-1]} classes; pass the model's own class names"
+        )
+    card.setdefault("command", " ".join(["kseg", *sys.argv[1:]]) if Path(sys.argv[0]).stem == "kseg" else None)
+    from kseg import __version__
+
+    card["kseg_version"] = __version__
+    path = card_path(p)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# parity and latency
+
+
+def _confusion(pred, truth, n):
+    valid = truth != 255
+    idx = truth[valid].astype(np.int64) * n + pred[valid].astype(np.int64)
+    return np.bincount(idx, minlength=n * n).reshape(n, n)
+
+
+def _miou(conf) -> float:
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+def parity(keras_model, tflite_path, images, masks=None, num_threads=None) -> dict:
+    """How closely a ``.tflite`` model follows its Keras original on real images.
+
+    Both run through ``Segmenter`` (same resize, softmax and upsampling), so only the model
+    differs.
+
+    Args:
+        keras_model: the Keras model (object or ``.keras`` path).
+        tflite_path: the exported model.
+        images: RGB uint8 images (any sizes).
+        masks: optional label masks (uint8, 255 = ignore) matching ``images``.
+        num_threads: interpreter threads.
+
+    Returns:
+        ``{"pixel_agreement", "n_images", "n_pixels"}`` and, with masks, ``"miou_keras"``,
+        ``"miou_tflite"``, ``"pixel_accuracy_keras"``, ``"pixel_accuracy_tflite"``.
+    """
+    lite = Segmenter(tflite_path, num_threads=num_threads)
+    ref = Segmenter(keras_model, card=lite.card)
+    n = lite.num_classes
+    agree = total = 0
+    conf_k = np.zeros((n, n), np.int64)
+    conf_t = np.zeros((n, n), np.int64)
+    for i, image in enumerate(images):
+        a = ref.segment(image).category_mask
+        b = lite.segment(image).category_mask
+        agree += int((a == b).sum())
+        total += a.size
+        if masks is not None:
+            conf_k += _confusion(a, np.asarray(masks[i]), n)
+            conf_t += _confusion(b, np.asarray(masks[i]), n)
+    out = {"pixel_agreement": agree / max(total, 1), "n_images": len(images), "n_pixels": total}
+    if masks is not None:
+        out.update({
+            "miou_keras": _miou(conf_k),
+            "miou_tflite": _miou(conf_t),
+            "pixel_accuracy_keras": float(np.trace(conf_k) / max(conf_k.sum(), 1)),
+            "pixel_accuracy_tflite": float(np.trace(conf_t) / max(conf_t.sum(), 1)),
+        })
+    return out
+
+
+def measure_latency(tflite_path, num_threads: int = 2, runs: int = 30, warmup: int = 3) -> dict:
+    """Median and 90th-percentile ``invoke`` time of a ``.tflite`` model, in milliseconds."""
+    seg = Segmenter(tflite_path, num_threads=num_threads)
+    interp = seg._backend.interpreter
+    detail = seg._backend.inp
+    x = np.zeros(detail["shape"], detail["dtype"])
+    interp.set_tensor(detail["index"], x)
+    times = []
+    for i in range(warmup + runs):
+        t = time.perf_counter()
+        interp.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "threads": num_threads, "runs": runs, "input": list(map(int, detail["shape"][1:3]))}
+
+
+# --------------------------------------------------------------------------------------
+# CLI (wired into kseg/cli.py by the lead)
+
+
+def add_cli(subparsers) -> None:
+    """Add ``kseg export`` and ``kseg quantize`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "export", help="convert a model to .tflite (float32, float16, dynamic, int8, qat) with a model card",
+        description="Write exports/NAME.tflite and its model card exports/NAME.json.",
+    )
+    p.add_argument("model", help=".keras model, or for --quantization qat the folder kseg quantize wrote")
+    p.add_argument("--quantization", default="int8", choices=QUANTIZATIONS)
+    p.add_argument("--data", help="dataset folder: calibration images (int8) and parity/metrics")
+    p.add_argument("--format", default="auto", help="dataset format: masks, ccp, camvid, pets, coco, auto")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size for models with a free size")
+    p.add_argument("--io-dtype", default="uint8", choices=IO_DTYPES)
+    p.add_argument("--calibration", type=int, default=100, help="calibration images (default 100)")
+    p.add_argument("--parity", type=int, default=20, help="images for Keras/TFLite parity with --data (0: skip)")
+    p.add_argument("--keras-model", help="with qat: the float .keras model to compare against")
+    p.add_argument("--licence", help="data licence recorded in the card")
+    p.add_argument("--threads", type=int, default=2, help="threads for the latency measurement")
+    p.add_argument("--out", required=True, help="output .tflite path, e.g. exports/NAME.tflite")
+    p.set_defaults(func=run_cli, kseg_command="export")
+
+    q = subparsers.add_parser(
+        "quantize", help="quantization-aware fine-tuning (tfmot on a tf_keras twin)",
+        description="Fine-tune a trained .keras model with fake quantization; writes OUT/qat_model.h5. "
+                    "Convert it with kseg export OUT --quantization qat.",
+    )
+    q.add_argument("model", help="trained .keras model")
+    q.add_argument("--data", required=True, help="training dataset folder")
+    q.add_argument("--format", default="auto")
+    q.add_argument("--epochs", type=int, default=2)
+    q.add_argument("--lr", type=float, default=1e-5)
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    q.add_argument("--val-fraction", type=float, default=0.1)
+    q.add_argument("--out", required=True, help="output folder, e.g. runs/NAME/qat")
+    q.set_defaults(func=run_cli, kseg_command="quantize")
+
+
+def _open_data(args):
+    from kseg.data.readers import open_dataset
+
+    try:
+        from kseg.config import resolve_data_path
+
+        root = resolve_data_path(args.data)
+    except ImportError:
+        root = args.data
+    return open_dataset(root, args.format)
+
+
+def run_cli(args) -> int:
+    """Run ``kseg export`` or ``kseg quantize`` from parsed arguments; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = " ".join(["kseg", *sys.argv[1:]])
+    if args.kseg_command == "quantize":
+        from kseg.data.pipeline import make_dataset
+        from kseg.quantize.qat import qat_fine_tune
+        from kseg.runtime import _load_keras
+
+        model = _load_keras(Path(args.model))
+        size = tuple(args.size) if args.size else _input_size(model, None)
+        ds = _open_data(args)
+        train, val = ds.split(args.val_fraction) if args.val_fraction > 0 else (ds, None)
+        train_ds = make_dataset(train, size=size, batch_size=args.batch_size, training=True)
+        val_ds = make_dataset(val, size=size, batch_size=args.batch_size, training=False) if val else None
+        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2)
+        info = {"source_model": str(args.model), "data": args.data, "format": args.format,
+                "class_names": list(ds.class_names), "colors": ds.colors.tolist(), "command": command,
+                "input_size": list(size)}
+        with atomic_path(Path(args.out) / "qat.json") as tmp:
+            Path(tmp).write_text(json.dumps(info, indent=2))
+        print(f"QAT model written to {args.out}; convert it with: kseg export {args.out} --quantization qat --out exports/NAME.tflite")
+        return 0
+
+    card = {"command": command, "data_licence": args.licence}
+    ds = _open_data(args) if args.data else None
+    keras_model = None
+    source = args.model
+    if args.quantization == "qat":
+        meta = Path(args.model) / "qat.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            card.update({"class_names": info.get("class_names"), "colors": info.get("colors"),
+                         "training_data": info.get("data")})
+            keras_model = args.keras_model or info.get("source_model")
+        else:
+            keras_model = args.keras_model
+    else:
+        from kseg.runtime import _load_keras
+
+        keras_model = source = _load_keras(Path(args.model))
+        classes = Path(args.model).with_name("classes.json")
+        if classes.is_file():
+            meta = json.loads(classes.read_text())
+            card.update({"class_names": meta.get("class_names"), "colors": meta.get("colors")})
+    rep = None
+    images = masks = None
+    if ds is not None:
+        card.setdefault("training_data", args.data)
+        if card.get("class_names") is None:
+            card.update({"class_names": list(ds.class_names), "colors": ds.colors.tolist()})
+        _, val = ds.split(0.1)
+        val = val if len(val) else ds
+        n_cal = min(args.calibration, len(ds))
+        rep = lambda: (ds.load(i)[0].astype(np.float32) for i in range(n_cal))  # noqa: E731
+        if args.parity:
+            pairs = [val.load(i) for i in range(min(args.parity, len(val)))]
+            images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    out = to_tflite(source, args.out, quantization=args.quantization, representative_data=rep,
+                    io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,
+                    card=card, num_calibration=args.calibration)
+    ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
+    extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
+    if images is not None and keras_model is not None:
+        extra["metrics"] = {"parity_" + k: v for k, v in parity(keras_model, out, images, masks).items()}
+    write_model_card(out, **extra)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(set(ops))} op types) and {card_path(out)}")
+    return 0

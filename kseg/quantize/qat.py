@@ -1,0 +1,284 @@
+"""Quantization-aware training (QAT) of a Keras 3 model through its tf_keras twin.
+
+``quantize_aware`` builds the twin (``kseg.quantize.twin``), checks it against the original,
+annotates every layer for tensorflow-model-optimization's default 8-bit scheme — layers that the
+default registry lacks (``Rescaling``, ``Multiply``, ``Resizing``, a ``BatchNormalization`` that
+does not follow a convolution) get an output-only fake-quant config so that every tensor of the
+converted model has a range — and returns the quantized tf_keras model. ``qat_fine_tune`` trains
+it for a few epochs with the kseg tf.data pipeline and saves it.
+
+tfmot and tf_keras are imported inside functions only, and ``TF_USE_LEGACY_KERAS`` is restored
+after the import (tfmot sets it to 1, which would turn ``tf.keras`` into Keras 2 for the process).
+
+Custom kseg layers give their QuantizeConfig through ``QUANTIZE_CONFIGS``: a dict from the
+layer's class name in the twin (or its registered name ``"kseg>Name"``) to a zero-argument
+factory returning a ``tfmot.quantization.keras.QuantizeConfig``.
+
+Example:
+    from kseg.quantize.qat import qat_fine_tune
+    qat = qat_fine_tune(model, train_ds, val_ds, epochs=2, lr=1e-4, out_dir="runs/unet/qat")
+    kseg.export.to_tflite(qat, "exports/unet_qat.tflite", quantization="qat")
+
+Reference:
+    Jacob et al., "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kseg.errors import KsegError
+from kseg.quantize.twin import legacy_keras_env, tf_keras_module, to_tf_keras
+
+QUANTIZE_CONFIGS: dict = {}
+"""Twin layer class name or ``"kseg>Name"`` → ``factory() -> QuantizeConfig``."""
+
+IGNORE = 255
+QAT_MODEL_FILE = "qat_model.h5"
+
+
+def tfmot_module():
+    """Import and return ``tensorflow_model_optimization`` without changing ``TF_USE_LEGACY_KERAS``."""
+    with legacy_keras_env():
+        tf_keras_module()
+        import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def _default_configs():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs as configs,
+        default_8bit_quantize_registry as registry,
+    )
+
+    return configs, registry.Default8BitQuantizeRegistry()
+
+
+def _custom_objects(model) -> dict:
+    """Layer classes of the twin that tf_keras does not know by name (kseg twins)."""
+    tf_keras = tf_keras_module()
+    out = {}
+    for layer in model.layers:
+        cls = type(layer)
+        if getattr(tf_keras.layers, cls.__name__, None) is not cls:
+            out[cls.__name__] = cls
+    out.update({k: v for k, v in _qat_custom_objects().items()})
+    return out
+
+
+def _qat_custom_objects() -> dict:
+    return {}
+
+
+def _follows_conv(layer, tf_keras) -> bool:
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        return False
+    inbound = nodes[0].inbound_layers
+    inbound = inbound[0] if isinstance(inbound, (list, tuple)) and len(inbound) == 1 else inbound
+    if not isinstance(inbound, (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)):
+        return False
+    return len(inbound._outbound_nodes) == 1
+
+
+def quantize_config_for(layer):
+    """The QuantizeConfig kseg gives ``layer`` (a tf_keras twin layer), or ``None`` for tfmot's default.
+
+    Args:
+        layer: a layer of the tf_keras twin.
+
+    Returns:
+        ``None`` when tfmot's default 8-bit registry (or its Conv+BatchNorm folding) handles
+        the layer; otherwise a ``QuantizeConfig``.
+    """
+    tf_keras = tf_keras_module()
+    configs, registry = _default_configs()
+    name = type(layer).__name__
+    registered = getattr(layer, "registered_name", None)
+    for key in (registered, f"kseg>{name}", name):
+        if key and key in QUANTIZE_CONFIGS:
+            return QUANTIZE_CONFIGS[key]()
+    if isinstance(layer, tf_keras.layers.BatchNormalization):
+        return None if _follows_conv(layer, tf_keras) else configs.Default8BitOutputQuantizeConfig()
+    if registry.supports(layer):
+        return None
+    if isinstance(layer, (tf_keras.layers.Rescaling, tf_keras.layers.Multiply, tf_keras.layers.Resizing,
+                          tf_keras.layers.Subtract, tf_keras.layers.Maximum, tf_keras.layers.Minimum,
+                          tf_keras.layers.Average)):
+        return configs.Default8BitOutputQuantizeConfig()
+    if isinstance(layer, (tf_keras.layers.Dropout, tf_keras.layers.SpatialDropout2D,
+                          tf_keras.layers.InputLayer)):
+        return configs.NoOpQuantizeConfig()
+    raise KsegError(
+        f"layer {layer.name} ({name}) has no quantization config; add a factory to "
+        "kseg.quantize.qat.QUANTIZE_CONFIGS"
+    )
+
+
+def quantize_twin(twin):
+    """Annotate and quantize a tf_keras twin with tfmot's default 8-bit scheme.
+
+    Args:
+        twin: a ``tf_keras.Model`` (from ``to_tf_keras``).
+
+    Returns:
+        The quantization-aware ``tf_keras.Model`` (weights of the twin, fake-quant ops added).
+    """
+    tfmot = tfmot_module()
+    tf_keras = tf_keras_module()
+    q = tfmot.quantization.keras
+    custom = _custom_objects(twin)
+
+    def annotate(layer):
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            return layer
+        cfg = quantize_config_for(layer)
+        if cfg is None:
+            return q.quantize_annotate_layer(layer)
+        custom[type(cfg).__name__] = type(cfg)
+        return q.quantize_annotate_layer(layer, quantize_config=cfg)
+
+    with q.quantize_scope(custom):
+        annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
+        annotated.set_weights(twin.get_weights())
+        return q.quantize_apply(annotated)
+
+
+def quantize_aware(model_k3, check_inputs=None, atol: float = 1e-5):
+    """The quantization-aware tf_keras model of a Keras 3 model (not yet fine-tuned).
+
+    Args:
+        model_k3: a Keras 3 functional kseg model.
+        check_inputs: a float32 batch (0..255) for the twin equality check; default: a fixed
+            random batch at the model's input size (or 64×64 when the size is free).
+        atol: the largest allowed twin/original difference.
+
+    Returns:
+        A ``tf_keras.Model`` with fake-quant ops (``quantize_model`` of the twin).
+
+    Example:
+        qat = quantize_aware(kseg.models.build_model("unet", num_classes=2, input_shape=(128, 128, 3)))
+    """
+    if check_inputs is None:
+        h, w = model_k3.input_shape[1:3]
+        shape = (2, h or 64, w or 64, model_k3.input_shape[-1] or 3)
+        check_inputs = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
+    twin = to_tf_keras(model_k3, check_inputs=check_inputs, atol=atol)
+    return quantize_twin(twin)
+
+
+# --------------------------------------------------------------------------------------
+# fine-tuning
+
+
+def sparse_ce_ignore(y_true, y_pred):
+    """Mean pixel cross-entropy of logits, pixels labelled 255 left out (tf ops, any Keras).
+
+    Args:
+        y_true: ``(B, H, W)`` or ``(B, H, W, 1)`` integer labels, 255 = ignore.
+        y_pred: ``(B, H, W, C)`` logits.
+    """
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.int32)
+    if y_true.shape.rank == 4:
+        y_true = tf.squeeze(y_true, -1)
+    valid = tf.not_equal(y_true, IGNORE)
+    labels = tf.where(valid, y_true, tf.zeros_like(y_true))
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(y_pred, tf.float32))
+    w = tf.cast(valid, tf.float32)
+    return tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1.0)
+
+
+def pixel_accuracy_ignore(y_true, y_pred):
+    """Fraction of non-ignored pixels whose argmax equals the label."""
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, tf.int32)
+    if y_true.shape.rank == 4:
+        y_true = tf.squeeze(y_true, -1)
+    valid = tf.cast(tf.not_equal(y_true, IGNORE), tf.float32)
+    hit = tf.cast(tf.equal(tf.argmax(y_pred, -1, output_type=tf.int32), y_true), tf.float32)
+    return tf.reduce_sum(hit * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+
+def qat_fine_tune(model_k3, train_ds, val_ds=None, epochs: int = 2, loss=None, lr: float = 1e-4,
+                  out_dir=None, steps_per_epoch=None, verbose=0):
+    """Quantization-aware fine-tuning of a Keras 3 model; returns (and saves) the QAT model.
+
+    Args:
+        model_k3: the trained Keras 3 model, or a QAT tf_keras model to continue.
+        train_ds: a ``tf.data.Dataset`` of ``(float32 images 0..255, int32 masks, 255 = ignore)``
+            batches, e.g. ``kseg.data.pipeline.make_dataset(ds, size=..., training=True)``.
+        val_ds: an optional validation dataset of the same form.
+        epochs: fine-tuning epochs (QAT needs few: 1–5 at a low learning rate).
+        loss: a function ``(y_true, y_pred) -> scalar`` usable by tf_keras; default
+            ``sparse_ce_ignore``.
+        lr: Adam learning rate.
+        out_dir: when given, the QAT model is saved there as ``qat_model.h5`` with
+            ``history.json``.
+        steps_per_epoch: passed to ``fit`` (needed for repeated datasets).
+        verbose: ``fit`` verbosity.
+
+    Returns:
+        The fine-tuned QAT ``tf_keras.Model``; ``to_tflite(..., quantization="qat")`` converts it.
+    """
+    if epochs < 0:
+        raise KsegError(f"epochs={epochs}: use 0 or more")
+    tf_keras = tf_keras_module()
+    qat = model_k3 if isinstance(model_k3, tf_keras.Model) else quantize_aware(model_k3)
+    qat.compile(optimizer=tf_keras.optimizers.Adam(lr), loss=loss or sparse_ce_ignore,
+                metrics=[pixel_accuracy_ignore])
+    history = {}
+    if epochs:
+        h = qat.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                    verbose=verbose)
+        history = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+    qat.kseg_history = history
+    if out_dir is not None:
+        save_qat_model(qat, out_dir, history=history)
+    return qat
+
+
+def save_qat_model(qat, out_dir, history=None) -> Path:
+    """Write ``out_dir/qat_model.h5`` (and ``history.json``) atomically; return the model path."""
+    from kseg.paths import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / QAT_MODEL_FILE
+    with atomic_path(path) as tmp:
+        qat.save(str(tmp), save_format="h5", include_optimizer=False)
+    if history is not None:
+        with atomic_path(out_dir / "history.json") as tmp:
+            Path(tmp).write_text(json.dumps(history, indent=2))
+    return path
+
+
+def load_qat_model(path):
+    """Load a QAT model saved by ``save_qat_model`` (a folder or the ``.h5`` file)."""
+    tfmot = tfmot_module()
+    tf_keras = tf_keras_module()
+    path = Path(path)
+    if path.is_dir():
+        path = path / QAT_MODEL_FILE
+    if not path.is_file():
+        raise KsegError(f"QAT model {path} not found; run kseg quantize first (it writes {QAT_MODEL_FILE})")
+    from kseg.quantize import twin as _twin
+
+    custom = {}
+    for factory in list(_twin.TWINS.values()):
+        cls = getattr(factory, "twin_class", None)
+        if cls is not None:
+            custom[cls.__name__] = cls
+    try:
+        with tfmot.quantization.keras.quantize_scope(custom):
+            return tf_keras.models.load_model(str(path), compile=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise KsegError(f"cannot load QAT model {path}: {first}; is the file complete and made by kseg quantize?") from None

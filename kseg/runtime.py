@@ -1,0 +1,330 @@
+"""Run a segmentation model on RGB frames: ``Segmenter(path).segment(rgb) -> SegmentationResult``.
+
+The runtime loads a ``.tflite`` model with ai-edge-litert's interpreter (XNNPACK by default) or
+a ``.keras`` model (Keras imported only then), reads the model card ``NAME.json`` beside it, and
+does all pre- and post-processing: resize to the model's input size, quantize the input when
+the model takes uint8/int8, dequantize the output, softmax, and upsample the probabilities back
+to the frame's resolution. It never imports Keras training code.
+
+Example:
+    from kseg.runtime import Segmenter
+    seg = Segmenter("exports/selfie_int8.tflite", num_threads=2)
+    result = seg.segment(rgb)               # rgb: H×W×3 uint8
+    person = result.category_mask == seg.person_index
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kseg.errors import KsegError
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclass
+class SegmentationResult:
+    """What ``Segmenter.segment`` returns.
+
+    Attributes:
+        category_mask: ``(H, W)`` uint8 class index per pixel, at the input frame's resolution.
+        confidence: ``(H, W, C)`` float32 class probabilities (they sum to 1 per pixel).
+    """
+
+    category_mask: np.ndarray
+    confidence: np.ndarray
+
+
+def card_path(model_path) -> Path:
+    """The model card of ``exports/NAME.tflite`` is ``exports/NAME.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_card(model_path) -> dict | None:
+    """The model card beside ``model_path`` (``NAME.json``, else ``classes.json``), or ``None``."""
+    p = Path(model_path)
+    for candidate in (card_path(p), p.with_name("classes.json")):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError) as e:
+                raise KsegError(f"model card {candidate} is not valid JSON ({e}); re-export the model") from None
+    return None
+
+
+def check_tflite_file(path) -> Path:
+    """Raise ``KsegError`` unless ``path`` is a readable, complete-looking TFLite flatbuffer."""
+    p = Path(path)
+    if not p.is_file():
+        raise KsegError(f"model file {p} not found; give the path of a .tflite or .keras file")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+        raise KsegError(
+            f"{p} is not a TFLite model (no 'TFL3' identifier in its header); "
+            "export one with kseg export or check the path"
+        )
+    root = int.from_bytes(head[:4], "little")
+    if root >= size:
+        raise KsegError(f"{p} is truncated ({size} bytes); copy or export it again")
+    return p
+
+
+def tflite_ops(path) -> list[str]:
+    """The operator names in a ``.tflite`` file (builtin names, custom/Flex ops by their code).
+
+    Example:
+        tflite_ops("exports/x.tflite")  # ['CONV_2D', 'DEPTHWISE_CONV_2D', 'ADD', ...]
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    p = check_tflite_file(path)
+    buf = p.read_bytes()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        if code == schema.BuiltinOperator.CUSTOM:
+            custom = oc.CustomCode()
+            codes.append(custom.decode() if isinstance(custom, bytes) else str(custom))
+        else:
+            codes.append(names.get(code, f"BUILTIN_{code}"))
+    used = []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for j in range(sg.OperatorsLength()):
+            used.append(codes[sg.Operators(j).OpcodeIndex()])
+    return used
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def _resize(image: np.ndarray, size_hw) -> np.ndarray:
+    import cv2
+
+    h, w = size_hw
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = image.shape[0] > h or image.shape[1] > w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _upsample(probs: np.ndarray, size_hw) -> np.ndarray:
+    import cv2
+
+    h, w = size_hw
+    if probs.shape[:2] == (h, w):
+        return probs
+    c = probs.shape[-1]
+    if c <= 512:
+        out = cv2.resize(probs, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(h, w, c)
+    return np.stack([cv2.resize(probs[..., i], (w, h), interpolation=cv2.INTER_LINEAR) for i in range(c)], -1)
+
+
+class _TFLiteBackend:
+    def __init__(self, path: Path, num_threads):
+        from ai_edge_litert.interpreter import Interpreter
+
+        check_tflite_file(path)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise KsegError(f"cannot load {path}: {first}; the file is damaged or uses unsupported ops") from None
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise KsegError(f"{path} has {len(inp)} inputs and {len(out)} outputs; a kseg segmenter has one of each")
+        self.inp, self.out = inp[0], out[0]
+        shape = [int(v) for v in self.inp["shape"]]
+        if len(shape) != 4 or shape[-1] != 3:
+            raise KsegError(f"{path} takes input of shape {shape}; a kseg segmenter takes (1, H, W, 3) RGB")
+        self.input_size = (shape[1], shape[2])
+        self.num_classes = int(self.out["shape"][-1])
+        self.input_dtype = np.dtype(self.inp["dtype"])
+        self.output_dtype = np.dtype(self.out["dtype"])
+
+    def logits(self, rgb_resized: np.ndarray) -> np.ndarray:
+        x = rgb_resized[None]
+        if self.input_dtype in (np.uint8, np.int8):
+            scale, zero = self.inp["quantization"]
+            if self.input_dtype == np.uint8 and abs(scale - 1.0) < 1e-6 and zero == 0:
+                x = x.astype(np.uint8, copy=False)
+            else:
+                info = np.iinfo(self.input_dtype)
+                q = np.round(x.astype(np.float32) / scale + zero)
+                x = np.clip(q, info.min, info.max).astype(self.input_dtype)
+        else:
+            x = x.astype(self.input_dtype)
+        self.interpreter.set_tensor(self.inp["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.out["index"])[0]
+        if self.output_dtype in (np.uint8, np.int8):
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32, copy=False)
+
+
+class _KerasBackend:
+    def __init__(self, model, fallback_size=None):
+        self.model = model
+        h, w = model.input_shape[1:3]
+        if h is None or w is None:
+            if fallback_size is None:
+                raise KsegError(
+                    "the .keras model has a free input size; give its model card an input size "
+                    "(input.shape) or export it with --size"
+                )
+            h, w = fallback_size
+        self.input_size = (int(h), int(w))
+        self.num_classes = int(model.output_shape[-1])
+
+    def logits(self, rgb_resized: np.ndarray) -> np.ndarray:
+        y = self.model(rgb_resized[None].astype(np.float32), training=False)
+        return np.asarray(y)[0].astype(np.float32)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    try:  # registers kseg's serializable layers and models
+        import kseg.models  # noqa: F401
+    except ImportError:
+        pass
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise KsegError(f"cannot load model {path}: {first}; is the file complete and made by kseg?") from None
+
+
+class Segmenter:
+    """A segmentation model ready for frames: ``.tflite`` (ai-edge-litert) or ``.keras``.
+
+    Args:
+        path: a ``.tflite`` or ``.keras`` file; its model card ``NAME.json`` (or the run's
+            ``classes.json``) is read when present. A loaded Keras model may be passed instead.
+        num_threads: interpreter threads (``None``: the interpreter's default). XNNPACK is used.
+        card: a model card dict to use instead of the file beside the model.
+
+    Attributes:
+        class_names: tuple of class names (from the card; ``class_0``… without one).
+        person_index: index of the ``person`` class (or ``foreground``/the only non-background
+            class of a two-class model), else ``None``.
+        input_size: the model's ``(H, W)``.
+        card: the model card dict (may be empty).
+
+    Example:
+        seg = Segmenter("exports/people_int8.tflite", num_threads=2)
+        mask = seg.segment(frame_rgb).category_mask
+    """
+
+    def __init__(self, path, num_threads: int | None = None, card: dict | None = None):
+        if hasattr(path, "input_shape") and hasattr(path, "output_shape"):
+            self.path = None
+            self.card = dict(card or {})
+            self._backend = _KerasBackend(path, self._card_size())
+        else:
+            p = Path(path)
+            self.path = p
+            if not p.is_file():
+                raise KsegError(f"model file {p} not found; give the path of a .tflite or .keras file")
+            self.card = dict(card) if card is not None else (read_card(p) or {})
+            if p.suffix == ".keras":
+                self._backend = _KerasBackend(_load_keras(p), self._card_size())
+            else:
+                self._backend = _TFLiteBackend(p, num_threads)
+        self.input_size = self._backend.input_size
+        self.num_classes = self._backend.num_classes
+        self._check_card()
+        names = self.card.get("class_names") or [f"class_{i}" for i in range(self.num_classes)]
+        self.class_names = tuple(names)
+        self.colors = self.card.get("colors")
+        self.output_kind = (self.card.get("output") or {}).get("meaning", "logits")
+        self.person_index = self._person_index()
+
+    def _card_size(self):
+        shape = (self.card.get("input") or {}).get("shape")
+        return (int(shape[1]), int(shape[2])) if shape and len(shape) == 4 else None
+
+    def _check_card(self):
+        where = card_path(self.path) if self.path is not None else "the model card"
+        names = self.card.get("class_names")
+        if names is not None and len(names) != self.num_classes:
+            raise KsegError(
+                f"{where} lists {len(names)} classes but the model outputs {self.num_classes}; "
+                "the card belongs to another model — re-export it"
+            )
+        size = self._card_size()
+        if size is not None and tuple(size) != tuple(self.input_size):
+            raise KsegError(
+                f"{where} says input {size[0]}×{size[1]} but the model takes "
+                f"{self.input_size[0]}×{self.input_size[1]}; the card belongs to another model — re-export it"
+            )
+
+    def _person_index(self):
+        idx = self.card.get("person_index")
+        if idx is not None:
+            return int(idx)
+        lowered = [n.lower() for n in self.class_names]
+        for key in ("person", "foreground", "people", "human"):
+            if key in lowered:
+                return lowered.index(key)
+        return 1 if self.num_classes == 2 else None
+
+    def logits(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw model output for one frame, at the model's resolution ``(h, w, C)`` float32."""
+        self._check_image(rgb)
+        return self._backend.logits(_resize(rgb, self.input_size))
+
+    def segment(self, rgb: np.ndarray) -> SegmentationResult:
+        """Segment one RGB frame.
+
+        Args:
+            rgb: ``(H, W, 3)`` uint8 RGB (not BGR: convert at the camera boundary).
+
+        Returns:
+            ``SegmentationResult`` with ``category_mask`` ``(H, W)`` uint8 and ``confidence``
+            ``(H, W, C)`` float32 probabilities, both at the frame's resolution.
+
+        Raises:
+            KsegError: not a uint8 ``H×W×3`` array.
+        """
+        y = self.logits(rgb)
+        probs = y if self.output_kind == "probabilities" else _softmax(y)
+        probs = _upsample(probs, rgb.shape[:2]).astype(np.float32, copy=False)
+        mask = probs.argmax(axis=-1).astype(np.uint8)
+        return SegmentationResult(category_mask=mask, confidence=probs)
+
+    __call__ = segment
+
+    @staticmethod
+    def _check_image(rgb):
+        if not isinstance(rgb, np.ndarray):
+            raise KsegError(f"segment() takes a numpy H×W×3 uint8 RGB array, got {type(rgb).__name__}")
+        if rgb.dtype != np.uint8:
+            raise KsegError(
+                f"image dtype is {rgb.dtype}; segment() takes uint8 RGB 0..255 "
+                "(use np.clip(x, 0, 255).astype(np.uint8) for a float image)"
+            )
+        if rgb.ndim != 3 or rgb.shape[-1] != 3:
+            raise KsegError(
+                f"image shape is {rgb.shape}; segment() takes H×W×3 RGB "
+                "(drop an alpha channel with rgb[..., :3]; convert grey with np.repeat(g[..., None], 3, -1))"
+            )
+        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise KsegError(f"image shape is {rgb.shape}; it has no pixels")
