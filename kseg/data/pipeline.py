@@ -137,18 +137,46 @@ def _tensors(ds):
     return images, mask_paths, mask_bytes, sources
 
 
-def _decode(image_path, mask_path, mask_bytes, source, luts, num_classes, max_side):
+def _decode_image(data, min_side):
+    """Decode; a JPEG whose shorter side is ≥ 2·``min_side`` is decoded at 1/2 or 1/4 scale
+    (libjpeg's DCT scaling: several times cheaper than a full decode plus a resize).
+    Returns ``(image, full_hw)``."""
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+    if not min_side:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return image, tf.shape(image)[:2]
+
+    def jpeg():
+        hw = tf.image.extract_jpeg_shape(data)[:2]
+        short = tf.reduce_min(hw)
+        idx = tf.cast(short >= 2 * min_side, tf.int32) + tf.cast(short >= 4 * min_side, tf.int32)
+        branches = [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in (1, 2, 4)]
+        return tf.switch_case(idx, branches), hw
+
+    def other():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image, tf.shape(image)[:2]
+
+    return tf.cond(is_jpeg, jpeg, other)
+
+
+def _decode(image_path, mask_path, mask_bytes, source, luts, num_classes, max_side, min_side=0):
     data = tf.io.read_file(image_path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image, full_hw = _decode_image(data, min_side)
     raw = tf.cond(tf.strings.length(mask_path) > 0, lambda: tf.io.read_file(mask_path), lambda: mask_bytes)
     raw = tf.io.decode_png(raw, channels=1)[..., 0]
-    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(raw)))
+    same = tf.reduce_all(tf.equal(full_hw, tf.shape(raw)))
     tf.debugging.Assert(
         same,
         ["mask does not match its image's size:", image_path, tf.shape(raw), "vs", tf.shape(image)[:2]],
         summarize=4,
     )
     mask = tf.gather(luts[source], tf.cast(raw, tf.int32))
+    if min_side:
+        # the image may have been decoded at reduced scale: bring the mask to its size
+        mask = tf.cond(tf.reduce_all(tf.equal(tf.shape(image)[:2], full_hw)), lambda: mask,
+                       lambda: tf.image.resize(mask[..., None], tf.shape(image)[:2], method="nearest")[..., 0])
     bad = tf.logical_and(mask >= num_classes, mask != T.IGNORE)
     tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)),
                         ["mask has labels outside the classes:", image_path], summarize=2)
@@ -231,9 +259,11 @@ def make_dataset(
     images, mask_paths, mask_bytes, sources = _tensors(ds)
     num_classes = ds.num_classes
     max_side = 2 * max(size) if cache else 0
+    # training crops are resampled anyway: decode big JPEGs at reduced scale (still ≥ the output)
+    min_side = max(size) if training else 0
 
     data = tf.data.Dataset.from_tensor_slices((images, mask_paths, mask_bytes, sources))
-    data = data.map(lambda a, b, c, d: _decode(a, b, c, d, luts, num_classes, max_side),
+    data = data.map(lambda a, b, c, d: _decode(a, b, c, d, luts, num_classes, max_side, min_side),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if on_error == "skip":
         data = data.ignore_errors(log_warning=True)
