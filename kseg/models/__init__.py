@@ -1,0 +1,45 @@
+"""Semantic segmentation models (Keras 3 functional, logits out) and their registry.
+
+Example:
+    model = kseg.models.build_model("unet", num_classes=2, input_shape=(256, 256, 3))
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from kseg.errors import KsegError
+from kseg.models.deeplab_v3_plus import DeepLabV3Plus
+from kseg.models.fcn import FCN
+from kseg.models.pspnet import PSPNet
+from kseg.models.segnet import SegNet
+from kseg.models.unet import UNet
+
+MODELS = {
+    "fcn32s": partial(FCN, variant="32s"),
+    "fcn16s": partial(FCN, variant="16s"),
+    "fcn8s": partial(FCN, variant="8s"),
+    "unet": UNet,
+    "segnet": SegNet,
+    "pspnet": PSPNet,
+    "deeplab_v3_plus": DeepLabV3Plus,
+}
+
+
+def build_model(name: str, **kwargs):
+    """Build a registered model by name with keyword arguments.
+
+    Raises:
+        KsegError: unknown name or argument.
+    """
+    if name not in MODELS:
+        raise KsegError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise KsegError(f"model {name} has no argument {str(e).split(chr(39))[1]!r}; see kseg.models.{name}") from None
+        raise
+
+
+__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus"]

@@ -1,0 +1,48 @@
+"""The base of every kseg segmentation model: a Keras functional model built in ``__init__``."""
+
+from __future__ import annotations
+
+import keras
+
+from kseg.errors import KsegError
+
+
+class SegmentationModel(keras.Model):
+    """Functional model whose constructor arguments are its config.
+
+    Subclasses build ``inputs``/``outputs`` in ``__init__``, call
+    ``super().__init__(inputs=..., outputs=..., config=dict(...))`` with every constructor
+    argument, and get ``get_config``/``from_config`` and ``.keras`` round trips for free.
+    """
+
+    def __init__(self, inputs, outputs, config: dict, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._kseg_config = dict(config)
+        for key, value in config.items():
+            setattr(self, f"cfg_{key}", value)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self._kseg_config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # weights come from the saved file: no need to load ImageNet weights first
+        if "pretrained" in config:
+            config["pretrained"] = False
+        return cls(**config)
+
+
+def check_input_shape(input_shape, multiple: int, model: str):
+    """Validate ``(H, W, 3)``; H and W (if fixed) must be multiples of ``multiple``."""
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise KsegError(f"{model} takes RGB images: input_shape must be (H, W, 3), got {tuple(input_shape)}")
+    h, w = input_shape[:2]
+    for v in (h, w):
+        if v is not None and (v <= 0 or v % multiple):
+            ok = ", ".join(str(multiple * k) for k in range(max(1, (v or 0) // multiple - 1), (v or 0) // multiple + 3))
+            raise KsegError(
+                f"{model} cannot take input {h}×{w}: height and width must be multiples of {multiple} "
+                f"(e.g. {ok})"
+            )
+    return tuple(input_shape)

@@ -1,0 +1,86 @@
+"""U-Net."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kseg.models.base import SegmentationModel, check_input_shape
+from kseg.models.blocks import conv_bn_relu, upsample
+from kseg.models.encoders import build_encoder
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class UNet(SegmentationModel):
+    """U-Net: a contracting path and a symmetric expanding path joined by skip connections.
+
+    ``encoder=None`` is the paper configuration: ``depth`` levels of two 3×3 convolutions
+    (``filters``·2^k channels: 64…1024 by default), 2×2 max pooling, 2×2 up-convolutions and
+    concatenated skips ("same" padding, so the output has the input's size; 31.0M parameters
+    with the defaults). With an encoder (e.g. ``"efficientnet_lite0"``), its pyramid P1…P5
+    feeds a lighter decoder of ``decoder_filters`` channels.
+
+    Args:
+        num_classes: output channels (logits).
+        input_shape: ``(H, W, 3)``; H, W multiples of 2^depth (or 32 with an encoder), or None.
+        encoder: ``None`` or a name from ``kseg.models.encoders.ENCODERS``.
+        filters: paper config: channels of the first level.
+        depth: paper config: number of poolings.
+        batch_norm: paper config: add BatchNormalization after each convolution.
+        decoder_filters: encoder variant: channels of the decoder stages P4…P1.
+        pretrained: load the encoder's shipped ImageNet weights.
+
+    Example:
+        model = UNet(num_classes=2, input_shape=(256, 256, 3), encoder="efficientnet_lite0", pretrained=True)
+
+    Reference:
+        Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation",
+        MICCAI 2015.
+    """
+
+    def __init__(self, num_classes=2, input_shape=(256, 256, 3), encoder=None, filters=64, depth=4,
+                 batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, **kwargs):
+        input_shape = check_input_shape(input_shape, 2 ** depth if encoder is None else 32, "UNet")
+        decoder_filters = tuple(decoder_filters)
+        # === Layers === / === Functional Model ===
+        inputs = keras.Input(input_shape, name="image")
+        if encoder is None:
+            x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+            skips = []
+            for level in range(depth):
+                x = self._double_conv(x, filters * 2 ** level, f"down{level}", batch_norm)
+                skips.append(x)
+                x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+            x = self._double_conv(x, filters * 2 ** depth, "bottom", batch_norm)
+            for level in reversed(range(depth)):
+                x = layers.Conv2DTranspose(filters * 2 ** level, 2, strides=2, name=f"up{level}_upconv")(x)
+                x = layers.Concatenate(name=f"up{level}_concat")([skips[level], x])
+                x = self._double_conv(x, filters * 2 ** level, f"up{level}", batch_norm)
+        else:
+            pyr = build_encoder(encoder, inputs, pretrained=pretrained)
+            x = pyr["P5"]
+            for i, (level, f) in enumerate(zip(("P4", "P3", "P2", "P1"), decoder_filters)):
+                x = upsample(x, 2, f"dec{i}_up")
+                x = layers.Concatenate(name=f"dec{i}_concat")([x, pyr[level]])
+                x = conv_bn_relu(x, f, 3, name=f"dec{i}_a")
+                x = conv_bn_relu(x, f, 3, name=f"dec{i}_b")
+            x = upsample(x, 2, "dec_final_up")
+        outputs = layers.Conv2D(num_classes, 1, name="logits", dtype="float32")(x)
+        super().__init__(
+            inputs, outputs, name=kwargs.pop("name", "unet"),
+            config=dict(num_classes=num_classes, input_shape=input_shape, encoder=encoder, filters=filters,
+                        depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained),
+            **kwargs,
+        )
+        # === Config ===
+        self.num_classes = num_classes
+        self.encoder = encoder
+
+    @staticmethod
+    def _double_conv(x, f, name, batch_norm):
+        for i in ("a", "b"):
+            x = layers.Conv2D(f, 3, padding="same", use_bias=not batch_norm, name=f"{name}_{i}_conv")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"{name}_{i}_bn")(x)
+            x = layers.ReLU(name=f"{name}_{i}_relu")(x)
+        return x
