@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -150,9 +151,48 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     if quantization == "int8" and representative_data is None:
         raise KsegError("quantization='int8' needs representative_data (a few hundred training images; --data on the CLI)")
     size = _input_size(model, input_size)
+    with tempfile.TemporaryDirectory(prefix="kseg_export_") as tmp_dir:
+        converter = _converter(model, size, tmp_dir)
+        flatbuffer = _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(flatbuffer)
+    fields = {"quantization": quantization, "model": getattr(model, "name", None)}
+    fields.update(card or {})
+    write_model_card(path, **fields)
+    return path
+
+
+def _converter(model, size, tmp_dir):
+    """A converter for a fixed ``(1, H, W, 3)`` float32 input.
+
+    Keras 3 models go through ``model.export(..., format="tf_saved_model")`` and
+    ``from_saved_model``: ``from_concrete_functions(..., trackable_obj=model)`` produced a model
+    that output NaN for a Keras 3 model with BatchNormalization (TF 2.21). tf_keras QAT models
+    use a frozen concrete function.
+    """
+    import tensorflow as tf
+
     spec = tf.TensorSpec((1, *size, 3), tf.float32, name="image")
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    if _is_tf_keras_model(model):
+        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        import logging
+
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)  # "provide trackable_obj" deprecation notice
+        try:
+            return tf.lite.TFLiteConverter.from_concrete_functions([fn])
+        finally:
+            absl.setLevel(level)
+    saved = str(Path(tmp_dir) / "saved_model")
+    model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(saved)
+
+
+def _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration):
+    import tensorflow as tf
+
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -169,19 +209,12 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
         converter.inference_input_type = io
         converter.inference_output_type = io
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except KsegError:
         raise
     except Exception as e:
         lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
         raise KsegError(f"TFLite conversion ({quantization}) of {model.name} failed: {lines[0].strip()[:200]}") from None
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(flatbuffer)
-    fields = {"quantization": quantization, "model": getattr(model, "name", None)}
-    fields.update(card or {})
-    write_model_card(path, **fields)
-    return path
 
 
 # --------------------------------------------------------------------------------------
