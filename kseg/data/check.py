@@ -1,0 +1,183 @@
+"""``kseg data check``: read every sample and report counts, classes, sizes and every bad sample.
+
+Example:
+    report = check_dataset("../shared/data/camvid", "camvid", split="train")
+    print(report.format_text()); assert report.ok
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kseg.data.readers import IGNORE, UNKNOWN, missing_pairs, open_dataset
+from kseg.errors import KsegError
+
+
+@dataclass
+class CheckReport:
+    """What ``check_dataset`` found."""
+
+    name: str
+    format: str
+    class_names: tuple
+    num_samples: int
+    pixel_counts: np.ndarray
+    image_counts: np.ndarray
+    ignored_pixels: int
+    sizes: Counter
+    bad: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+    def to_dict(self) -> dict:
+        total = max(int(self.pixel_counts.sum()), 1)
+        hs = [h for (h, w), n in self.sizes.items() for _ in range(n)]
+        ws = [w for (h, w), n in self.sizes.items() for _ in range(n)]
+        return {
+            "name": self.name,
+            "format": self.format,
+            "samples": self.num_samples,
+            "readable": self.num_samples - len(self.bad),
+            "classes": [
+                {"id": i, "name": n, "pixels": int(p), "fraction": float(p) / total, "images": int(c)}
+                for i, (n, p, c) in enumerate(zip(self.class_names, self.pixel_counts, self.image_counts))
+            ],
+            "ignored_pixels": int(self.ignored_pixels),
+            "sizes": {
+                "min": [int(min(hs)), int(min(ws))] if hs else None,
+                "median": [int(np.median(hs)), int(np.median(ws))] if hs else None,
+                "max": [int(max(hs)), int(max(ws))] if hs else None,
+                "most_common": [[f"{w}x{h}", n] for (h, w), n in self.sizes.most_common(5)],
+            },
+            "bad": self.bad,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def format_text(self) -> str:
+        d = self.to_dict()
+        lines = [f"{self.name} ({self.format}): {d['samples']} samples, {d['readable']} readable, "
+                 f"{len(self.class_names)} classes ({self.seconds:.1f} s)"]
+        width = max(len(n) for n in self.class_names)
+        lines.append(f"  {'class':<{width}}  {'pixels':>7}  {'images':>6}")
+        for c in d["classes"]:
+            lines.append(f"  {c['name']:<{width}}  {100 * c['fraction']:6.2f}%  {c['images']:>6}")
+        all_px = int(self.pixel_counts.sum()) + self.ignored_pixels
+        if all_px:
+            lines.append(f"  ignored (255): {100 * self.ignored_pixels / all_px:.2f}% of pixels")
+        s = d["sizes"]
+        if s["min"]:
+            common = ", ".join(f"{sz} ({n})" for sz, n in s["most_common"][:3])
+            lines.append(f"  sizes (W×H): min {s['min'][1]}×{s['min'][0]}, median {s['median'][1]}×{s['median'][0]}, "
+                         f"max {s['max'][1]}×{s['max'][0]}; most common {common}")
+        if self.bad:
+            lines.append(f"  {len(self.bad)} bad sample(s):")
+            lines += [f"    {b}" for b in self.bad]
+        else:
+            lines.append("  no bad samples")
+        return "\n".join(lines)
+
+
+def _structural_problems(root: Path, fmt: str, options: dict) -> list[str]:
+    """Missing pairs (images without masks and masks without images) for folder formats."""
+    pairs = {"masks": [("images", "masks"), ("images", "labels")], "ccp": [("images", "labels")],
+             "pets": [("images", "trimaps")]}
+    if fmt == "camvid":
+        split = options.get("split", "train")
+        pairs["camvid"] = [(split, f"{split}annot")]
+    for im, m in pairs.get(fmt, []):
+        if (root / im).is_dir() and (root / m).is_dir():
+            return missing_pairs(root / im, root / m)
+    return []
+
+
+def check_dataset(path, format="auto", workers=4, progress=None, **options) -> CheckReport:
+    """Read every sample of a dataset and report what is there and what is wrong.
+
+    Args:
+        path: the dataset folder.
+        format: as for ``open_dataset``.
+        workers: reader threads (OpenCV decodes without holding the GIL).
+        progress: print progress to stderr (default: when stderr is a terminal).
+        **options: reader options (``split``, ``groups``, ``border``, ``categories``...).
+
+    Returns:
+        A ``CheckReport``; ``report.ok`` is False when any sample is bad.
+    """
+    from kseg.data.readers import detect_format
+
+    t0 = time.perf_counter()
+    root = Path(path)
+    fmt = detect_format(root) if format in (None, "auto") else format
+    bad = _structural_problems(root, fmt, options)
+    if fmt in ("masks", "ccp", "pets", "camvid"):
+        options = {**options, "strict": False}  # missing pairs are reported above, not fatal
+    ds = open_dataset(root, fmt, **options)
+    n_cls = ds.num_classes
+    pixels = np.zeros(n_cls, np.int64)
+    images = np.zeros(n_cls, np.int64)
+    ignored = 0
+    sizes: Counter = Counter()
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def one(i):
+        try:
+            image, mask = ds.load(i)
+        except KsegError as e:
+            return None, str(e)
+        counts = np.bincount(mask.reshape(-1), minlength=256)
+        return (image.shape[:2], counts), None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for k, (res, err) in enumerate(pool.map(one, range(len(ds)))):
+            if err:
+                bad.append(err)
+            else:
+                shape, counts = res
+                sizes[shape] += 1
+                pixels += counts[:n_cls]
+                images += counts[:n_cls] > 0
+                ignored += int(counts[IGNORE]) + int(counts[UNKNOWN])
+            if show and (k + 1) % 50 == 0:
+                print(f"\rchecked {k + 1}/{len(ds)}", end="", file=sys.stderr, flush=True)
+    if show and len(ds) >= 50:
+        print(file=sys.stderr)
+    return CheckReport(ds.name, fmt, ds.class_names, len(ds), pixels, images, ignored, sizes, bad,
+                       time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+
+
+def add_cli(subparsers) -> None:
+    from kseg.cli import _add_dataset_args
+
+    p = subparsers.add_parser(
+        "check", help="counts, class histogram, sizes, and every bad sample (exit 1 if any)",
+        description="Read every sample; report counts, class histogram, resolutions and every bad "
+        "sample (unreadable file, size mismatch, label out of range, missing pair).",
+    )
+    p.add_argument("path", help="dataset folder")
+    _add_dataset_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args) -> int:
+    from kseg.cli import _dataset_options
+    from kseg.config import resolve_data_path
+
+    report = check_dataset(resolve_data_path(args.path), args.format, **_dataset_options(args))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    return 0 if report.ok else 1
