@@ -1,0 +1,139 @@
+"""Quantization-aware training on the tf_keras twin, and its int8 TFLite conversion."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from kseg.data.synthetic import make_shapes
+from kseg.errors import KsegError
+
+SIZE = 32
+
+
+def small_model(size=SIZE, num_classes=3, seed=0):
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    inp = keras.Input((size, size, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    x = L.Conv2D(16, 3, padding="same", use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    s = x
+    se = L.GlobalAveragePooling2D(keepdims=True)(x)
+    se = L.Conv2D(16, 1, activation="sigmoid")(se)
+    x = L.Multiply()([x, se])
+    x = L.MaxPooling2D(2)(x)
+    x = L.DepthwiseConv2D(3, padding="same")(x)
+    x = L.Conv2D(16, 1, activation="relu")(x)
+    x = L.UpSampling2D(2, interpolation="bilinear")(x)
+    x = L.Concatenate()([s, x])
+    x = L.Conv2D(num_classes, 1)(x)
+    return keras.Model(inp, x, name="small_seg")
+
+
+def _dataset(images, masks, batch=8):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((images.astype("float32"), masks.astype("int32"))).batch(batch)
+
+
+def test_sparse_ce_ignore_hand_computed():
+    from kseg.quantize.qat import pixel_accuracy_ignore, sparse_ce_ignore
+
+    logits = np.zeros((1, 1, 3, 2), np.float32)
+    logits[..., 1] = math.log(3.0)  # p(class 1) = 3/4 everywhere
+    labels = np.array([[[1, 0, 255]]], np.int32)
+    expected = (-math.log(0.75) - math.log(0.25)) / 2  # the ignored pixel does not count
+    assert float(sparse_ce_ignore(labels, logits)) == pytest.approx(expected, rel=1e-6)
+    assert float(pixel_accuracy_ignore(labels, logits)) == pytest.approx(0.5)
+
+
+def test_quantize_aware_wraps_every_layer_and_keeps_env():
+    from kseg.quantize.qat import quantize_aware
+
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    qat = quantize_aware(small_model())
+    assert os.environ.get("TF_USE_LEGACY_KERAS") == before
+    configs = {l.name: type(l.quantize_config).__name__ for l in qat.layers if hasattr(l, "quantize_config")}
+    # layers outside tfmot's registry get output fake-quant; conv+BN is folded by tfmot
+    assert configs["quant_rescaling"] == "Default8BitConvQuantizeConfig"  # as a 1x1 depthwise conv
+    assert configs["quant_multiply"] == "Default8BitOutputQuantizeConfig"
+    assert configs["quant_conv2d"] == "Default8BitConvQuantizeConfig"
+    assert len(configs) == len(small_model().layers) - 1  # every layer but the input
+
+
+@pytest.fixture(scope="module")
+def qat_tflite(tmp_path_factory):
+    """Float model trained briefly, QAT fine-tuned 2 epochs, converted to uint8 TFLite."""
+    from kseg.export import to_tflite
+    from kseg.quantize.qat import load_qat_model, qat_fine_tune
+
+    images, masks = make_shapes(72, size=(SIZE, SIZE), num_classes=3, seed=0)
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images[:64].astype("float32"), masks[:64], batch_size=8, epochs=15, verbose=0)
+    out = tmp_path_factory.mktemp("qat")
+    qat = qat_fine_tune(model, _dataset(images[:64], masks[:64]), _dataset(images[64:], masks[64:]),
+                        epochs=2, lr=1e-4, out_dir=out)
+    reloaded = load_qat_model(out)
+    path = to_tflite(reloaded, out / "small_qat.tflite", quantization="qat",
+                     card={"class_names": ["background", "square", "disc"]})
+    return model, qat, path, images[64:], masks[64:], out
+
+
+def test_qat_fine_tune_saves_history_and_model(qat_tflite):
+    import json
+
+    _, qat, _, _, _, out = qat_tflite
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
+    assert "val_pixel_accuracy_ignore" in history
+    assert (out / "qat_model.h5").is_file()
+
+
+def test_qat_tflite_is_int8_builtin_and_follows_the_models(qat_tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kseg.export import assert_builtin_ops, parity
+    from kseg.runtime import Segmenter
+
+    model, qat, path, images, masks, _ = qat_tflite
+    ops = assert_builtin_ops(path)
+    assert "CONV_2D" in ops and "MUL" in ops
+    it = Interpreter(model_path=str(path))
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
+    # the QAT model's learned input range is about 0..255: one uint8 step ≈ one pixel level
+    assert 0.9 < inp["quantization"][0] < 1.1
+    # the converted model follows the QAT model it came from ...
+    seg = Segmenter(path)
+    agree = []
+    for image in images:
+        ref = np.asarray(qat(image[None].astype("float32"), training=False))[0].argmax(-1)
+        agree.append(np.mean(ref == seg.segment(image).category_mask))
+    print("qat tflite vs qat model agreement", float(np.mean(agree)))
+    assert np.mean(agree) > 0.99  # measured 0.9999 (Rescaling as a 1x1 depthwise conv)
+    # ... and the float model it was fine-tuned from
+    result = parity(model, path, list(images), list(masks))
+    print("qat tflite vs float parity", result)
+    assert result["pixel_agreement"] > 0.95  # measured 0.993
+
+
+def test_qat_conversion_refuses_a_keras3_model(tmp_path):
+    from kseg.export import to_tflite
+
+    with pytest.raises(KsegError, match="quantization-aware model"):
+        to_tflite(small_model(), tmp_path / "x.tflite", quantization="qat")
+
+
+def test_load_qat_model_missing(tmp_path):
+    from kseg.quantize.qat import load_qat_model
+
+    with pytest.raises(KsegError, match="run kseg quantize first"):
+        load_qat_model(tmp_path)
