@@ -73,6 +73,7 @@ def test_evaluate_and_predict(tmp_path, shapes, capsys):
     assert main(["train", "--config", str(cfg)]) == 0
     best = tmp_path / "runs" / "ev" / "best.keras"
     out = tmp_path / "eval"
+    capsys.readouterr()
     assert main(["evaluate", str(best), str(shapes), "--format", "masks", "--out", str(out), "--json", "--limit", "6"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_images"] == 6
