@@ -1,0 +1,198 @@
+"""Runtime: Segmenter pre/post-processing, quantized I/O, model cards, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from kseg.errors import KsegError
+from kseg.runtime import Segmenter, check_tflite_file, tflite_ops
+
+SIZE = 16
+
+
+def colour_model():
+    """Logits are a fixed linear function of the pixel: class 0 ← red, 1 ← green, 2 ← blue.
+
+    logit_c = (rgb_c - 127.5) / 127.5 * 4, so the argmax is the strongest channel and the
+    probabilities are a softmax we can compute by hand.
+    """
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    conv = keras.layers.Conv2D(3, 1, name="logits")
+    x = conv(x)
+    model = keras.Model(inp, x, name="colour")
+    conv.set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3) * 4.0, np.zeros(3, np.float32)])
+    return model
+
+
+def expected_probs(rgb):
+    logits = (rgb.astype(np.float64) - 127.5) / 127.5 * 4.0
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def calibration():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from kseg.export import to_tflite
+
+    d = tmp_path_factory.mktemp("rt")
+    m = colour_model()
+    card = {"class_names": ["red", "green", "blue"], "colors": [[255, 0, 0], [0, 255, 0], [0, 0, 255]]}
+    return {
+        "model": m,
+        "float32": to_tflite(m, d / "colour_f32.tflite", "float32", card=card),
+        "uint8": to_tflite(m, d / "colour_u8.tflite", "int8", representative_data=calibration(), card=card),
+        "int8io": to_tflite(m, d / "colour_i8.tflite", "int8", representative_data=calibration(),
+                            io_dtype="int8", card=card),
+        "dir": d,
+    }
+
+
+def blocks_image(h=40, w=60):
+    """Left third red, middle green, right blue (not the model's size: tests resizing)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 3] = (200, 30, 30)
+    img[:, w // 3 : 2 * w // 3] = (30, 200, 30)
+    img[:, 2 * w // 3 :] = (30, 30, 200)
+    return img
+
+
+@pytest.mark.parametrize("kind", ["float32", "uint8", "int8io"])
+def test_segment_gives_masks_at_frame_resolution(exported, kind):
+    seg = Segmenter(exported[kind], num_threads=1)
+    assert seg.class_names == ("red", "green", "blue") and seg.input_size == (SIZE, SIZE)
+    img = blocks_image()
+    r = seg.segment(img)
+    assert r.category_mask.shape == (40, 60) and r.category_mask.dtype == np.uint8
+    assert r.confidence.shape == (40, 60, 3) and r.confidence.dtype == np.float32
+    np.testing.assert_allclose(r.confidence.sum(-1), 1.0, atol=1e-5)
+    # away from the two colour edges (blurred by resize) the class is the block's colour
+    assert (r.category_mask[:, :15] == 0).all()
+    assert (r.category_mask[:, 25:35] == 1).all()
+    assert (r.category_mask[:, 45:] == 2).all()
+
+
+@pytest.mark.parametrize("kind, tol", [("float32", 1e-5), ("uint8", 0.03), ("int8io", 0.03)])
+def test_probabilities_match_hand_computed_softmax(exported, kind, tol):
+    # a flat image at the model's size: no resize, so the expected value is exact
+    seg = Segmenter(exported[kind])
+    rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
+    rgb[...] = (180, 90, 20)
+    got = seg.segment(rgb).confidence[0, 0]
+    np.testing.assert_allclose(got, expected_probs(rgb[0, 0]), atol=tol)
+
+
+def test_uint8_and_int8_io_read_the_quantization(exported):
+    u8 = Segmenter(exported["uint8"])._backend
+    i8 = Segmenter(exported["int8io"])._backend
+    assert u8.input_dtype == np.uint8 and i8.input_dtype == np.int8
+    assert u8.inp["quantization"] == pytest.approx((1.0, 0), abs=1e-3)
+    assert i8.inp["quantization"] == pytest.approx((1.0, -128), abs=1e-3)
+    img = blocks_image(SIZE, SIZE)
+    np.testing.assert_allclose(u8.logits(img), i8.logits(img), atol=0.05)
+
+
+def test_keras_model_file_and_classes_json(exported, tmp_path):
+    path = tmp_path / "best.keras"
+    exported["model"].save(path)
+    (tmp_path / "classes.json").write_text(json.dumps({"class_names": ["r", "g", "b"]}))
+    seg = Segmenter(path)
+    assert seg.class_names == ("r", "g", "b")
+    ref = Segmenter(exported["float32"]).segment(blocks_image()).confidence
+    np.testing.assert_allclose(seg.segment(blocks_image()).confidence, ref, atol=1e-5)
+
+
+def test_person_index_from_names(tmp_path):
+    from kseg.export import to_tflite
+
+    inp = keras.Input((8, 8, 3))
+    m = keras.Model(inp, keras.layers.Conv2D(2, 1)(inp))
+    path = to_tflite(m, tmp_path / "p.tflite", "float32", card={"class_names": ["background", "person"]})
+    assert Segmenter(path).person_index == 1
+
+
+def test_tflite_ops_lists_the_graph(exported):
+    assert tflite_ops(exported["float32"]).count("CONV_2D") == 1
+    assert "CONV_2D" in tflite_ops(exported["uint8"])
+
+
+# ----------------------------------------------------------------------------------------
+# bad inputs
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(KsegError, match="not found"):
+        Segmenter(tmp_path / "nope.tflite")
+
+
+def test_not_a_tflite_file(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    with pytest.raises(KsegError, match="not a TFLite model"):
+        Segmenter(bad)
+    tiny = tmp_path / "tiny.tflite"
+    tiny.write_bytes(b"TFL")
+    with pytest.raises(KsegError, match="not a TFLite model"):
+        check_tflite_file(tiny)
+
+
+def test_truncated_tflite(exported, tmp_path):
+    data = exported["uint8"].read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(KsegError, match="cut.tflite"):
+        Segmenter(cut)
+
+
+def test_card_that_does_not_match(exported, tmp_path):
+    import shutil
+
+    path = tmp_path / "m.tflite"
+    shutil.copy(exported["float32"], path)
+    card = json.loads(exported["float32"].with_suffix(".json").read_text())
+    card["class_names"] = ["a", "b"]
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(KsegError, match="lists 2 classes but the model outputs 3"):
+        Segmenter(path)
+    card = json.loads(exported["float32"].with_suffix(".json").read_text())
+    card["input"]["shape"] = [1, 32, 32, 3]
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(KsegError, match="says input 32×32 but the model takes 16×16"):
+        Segmenter(path)
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(KsegError, match="not valid JSON"):
+        Segmenter(path)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((8, 8, 3), np.float32), "dtype is float32"),
+    (np.zeros((8, 8, 4), np.uint8), r"shape is \(8, 8, 4\)"),
+    (np.zeros((8, 8), np.uint8), r"shape is \(8, 8\)"),
+    ([[0, 0, 0]], "got list"),
+    (np.zeros((0, 8, 3), np.uint8), "no pixels"),
+])
+def test_bad_images(exported, image, message):
+    seg = Segmenter(exported["uint8"])
+    with pytest.raises(KsegError, match=message):
+        seg.segment(image)
+
+
+def test_runtime_does_not_import_keras():
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, kseg.runtime; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.split() == ["False", "False"]
