@@ -72,7 +72,18 @@ def _custom_objects(model) -> dict:
 
 
 def _qat_custom_objects() -> dict:
-    return {}
+    from kseg.quantize.twin import twin_custom_objects
+
+    return twin_custom_objects()
+
+
+def _output_only():
+    configs, _ = _default_configs()
+    return configs.Default8BitOutputQuantizeConfig()
+
+
+# MaxUnpooling2D routes values (y times 0/1 masks): its output has y's range.
+QUANTIZE_CONFIGS["MaxUnpooling2D"] = _output_only
 
 
 def _follows_conv(layer, tf_keras) -> bool:
@@ -295,13 +306,9 @@ def load_qat_model(path):
         path = path / QAT_MODEL_FILE
     if not path.is_file():
         raise KsegError(f"QAT model {path} not found; run kseg quantize first (it writes {QAT_MODEL_FILE})")
-    from kseg.quantize import twin as _twin
-
-    custom = {}
-    for factory in list(_twin.TWINS.values()):
-        cls = getattr(factory, "twin_class", None)
-        if cls is not None:
-            custom[cls.__name__] = cls
+    configs, _ = _default_configs()
+    custom = {**_qat_custom_objects(), "Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig,
+              "NoOpQuantizeConfig": configs.NoOpQuantizeConfig}
     try:
         with tfmot.quantization.keras.quantize_scope(custom):
             return tf_keras.models.load_model(str(path), compile=False)

@@ -374,3 +374,58 @@ def assert_twin_equal(model, twin, x, atol: float = 1e-5) -> float:
             "a layer's config did not carry over — check the layer types the model uses"
         )
     return diff
+
+
+# --------------------------------------------------------------------------------------
+# twins of kseg's custom layers (classes made on first use: tf_keras is imported lazily)
+
+_TWIN_CLASSES: dict = {}
+
+
+def twin_class(name: str):
+    """The tf_keras class that twins kseg layer ``name`` (``"MaxUnpooling2D"``), made once."""
+    if name not in _TWIN_CLASSES:
+        _TWIN_CLASSES.update(_make_twin_classes(tf_keras_module()))
+    return _TWIN_CLASSES[name]
+
+
+def twin_custom_objects() -> dict:
+    """Class name → tf_keras twin class, for loading saved twins/QAT models."""
+    twin_class("MaxUnpooling2D")
+    return dict(_TWIN_CLASSES)
+
+
+def _make_twin_classes(tf_keras) -> dict:
+    import tensorflow as tf
+
+    class MaxUnpooling2D(tf_keras.layers.Layer):
+        """tf_keras twin of ``kseg.models.blocks.MaxUnpooling2D`` (same ops, same tie rule)."""
+
+        def call(self, inputs):
+            y, x = inputs
+            x = tf.cast(x, y.dtype)
+            a, b = x[:, 0::2, 0::2], x[:, 0::2, 1::2]
+            c, d = x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+            m = tf.maximum(tf.maximum(a, b), tf.maximum(c, d))
+            ea = tf.cast(tf.equal(a, m), y.dtype)
+            eb = tf.cast(tf.equal(b, m), y.dtype) * (1.0 - ea)
+            ec = tf.cast(tf.equal(c, m), y.dtype) * (1.0 - ea) * (1.0 - eb)
+            ed = 1.0 - ea - eb - ec
+            ya, yb, yc, yd = y * ea, y * eb, y * ec, y * ed
+            shape = tf.shape(y)
+            hh, ww, ch = shape[1], shape[2], shape[3]
+            top = tf.reshape(tf.stack([ya, yb], axis=3), (-1, hh, 2 * ww, ch))
+            bottom = tf.reshape(tf.stack([yc, yd], axis=3), (-1, hh, 2 * ww, ch))
+            return tf.reshape(tf.stack([top, bottom], axis=2), (-1, 2 * hh, 2 * ww, ch))
+
+        def compute_output_shape(self, input_shapes):
+            y = tf.TensorShape(input_shapes[0])
+            dbl = lambda v: None if v is None else 2 * v  # noqa: E731
+            return tf.TensorShape([y[0], dbl(y[1]), dbl(y[2]), y[3]])
+
+    return {"MaxUnpooling2D": MaxUnpooling2D}
+
+
+@register_twin("kseg>MaxUnpooling2D")
+def _max_unpooling_twin(layer):
+    return twin_class("MaxUnpooling2D")(name=layer.name)

@@ -137,3 +137,33 @@ def test_load_qat_model_missing(tmp_path):
 
     with pytest.raises(KsegError, match="run kseg quantize first"):
         load_qat_model(tmp_path)
+
+
+def test_max_unpooling_qat_converts_and_follows(tmp_path):
+    """SegNet's custom unpooling through QAT to uint8 TFLite: builtin ops, follows the QAT model."""
+    from kseg.export import assert_builtin_ops, to_tflite
+    from kseg.models.blocks import MaxUnpooling2D
+    from kseg.quantize.qat import qat_fine_tune
+    from kseg.runtime import Segmenter
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((16, 16, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    f = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(x)))
+    p = L.MaxPooling2D(2)(f)
+    y = L.ReLU()(L.Conv2D(8, 3, padding="same")(p))
+    u = MaxUnpooling2D()([y, f])
+    model = keras.Model(inp, L.Conv2D(3, 1)(u))
+    images, masks = make_shapes(24, size=(16, 16), num_classes=3, seed=1)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images.astype("float32"), masks, batch_size=8, epochs=3, verbose=0)
+    qat = qat_fine_tune(model, _dataset(images, masks), epochs=2, lr=1e-4)
+    path = to_tflite(qat, tmp_path / "unpool_qat.tflite", quantization="qat")
+    assert_builtin_ops(path)
+    seg = Segmenter(path)
+    a = np.asarray(qat(images.astype("float32"), training=False))
+    b = np.stack([seg.logits(i) for i in images])
+    agree = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    print("unpool qat tflite vs qat", agree, "max logit diff", float(np.abs(a - b).max()))
+    assert agree > 0.98

@@ -122,3 +122,20 @@ def test_importing_kseg_quantize_leaves_keras_selection_alone():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_max_unpooling_twin_matches():
+    from kseg.models.blocks import MaxUnpooling2D
+
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    x = L.Rescaling(1 / 255.0)(inp)
+    f = L.Conv2D(4, 3, padding="same", name="enc")(x)
+    p = L.MaxPooling2D(2)(f)
+    y = L.Conv2D(4, 1, name="dec")(p)
+    u = MaxUnpooling2D(name="unpool")([y, f])
+    model = keras.Model(inp, L.Conv2D(2, 1)(u))
+    twin = to_tf_keras(model)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    assert twin_max_abs_diff(model, twin, x) <= 1e-6
+    assert type(twin.get_layer("unpool")).__name__ == "MaxUnpooling2D"
