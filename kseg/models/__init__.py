@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 
 from kseg.errors import KsegError
@@ -34,12 +35,13 @@ def build_model(name: str, **kwargs):
     """
     if name not in MODELS:
         raise KsegError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as e:
-        if "unexpected keyword" in str(e):
-            raise KsegError(f"model {name} has no argument {str(e).split(chr(39))[1]!r}; see kseg.models.{name}") from None
-        raise
+    factory = MODELS[name]
+    cls = factory.func if isinstance(factory, partial) else factory
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"} | {"name"}
+    for key in kwargs:
+        if key not in known:
+            raise KsegError(f"model {name} has no argument {key!r}; it takes {', '.join(sorted(known - {'name'}))}")
+    return factory(**kwargs)
 
 
 __all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus"]

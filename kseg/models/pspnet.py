@@ -35,7 +35,7 @@ class PSPNet(SegmentationModel):
     def __init__(self, num_classes=21, input_shape=(384, 480, 3), encoder="efficientnet_lite0", output_stride=8,
                  bins=(1, 2, 3, 6), filters=256, pretrained=False, **kwargs):
         bins = tuple(bins)
-        input_shape = check_input_shape(input_shape, 32, "PSPNet")
+        input_shape = check_input_shape(input_shape, max(8, output_stride), "PSPNet")
         # === Layers === / === Functional Model ===
         inputs = keras.Input(input_shape, name="image")
         pyr = build_encoder(encoder, inputs, output_stride=output_stride, pretrained=pretrained)
