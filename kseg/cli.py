@@ -196,6 +196,7 @@ def _run_demo(args) -> int:
     _quiet_tf()
     from kseg.config import resolve_data_path
     from kseg.data.check import check_dataset
+    from kseg.data.pipeline import Augment
     from kseg.data.preview import write_preview
     from kseg.data.readers import open_dataset
 
@@ -205,7 +206,7 @@ def _run_demo(args) -> int:
     print(report.format_text())
     ds = open_dataset(root, "ccp", groups="suggested")
     out = Path(args.out) / "preview_people_parsing.png"
-    write_preview(ds, out, n=12, size=(256, 256), seed=0, portrait=True)
+    write_preview(ds, out, n=12, size=(256, 256), seed=0, augment=Augment(portrait=1.0))
     print(f"augmented samples with their masks (portrait crops): {out}")
     return 0 if report.ok else 1
 
