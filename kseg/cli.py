@@ -6,6 +6,8 @@ Commands:
     kseg train --config configs/X.yaml  train with model.fit (resumes after a kill)
     kseg evaluate MODEL DATA            per-class IoU, mIoU, accuracy, Dice, confusion matrix
     kseg predict MODEL IMAGE...         masks and overlays
+    kseg quantize MODEL --data D        quantization-aware fine-tuning (tfmot, tf_keras twin)
+    kseg export MODEL --quantization Q  .tflite + model card, parity against the Keras model
     kseg demo                           the demo on bundled defaults
 """
 
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    from kseg import export
+
+    export.add_cli(sub)  # kseg export, kseg quantize
     _add_demo(sub)
     return parser
 
