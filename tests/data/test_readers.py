@@ -1,0 +1,216 @@
+"""Every reader on tiny fixtures, every bad-input case, splits, concat, and the shared datasets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kseg.data.readers import (
+    concat, instances_from_semantic, open_dataset, open_instances, people_dataset,
+)
+from kseg.errors import KsegError
+from tests.data import fixtures as F
+
+
+def test_binary_masks_folder(tmp_path):
+    ds = open_dataset(F.masks_folder(tmp_path / "m"), "masks")
+    assert ds.class_names == ("background", "person") and len(ds) == 3
+    image, mask = ds.load(0)
+    assert image.shape == (16, 24, 3) and image.dtype == np.uint8
+    assert set(np.unique(mask)) == {0, 1} and mask[4:10, 5:15].all() and mask.sum() == 60
+
+
+def test_label_masks_folder_with_classes_json(tmp_path):
+    root = F.masks_folder(tmp_path / "m", binary=False)
+    (root / "classes.json").write_text(json.dumps({"classes": ["a", "b", "c"]}))
+    ds = open_dataset(root, "auto")
+    assert ds.class_names == ("a", "b", "c")
+    assert ds.load(2)[1][5, 6] == 2
+
+
+def test_ccp_groups(tmp_path):
+    root = F.ccp_folder(tmp_path / "ccp")
+    ds = open_dataset(root, "ccp")
+    assert ds.class_names[:4] == ("background", "hair", "skin", "upper_clothes")
+    _, m = ds.load(0)
+    assert m[0, 0] == 1 and m[5, 0] == 3 and m[9, 0] == 4 and m[13, 0] == 5 and m[13, 10] == 0
+    person = open_dataset(root, "ccp", groups="person")
+    assert person.class_names == ("background", "person")
+    assert person.load(0)[1][:12].all() and person.load(0)[1][13, 10] == 0
+    raw = open_dataset(root, "ccp", groups="raw")
+    assert raw.num_classes == 7 and raw.load(0)[1][9, 0] == 3
+    custom = tmp_path / "map.json"
+    custom.write_text(json.dumps({"background": ["background"], "clothes": ["t-shirt", "jeans"]}))
+    cm = open_dataset(root, "ccp", groups=str(custom)).load(0)[1]
+    assert cm[5, 0] == cm[9, 0] == 1 and cm[0, 0] == 255  # hair is in no group: ignored
+
+
+def test_camvid_void_is_ignore(tmp_path):
+    root = F.camvid_folder(tmp_path / "cv")
+    ds = open_dataset(root, "camvid", split="val")
+    _, m = ds.load(0)
+    raw = np.arange(12 * 16).reshape(12, 16) % 12
+    assert (m[raw == 11] == 255).all() and (m[raw < 11] == raw[raw < 11]).all()
+    with pytest.raises(KsegError, match="camvid split 'dev' does not exist"):
+        open_dataset(root, "camvid", split="dev")
+
+
+@pytest.mark.parametrize("border,value", [("ignore", 255), ("pet", 1)])
+def test_pets_trimaps(tmp_path, border, value):
+    ds = open_dataset(F.pets_folder(tmp_path / "p"), "pets", border=border)
+    _, m = ds.load(0)
+    assert m[0, 0] == 0 and m[5, 6] == 1 and m[3, 4] == value
+    breeds = open_dataset(tmp_path / "p", "pets", breeds=True)
+    assert breeds.class_names == ("background", "Abyssinian", "american_bulldog")
+    assert breeds.load(3)[1][5, 6] == 2  # the bulldog's pet pixels get its class
+
+
+def test_coco_semantic_and_instances(tmp_path):
+    root = F.coco_folder(tmp_path / "coco")
+    ds = open_dataset(root, "coco", split="val")
+    assert ds.class_names == ("background", "person") and len(ds) == 1  # the dog-only image is left out
+    _, m = ds.load(0)
+    assert m[4, 5] == 1 and m[14, 24] == 255 and m[0, 0] == 0  # polygon person, crowd ignored
+    assert len(open_dataset(root, "coco", split="val", keep_empty=True)) == 2
+    both = open_dataset(root, "coco", split="val", categories=("person", "dog"), keep_empty=True)
+    assert both.load(1)[1][1, 1] == 2
+    inst = open_instances(root, "val")
+    image, t = inst.load(0)
+    assert t["masks"].shape == (2, 20, 30) and list(t["category_ids"]) == [1, 1]
+    assert list(t["iscrowd"]) == [False, True]
+    np.testing.assert_allclose(t["boxes"][0], [2, 2, 10, 8])
+    assert inst.coco_category_ids == (1,)
+
+
+def test_instances_from_semantic(tmp_path):
+    ds = open_dataset(F.masks_folder(tmp_path / "m"), "masks")
+    inst = instances_from_semantic(ds, min_area=4)
+    _, t = inst.load(0)
+    assert t["masks"].shape == (1, 16, 24)
+    np.testing.assert_array_equal(t["boxes"][0], [5, 4, 15, 10])
+
+
+def test_split_is_deterministic_and_disjoint(tmp_path):
+    ds = open_dataset(F.masks_folder(tmp_path / "m", n=20), "masks")
+    tr, va = ds.split(0.25, seed=3)
+    tr2, va2 = ds.split(0.25, seed=3)
+    assert [s.image for s in va.samples] == [s.image for s in va2.samples]
+    assert len(va) == 5 and len(tr) == 15
+    assert not {s.image for s in tr.samples} & {s.image for s in va.samples}
+    assert [s.image for s in ds.split(0.25, seed=4)[1].samples] != [s.image for s in va.samples]
+
+
+def test_concat_remaps_sources(tmp_path):
+    a = open_dataset(F.masks_folder(tmp_path / "a"), "masks")
+    b = open_dataset(F.ccp_folder(tmp_path / "b"), "ccp", groups="person")
+    both = concat([a, b])
+    assert len(both) == 6 and both.luts.shape == (2, 256)
+    assert both.samples[4].source == 1 and both.load(4)[1][0, 0] == 1
+    with pytest.raises(KsegError, match="cannot mix"):
+        concat([a, open_dataset(tmp_path / "b", "ccp")])
+
+
+# ---- bad input: one line naming the file and the fix -----------------------------------
+
+
+def _one_line(err):
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_corrupt_image(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    (root / "images" / "1.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "masks").load(1)
+    assert "1.jpg" in _one_line(e) and "cannot be decoded" in str(e.value)
+
+
+def test_truncated_png_mask(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    p = root / "masks" / "0.png"
+    p.write_bytes(p.read_bytes()[:-20])
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "masks").load(0)
+    assert "0.png" in _one_line(e) and "truncated" in str(e.value)
+
+
+def test_mask_of_the_wrong_size(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    F.write_mask(root / "masks" / "2.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "masks").load(2)
+    assert _one_line(e).startswith("mask ") and "8×8 but its image 2.jpg is 24×16" in str(e.value)
+
+
+def test_label_out_of_range(tmp_path):
+    root = F.camvid_folder(tmp_path / "cv")
+    F.write_mask(root / "trainannot" / "f0.png", np.full((12, 16), 17, np.uint8))
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "camvid").load(0)
+    assert "f0.png" in _one_line(e) and "label values [17]" in str(e.value)
+
+
+def test_empty_folder_and_missing_pair(tmp_path):
+    (tmp_path / "e" / "images").mkdir(parents=True)
+    (tmp_path / "e" / "masks").mkdir()
+    with pytest.raises(KsegError, match="is empty"):
+        open_dataset(tmp_path / "e", "masks")
+    root = F.masks_folder(tmp_path / "m")
+    (root / "masks" / "1.png").unlink()
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "masks")
+    assert "have no mask" in _one_line(e) and "1.jpg" in str(e.value)
+
+
+def test_missing_coco_file_and_missing_image(tmp_path):
+    (tmp_path / "c" / "annotations").mkdir(parents=True)
+    with pytest.raises(KsegError) as e:
+        open_dataset(tmp_path / "c", "coco", split="val")
+    assert "instances_val2017.json not found" in _one_line(e)
+    root = F.coco_folder(tmp_path / "coco", missing_image=True)
+    ds = open_dataset(root, "coco", split="val", categories=("dog",))
+    with pytest.raises(KsegError) as e:
+        ds.load(0)
+    assert "000000000002.jpg not found" in _one_line(e)
+
+
+def test_unknown_format_and_option(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    with pytest.raises(KsegError, match="unknown format 'voc'"):
+        open_dataset(root, "voc")
+    with pytest.raises(KsegError, match="has no option 'splt'"):
+        open_dataset(root, "masks", splt="x")
+
+
+# ---- the shared datasets ---------------------------------------------------------------
+
+
+def test_shared_people_parsing(shared_data):
+    ds = open_dataset(shared_data / "people-parsing", "ccp")
+    assert len(ds) == 853 and ds.num_classes == 8
+    image, mask = ds.load(0)
+    assert image.shape[:2] == mask.shape and mask.max() < 8
+
+
+def test_shared_people_masks_and_mix(shared_data):
+    ds = open_dataset(shared_data / "people-masks", "masks")
+    assert len(ds) == 200 and set(np.unique(ds.load(0)[1])) <= {0, 1}
+    train, vals = people_dataset(shared_data)
+    assert len(vals["people-parsing"]) == 85 and len(vals["people-masks"]) == 20
+    val_images = {s.image for v in vals.values() for s in v.samples}
+    assert not val_images & {s.image for s in train.samples}  # validation never trained on
+
+
+def test_shared_camvid(shared_data):
+    sizes = {s: len(open_dataset(shared_data / "camvid", "camvid", split=s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 367, "val": 101, "test": 233}
+
+
+def test_shared_pets_and_coco(shared_data):
+    pets = open_dataset(shared_data / "pets", "pets")
+    assert len(pets) == 600 and set(np.unique(pets.load(0)[1])) <= {0, 1, 255}
+    for sub in ("coco-tiny", "coco-mini", "tiny-coco"):
+        ds = open_dataset(shared_data / "coco" / sub, "coco", split="val")
+        assert len(ds) > 0 and ds.load(0)[1].max() <= 255
