@@ -58,14 +58,16 @@ def test_quantize_aware_wraps_every_layer_and_keeps_env():
     from kseg.quantize.qat import quantize_aware
 
     before = os.environ.get("TF_USE_LEGACY_KERAS")
-    qat = quantize_aware(small_model())
+    model = small_model()
+    qat = quantize_aware(model)
     assert os.environ.get("TF_USE_LEGACY_KERAS") == before
-    configs = {l.name: type(l.quantize_config).__name__ for l in qat.layers if hasattr(l, "quantize_config")}
+    configs = {l.layer.name: type(l.quantize_config).__name__ for l in qat.layers if hasattr(l, "quantize_config")}
+    by_type = {type(l).__name__: l.name for l in model.layers}
     # layers outside tfmot's registry get output fake-quant; conv+BN is folded by tfmot
-    assert configs["quant_rescaling"] == "Default8BitConvQuantizeConfig"  # as a 1x1 depthwise conv
-    assert configs["quant_multiply"] == "Default8BitOutputQuantizeConfig"
-    assert configs["quant_conv2d"] == "Default8BitConvQuantizeConfig"
-    assert len(configs) == len(small_model().layers) - 1  # every layer but the input
+    assert configs[by_type["Rescaling"]] == "Default8BitConvQuantizeConfig"  # as a 1x1 depthwise conv
+    assert configs[by_type["Multiply"]] == "Default8BitOutputQuantizeConfig"
+    assert configs[model.layers[2].name] == "Default8BitConvQuantizeConfig"  # the first Conv2D
+    assert len(configs) == len(model.layers) - 1  # every layer but the input
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +169,27 @@ def test_max_unpooling_qat_converts_and_follows(tmp_path):
     agree = float(np.mean(a.argmax(-1) == b.argmax(-1)))
     print("unpool qat tflite vs qat", agree, "max logit diff", float(np.abs(a - b).max()))
     assert agree > 0.98
+
+
+def test_calibrate_ranges_start_from_float_ranges():
+    from kseg.quantize.qat import quantize_aware
+
+    images, _ = make_shapes(8, size=(SIZE, SIZE), num_classes=3, seed=3)
+    images = images.astype("float32")
+    model = small_model()
+    qat = quantize_aware(model, calibration_data=images)
+
+    def rng(layer_type, kind):
+        name = next(l.name for l in model.layers if type(l).__name__ == layer_type)
+        wrapper = next(l for l in qat.layers if getattr(getattr(l, "layer", None), "name", None) == name)
+        vs = {w.name.split("/")[-1].split(":")[0]: float(w.numpy()) for w in wrapper.weights if w.shape.rank == 0}
+        return vs[f"{kind}_min"], vs[f"{kind}_max"]
+
+    # Rescaling(1/127.5, -1) of this batch: per-batch min/max of x/127.5 - 1, zero included
+    lo, hi = rng("Rescaling", "post_activation")
+    assert lo == pytest.approx(images.min() / 127.5 - 1, abs=1e-4)
+    assert hi == pytest.approx(images.max() / 127.5 - 1, abs=1e-4)
+    # ReLU output: lower bound exactly 0, upper bound the float model's max (not tfmot's 6)
+    relu = keras.Model(model.input, next(l for l in model.layers if type(l).__name__ == "ReLU").output)
+    lo, hi = rng("ReLU", "output")
+    assert lo == 0.0 and hi == pytest.approx(float(np.asarray(relu(images)).max()), rel=1e-4)
