@@ -150,3 +150,51 @@ def test_export_errors(trained, tmp_path):
 def test_card_refuses_wrong_class_count(int8_path):
     with pytest.raises(KsegError, match="class_names has 2 names"):
         write_model_card(int8_path, class_names=["a", "b"])
+
+
+def _cli(argv):
+    import argparse
+
+    from kseg.export import add_cli
+
+    parser = argparse.ArgumentParser(prog="kseg")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_export_int8_writes_card_with_parity_and_latency(trained, tmp_path):
+    from kseg.data.synthetic import write_shapes_dataset
+
+    model = trained[0]
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 24, size=(SIZE, SIZE), num_classes=3, seed=5)
+    model.save(tmp_path / "best.keras")
+    out = tmp_path / "exports" / "shapes_int8.tflite"
+    assert _cli(["export", str(tmp_path / "best.keras"), "--quantization", "int8", "--data", str(data),
+                 "--format", "masks", "--calibration", "16", "--parity", "4", "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["class_names"][0] == "background" and len(card["class_names"]) == 3
+    assert card["metrics"]["parity_n_images"] <= 4 and card["metrics"]["parity_pixel_agreement"] > 0.9
+    assert card["latency_ms"]["median_ms"] > 0 and card["latency_ms"]["input"] == [SIZE, SIZE]
+    assert card["training_data"] == str(data) and card["quantization"] == "int8"
+    assert_builtin_ops(out)
+
+
+@pytest.mark.slow
+def test_cli_quantize_then_export_qat(trained, tmp_path):
+    from kseg.data.synthetic import write_shapes_dataset
+
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 24, size=(SIZE, SIZE), num_classes=3, seed=6)
+    trained[0].save(tmp_path / "best.keras")
+    qat_dir = tmp_path / "qat"
+    assert _cli(["quantize", str(tmp_path / "best.keras"), "--data", str(data), "--format", "masks",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(qat_dir)]) == 0
+    assert (qat_dir / "qat_model.h5").is_file() and (qat_dir / "qat.json").is_file()
+    out = tmp_path / "shapes_qat.tflite"
+    assert _cli(["export", str(qat_dir), "--quantization", "qat", "--data", str(data), "--format", "masks",
+                 "--parity", "4", "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["quantization"] == "qat" and card["input"]["dtype"] == "uint8"
+    assert card["metrics"]["parity_pixel_agreement"] > 0.9
