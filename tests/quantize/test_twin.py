@@ -139,3 +139,48 @@ def test_max_unpooling_twin_matches():
     x = np.random.default_rng(2).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     assert twin_max_abs_diff(model, twin, x) <= 1e-6
     assert type(twin.get_layer("unpool")).__name__ == "MaxUnpooling2D"
+
+
+def _randomise(model, seed=0):
+    """Random weights with O(1) outputs: fresh segmentation heads start at or near zero, which
+    would make any twin difference look small."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        ws = layer.get_weights()
+        if not ws:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, mu, var = ws
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, mu.shape), rng.uniform(0.5, 2.0, var.shape)])
+        else:
+            layer.set_weights([
+                rng.normal(0, 1 / np.sqrt(max(1, int(np.prod(w.shape[:-1])))), w.shape).astype("float32")
+                if w.ndim > 1 else rng.normal(0, 0.1, w.shape).astype("float32") for w in ws
+            ])
+
+
+ZOO = [
+    ("unet", {"num_classes": 3, "filters": 4, "depth": 3, "input_shape": (32, 32, 3)}),
+    ("unet", {"num_classes": 2, "encoder": "efficientnet_lite0", "input_shape": (64, 64, 3)}),
+    ("segnet", {"num_classes": 3, "width": 0.125, "input_shape": (64, 64, 3)}),
+    ("fcn8s", {"num_classes": 3, "encoder": "efficientnet_lite0", "fc_filters": 32, "input_shape": (64, 64, 3)}),
+    ("pspnet", {"num_classes": 3, "filters": 16, "input_shape": (96, 96, 3)}),
+    ("deeplab_v3_plus", {"num_classes": 3, "filters": 16, "output_stride": 8, "input_shape": (64, 64, 3)}),
+    ("deeplab_v3_plus", {"num_classes": 3, "filters": 16, "encoder": "mobilenet_v2", "output_stride": 32,
+                         "input_shape": (64, 64, 3)}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", ZOO, ids=[f"{n}-{k.get('encoder', 'paper')}" for n, k in ZOO])
+def test_twin_of_each_zoo_model(name, kwargs):
+    from kseg.models import build_model
+
+    model = build_model(name, **kwargs)
+    _randomise(model)
+    x = np.random.default_rng(1).uniform(0, 255, (2, *kwargs["input_shape"])).astype("float32")
+    twin = to_tf_keras(model)
+    diff = assert_twin_equal(model, twin, x)
+    print(f"twin {name} {kwargs.get('encoder', '')}: max abs diff {diff:.3g}, "
+          f"max |y| {float(np.abs(np.asarray(model(x))).max()):.3g}")
+    assert twin.count_params() == model.count_params()
