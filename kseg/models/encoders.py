@@ -5,8 +5,10 @@ directly on the caller's input tensor (a flat graph: no nested ``keras.Model``),
 quantization path rebuilds models layer by layer as a tf_keras twin. Each encoder normalises
 its own input: models take float32 RGB in 0..255.
 
-With ``output_stride`` 16 or 8, the stages past that stride use dilation instead of a stride
-(atrous convolution): the keys stay ``P4``/``P5`` but their stride is capped.
+With ``output_stride`` 16 or 8 (every encoder), the stages past that stride use dilation
+instead of a stride (atrous convolution): the keys stay ``P4``/``P5`` but their stride is capped
+at ``output_stride`` (OS 16: P5 has stride 16; OS 8: P4 and P5 have stride 8). Channels and
+weights do not change, so pretrained weights load into any output stride.
 
 Encoders:
     efficientnet_lite0  EfficientNet-Lite0 (Tan & Le 2019; Lite: no squeeze-excite, ReLU6),
@@ -14,6 +16,19 @@ Encoders:
     mobilenet_v2        keras.applications MobileNetV2 (random init unless ``weights=`` a file)
     resnet50            keras.applications ResNet50 (random init unless ``weights=`` a file)
     vgg16               VGG16 (13 conv layers), layer names as keras.applications
+
+Input normalisation is each encoder's first layer: ``(x - 127) / 128`` (Rescaling) for
+EfficientNet-Lite0, ``x / 127.5 - 1`` (Rescaling) for MobileNetV2, and keras.applications'
+"caffe" mode (RGB → BGR, minus the ImageNet means; a frozen 1×1 Conv2D) for ResNet50 and VGG16.
+The keras.applications encoders take a ``weights=`` file saved by keras.applications with
+``include_top=False`` (``.h5`` or ``.weights.h5``); nothing is ever downloaded.
+
+Reference:
+    Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+    ICML 2019; Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation",
+    2017 (output stride by dilation); Sandler et al., "MobileNetV2", CVPR 2018; He et al.,
+    "Deep Residual Learning", CVPR 2016; Simonyan & Zisserman, "Very Deep Convolutional
+    Networks", ICLR 2015.
 
 Example:
     inputs = keras.Input((256, 256, 3))
@@ -55,7 +70,14 @@ CHANNELS = {
 
 
 def encoder_channels(name: str) -> dict:
-    """Channels of each pyramid level of encoder ``name``."""
+    """Channels of each pyramid level of encoder ``name``.
+
+    Args:
+        name: one of ``ENCODERS``.
+
+    Example:
+        encoder_channels("efficientnet_lite0")["P5"]   # 320
+    """
     _check_name(name)
     return dict(CHANNELS[name])
 
@@ -79,11 +101,29 @@ def _bn(name):
 
 
 def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
-    """EfficientNet-Lite0 features on ``inputs`` (float RGB 0..255).
+    """EfficientNet-Lite0 features on ``inputs`` (float RGB 0..255), as flat layers.
+
+    Stem 3×3/2 (32), 16 MBConv blocks without squeeze-excite (``LITE0_STAGES``), ReLU6,
+    BatchNormalization epsilon 1e-3 / momentum 0.99, "same" padding; layer names match the
+    shipped weights file (``stem_conv``, ``block{i}_{expand,dw,project}_{conv,bn}``, ``head_conv``).
+
+    Args:
+        inputs: Keras tensor, float32 RGB in 0..255.
+        output_stride: 32, 16 or 8 (dilated depthwise convolutions past that stride).
+        prefix: prepended to every layer name (a second copy in one model; such layers do not
+            receive pretrained weights).
+        include_head: also build the 1×1 1280-channel head of the ImageNet classifier.
 
     Returns:
         ``(pyramid, head)``: the P1..P5 dict, and the 1280-channel head conv output if
         ``include_head`` (for the ImageNet classifier), else ``None``.
+
+    Example:
+        pyramid, _ = efficientnet_lite0(keras.Input((224, 224, 3)))
+        pyramid["P4"].shape   # (None, 14, 14, 112)
+
+    Reference:
+        Tan & Le, "EfficientNet", ICML 2019; EfficientNet-Lite (TensorFlow TPU repository, 2020).
     """
     _check_stride(output_stride)
     p = prefix
@@ -135,7 +175,16 @@ def efficientnet_lite0_classifier(input_shape=(224, 224, 3), weights=None):
     """The ImageNet classifier (encoder + head + pooling + 1000-way dense), for checking weights.
 
     Args:
-        weights: a ``.weights.h5`` file of this classifier; default: the shipped one.
+        input_shape: ``(H, W, 3)``, default 224×224 (the resolution it was trained at).
+        weights: a ``.weights.h5`` file of this classifier; ``None``: the shipped one;
+            ``False``: random initialisation (used by the conversion tool).
+
+    Returns:
+        A Keras model from float RGB 0..255 to 1000 ImageNet logits.
+
+    Example:
+        clf = efficientnet_lite0_classifier()
+        clf.predict(rgb_224[None].astype("float32")).argmax(-1)   # 281..285: a domestic cat
     """
     inputs = keras.Input(input_shape)
     _, head = efficientnet_lite0(inputs, include_head=True)
@@ -146,7 +195,14 @@ def efficientnet_lite0_classifier(input_shape=(224, 224, 3), weights=None):
     if weights is not False:
         if not path.is_file():
             raise KsegError(f"EfficientNet-Lite0 weights {path} not found; run tools/convert_efficientnet_lite0.py")
-        model.load_weights(path)
+        try:
+            model.load_weights(path)
+        except Exception as e:
+            raise KsegError(
+                f"{path} does not hold EfficientNet-Lite0 classifier weights "
+                f"({type(e).__name__}); use kseg/weights/efficientnet_lite0_imagenet.weights.h5 "
+                "or re-run tools/convert_efficientnet_lite0.py"
+            ) from None
     return model
 
 
@@ -157,33 +213,77 @@ def _load_lite0_into(model_layers, path: Path):
     if not path.is_file():
         raise KsegError(f"EfficientNet-Lite0 weights {path} not found; reinstall kseg or run tools/convert_efficientnet_lite0.py")
     source = efficientnet_lite0_classifier(weights=path)
-    by_name = {l.name: l for l in source.layers}
+    return _copy_weights_by_name(source.layers, model_layers)
+
+
+# --------------------------------------------------------------------------------------
+# Shared helpers for the keras.applications-style encoders
+
+
+def _copy_weights_by_name(source_layers, target_layers) -> int:
+    """Copy weights between layers of equal names (shapes do not change with stride or dilation)."""
+    by_name = {l.name: l for l in source_layers if l.weights}
     copied = 0
-    for layer in model_layers:
+    for layer in target_layers:
         src = by_name.get(layer.name)
-        if src is not None and src.weights and len(src.weights) == len(layer.weights):
+        if src is not None and len(src.weights) == len(layer.weights):
             layer.set_weights(src.get_weights())
             copied += 1
     return copied
+
+
+def _load_local_weights(model, weights, name):
+    """Load a local weights file into a keras.applications model (never downloads)."""
+    p = Path(weights)
+    if not p.is_file():
+        raise KsegError(f"{name} weights file {p} not found; give a local .weights.h5 or keras.applications .h5 file")
+    try:
+        model.load_weights(str(p))
+    except Exception as e:  # a file for another architecture: say which, in one line
+        raise KsegError(
+            f"{p} does not hold {name} weights (include_top=False, as keras.applications saves them): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+
+
+def _caffe_preprocess(inputs, name):
+    """keras.applications 'caffe' preprocessing: RGB → BGR, minus the ImageNet channel means.
+
+    A frozen 1×1 Conv2D does both in one layer that tf_keras and tfmot know.
+    """
+    return layers.Conv2D(3, 1, use_bias=True, trainable=False, name=name, kernel_initializer=_BGRFlip(),
+                         bias_initializer=keras.initializers.Constant([-103.939, -116.779, -123.68]))(inputs)
 
 
 # --------------------------------------------------------------------------------------
 # VGG16 (layer names as keras.applications, so its weight files load by name)
 
 
-def vgg16(inputs, output_stride=32):
+def vgg16(inputs, output_stride=32, weights=None):
+    """VGG16's 13 conv layers on ``inputs`` (float RGB 0..255), pyramid after each pooling.
+
+    With ``output_stride`` 16 or 8 the poolings past that stride become 3×3 stride-1 poolings
+    and the convolutions after them dilate (DeepLab v1's recipe), so P4/P5 keep that stride.
+    """
     _check_stride(output_stride)
-    if output_stride != 32:
-        raise KsegError("vgg16 supports output_stride 32 only; use resnet50 or efficientnet_lite0 for dilated models")
-    # caffe-style preprocessing as keras.applications.vgg16: BGR, minus ImageNet means
-    x = layers.Conv2D(3, 1, use_bias=True, trainable=False, name="vgg_preprocess",
-                      kernel_initializer=_BGRFlip(), bias_initializer=keras.initializers.Constant([-103.939, -116.779, -123.68]))(inputs)
+    x = _caffe_preprocess(inputs, "vgg_preprocess")
     pyramid = {}
+    dilation = 1
     for b, (n, ch) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
         for i in range(1, n + 1):
-            x = layers.Conv2D(ch, 3, padding="same", activation="relu", name=f"block{b}_conv{i}")(x)
-        x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
+            x = layers.Conv2D(ch, 3, padding="same", activation="relu", dilation_rate=dilation,
+                              name=f"block{b}_conv{i}")(x)
+        if 2**b > output_stride:
+            x = layers.MaxPooling2D(3, strides=1, padding="same", name=f"block{b}_pool")(x)
+            dilation *= 2
+        else:
+            x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
         pyramid[f"P{b}"] = x
+    if weights:
+        source = keras.applications.VGG16(input_shape=(None, None, 3), include_top=False, weights=None)
+        _load_local_weights(source, weights, "vgg16")
+        model = keras.Model(inputs, pyramid["P5"])
+        _copy_weights_by_name(source.layers, model.layers)
     return pyramid
 
 
@@ -205,31 +305,82 @@ class _BGRFlip(keras.initializers.Initializer):
 # --------------------------------------------------------------------------------------
 # keras.applications encoders (random init unless a local weights file is given)
 
+# Pyramid levels by keras.applications layer name.
+_APPLICATION_LEVELS = {
+    "mobilenet_v2": {"P1": "expanded_conv_project_BN", "P2": "block_2_add", "P3": "block_5_add",
+                     "P4": "block_12_add", "P5": "block_16_project_BN"},
+    "resnet50": {"P1": "conv1_relu", "P2": "conv2_block3_out", "P3": "conv3_block4_out",
+                 "P4": "conv4_block6_out", "P5": "conv5_block3_out"},
+}
+
+# Per stride-2 step that can become atrous: (nominal stride after it, blocks of the stage it
+# starts). mobilenet_v2 blocks are numbered 1..16 (block 0 is "expanded_conv").
+_MNV2_STAGES = [(16, range(6, 13)), (32, range(13, 17))]
+_RESNET50_STAGES = [(8, ("conv3", 4)), (16, ("conv4", 6)), (32, ("conv5", 3))]
+
+
+def _dilation_plan(name, output_stride) -> dict:
+    """Config overrides ``{layer name: {key: value}}`` that turn stride into dilation.
+
+    The block whose stride is removed keeps the previous rate; the blocks after it use the
+    doubled rate (as DeepLab's and torchvision's dilated backbones do).
+    """
+    plan = {}
+    rate = 1
+    if name == "mobilenet_v2":
+        for nominal, blocks in _MNV2_STAGES:
+            if nominal <= output_stride:
+                continue
+            first = blocks[0]
+            # the stride-2 block pads explicitly then convolves "valid": pad by its rate instead
+            plan[f"block_{first}_pad"] = {"padding": ((rate, rate), (rate, rate))}
+            plan[f"block_{first}_depthwise"] = {"strides": (1, 1), "dilation_rate": (rate, rate)}
+            rate *= 2
+            for b in blocks[1:]:
+                plan[f"block_{b}_depthwise"] = {"dilation_rate": (rate, rate)}
+    elif name == "resnet50":
+        for nominal, (stage, n) in _RESNET50_STAGES:
+            if nominal <= output_stride:
+                continue
+            plan[f"{stage}_block1_1_conv"] = {"strides": (1, 1)}
+            plan[f"{stage}_block1_0_conv"] = {"strides": (1, 1)}
+            plan[f"{stage}_block1_2_conv"] = {"dilation_rate": (rate, rate)}
+            rate *= 2
+            for b in range(2, n + 1):
+                plan[f"{stage}_block{b}_2_conv"] = {"dilation_rate": (rate, rate)}
+    return plan
+
 
 def _applications(name, inputs, output_stride, weights):
-    if output_stride != 32:
-        raise KsegError(
-            f"{name} is taken from keras.applications, which has no dilated variant here; "
-            "use output_stride=32 or the efficientnet_lite0 encoder"
-        )
     if name == "mobilenet_v2":
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mnv2_rescale")(inputs)
-        base = keras.applications.MobileNetV2(input_tensor=x, include_top=False, weights=None)
-        names = {"P1": "expanded_conv_project_BN", "P2": "block_2_add", "P3": "block_5_add",
-                 "P4": "block_12_add", "P5": "block_16_project_BN"}
+        base = keras.applications.MobileNetV2(input_shape=tuple(inputs.shape[1:]), include_top=False, weights=None)
     else:  # resnet50: caffe preprocessing
-        x = layers.Conv2D(3, 1, use_bias=True, trainable=False, name="resnet_preprocess",
-                          kernel_initializer=_BGRFlip(),
-                          bias_initializer=keras.initializers.Constant([-103.939, -116.779, -123.68]))(inputs)
-        base = keras.applications.ResNet50(input_tensor=x, include_top=False, weights=None)
-        names = {"P1": "conv1_relu", "P2": "conv2_block3_out", "P3": "conv3_block4_out",
-                 "P4": "conv4_block6_out", "P5": "conv5_block3_out"}
+        x = _caffe_preprocess(inputs, "resnet_preprocess")
+        base = keras.applications.ResNet50(input_shape=tuple(inputs.shape[1:]), include_top=False, weights=None)
     if weights:
-        p = Path(weights)
-        if not p.is_file():
-            raise KsegError(f"encoder weights file {p} not found; give a local .weights.h5/.h5 file")
-        base.load_weights(str(p), skip_mismatch=False)
-    return {k: base.get_layer(v).output for k, v in names.items()}
+        _load_local_weights(base, weights, name)
+    levels = _APPLICATION_LEVELS[name]
+    sub = keras.Model(base.input, [base.get_layer(v).output for v in levels.values()])
+    plan = _dilation_plan(name, output_stride)
+
+    def clone(layer):
+        config = layer.get_config()
+        config.update(plan.get(layer.name, {}))
+        return layer.__class__.from_config(config)
+
+    # Re-run the graph on the caller's tensor with fresh (possibly dilated) layers, as
+    # keras.models.clone_model does inside; its public form would wrap the result in a new
+    # Model cut off from the caller's graph when ``x`` is not a keras.Input. The fresh layers
+    # join the caller's functional model directly, with no nested Model.
+    outputs = list(sub._run_through_graph(x, operation_fn=clone))
+    if weights:
+        _copy_weights_by_name(sub.layers, _layers_between(inputs, outputs))
+    return dict(zip(levels, outputs))
+
+
+def _layers_between(inputs, outputs):
+    return keras.Model(inputs, outputs).layers
 
 
 # --------------------------------------------------------------------------------------
@@ -249,12 +400,26 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
     Args:
         name: one of ``ENCODERS``.
         inputs: a Keras tensor of float32 RGB in 0..255.
-        output_stride: 32, 16 or 8 (dilated last stages; efficientnet_lite0 only).
-        pretrained: load ImageNet weights that ship with kseg (efficientnet_lite0).
-        weights: a local weights file for the keras.applications/VGG16 encoders.
+        output_stride: 32, 16 or 8. Below 32, the stages past that stride are dilated
+            instead of strided; P4/P5 keep their keys and channels, their stride is capped.
+        pretrained: load the ImageNet weights that ship with kseg (efficientnet_lite0 only;
+            for the others pass ``weights=``).
+        weights: a local weights file: for efficientnet_lite0 a ``.weights.h5`` of
+            ``efficientnet_lite0_classifier``; for mobilenet_v2/resnet50/vgg16 a file saved by
+            keras.applications with ``include_top=False``.
 
     Returns:
-        dict of Keras tensors; see ``encoder_channels(name)``.
+        dict ``{"P1": stride 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}`` of Keras tensors built
+        as layers directly on ``inputs``; channels as ``encoder_channels(name)``.
+
+    Raises:
+        KsegError: unknown name or output stride, a missing or mismatched weights file, or
+            ``pretrained=True`` for an encoder whose weights kseg does not ship.
+
+    Example:
+        inputs = keras.Input((None, None, 3))
+        pyramid = build_encoder("mobilenet_v2", inputs, output_stride=16)
+        pyramid["P5"].shape   # (None, None, None, 320), stride 16
     """
     _check_name(name)
     _check_stride(output_stride)
@@ -272,8 +437,5 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
                 raise KsegError(f"only {n} EfficientNet-Lite0 layers received pretrained weights; the weights file does not match")
         return pyramid
     if name == "vgg16":
-        pyramid = vgg16(inputs, output_stride)
-        if weights:
-            keras.Model(inputs, pyramid["P5"]).load_weights(str(weights), skip_mismatch=False)
-        return pyramid
+        return vgg16(inputs, output_stride, weights)
     return _applications(name, inputs, output_stride, weights)
