@@ -402,7 +402,11 @@ def save_qat_model(qat, out_dir, history=None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / QAT_MODEL_FILE
-    with atomic_path(path) as tmp:
+    import warnings
+
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # H5 on purpose: a tf_keras ".keras" file would be mistaken for a Keras 3 model
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*")
         qat.save(str(tmp), save_format="h5", include_optimizer=False)
     if history is not None:
         with atomic_path(out_dir / "history.json") as tmp:
