@@ -7,7 +7,13 @@ from tests.models.model_tester import run_model_tests
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
 def test_fcn_light(variant, tmp_path):
     run_model_tests(FCN, {"num_classes": 3, "variant": variant, "encoder": "efficientnet_lite0", "fc_filters": 32},
-                    tmp_path=tmp_path, tflite=variant == "8s", twin=variant == "8s")
+                    input_shapes=((64, 64), (64, 96)), tmp_path=tmp_path, tflite=False, twin=False)
+
+
+@pytest.mark.slow
+def test_fcn8s_twin_and_int8(tmp_path):
+    run_model_tests(FCN, {"num_classes": 3, "variant": "8s", "encoder": "efficientnet_lite0", "fc_filters": 32},
+                    input_shapes=((64, 64),), tmp_path=tmp_path)
 
 
 def test_fcn8s_vgg16_parameter_count():

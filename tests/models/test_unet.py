@@ -3,7 +3,8 @@ from tests.models.model_tester import run_model_tests
 
 
 def test_unet_paper_small(tmp_path):
-    run_model_tests(UNet, {"num_classes": 3, "filters": 4, "depth": 3}, input_shapes=((32, 32), (48, 64)), tmp_path=tmp_path)
+    run_model_tests(UNet, {"num_classes": 3, "filters": 4, "depth": 3}, input_shapes=((32, 32), (48, 64)),
+                    tmp_path=tmp_path, tflite=False, twin=False)
 
 
 def test_unet_encoder(tmp_path):
