@@ -209,15 +209,28 @@ LOSSES = {
 
 
 def get_loss(name, **kwargs):
-    """A loss by name: ``ce``, ``weighted_ce`` (needs ``class_weights``), ``dice``, ``focal``, ``ce_dice``."""
+    """A loss by name: ``ce``, ``weighted_ce`` (needs ``class_weights``), ``dice``, ``focal``, ``ce_dice``.
+
+    ``num_classes`` is accepted (and dropped) for the losses that do not need it, and
+    ``class_weights`` given to ``focal`` become its per-class ``alpha``, so one set of keyword
+    arguments works for every name.
+
+    Example:
+        loss = get_loss("ce_dice", num_classes=11, class_weights=[...])
+    """
     if name not in LOSSES:
         raise KsegError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+    kwargs = dict(kwargs)
     if name == "weighted_ce" and kwargs.get("class_weights") is None:
         raise KsegError("loss weighted_ce needs class weights: set train.class_weights to median_frequency or inverse_frequency")
     if name in ("dice", "ce_dice") and "num_classes" not in kwargs:
         raise KsegError(f"loss {name} needs num_classes")
-    if name == "dice" and "class_weights" in kwargs and kwargs["class_weights"] is None:
-        kwargs.pop("class_weights")
+    if name in ("ce", "weighted_ce", "focal"):
+        kwargs.pop("num_classes", None)
+    if name == "focal" and "class_weights" in kwargs:
+        weights = kwargs.pop("class_weights")
+        if kwargs.get("alpha") is None:
+            kwargs["alpha"] = weights
     return LOSSES[name](**kwargs)
 
 
@@ -229,8 +242,10 @@ def class_pixel_counts(masks, num_classes, ignore_index=IGNORE):
     """Stream masks and count, per class, its pixels and the pixels of images that contain it.
 
     Args:
-        masks: an iterable of integer masks (numpy or tensors; any shape; batches allowed,
-            counted per leading item if 3-D).
+        masks: an iterable of integer masks, numpy or eager tensors: ``(H, W)`` or
+            ``(H, W, 1)`` single masks, or ``(B, H, W)`` / ``(B, H, W, 1)`` batches (each image of
+            a batch is one image for ``present_counts``). Values ``>= num_classes`` other than
+            ``ignore_index`` are skipped.
         num_classes: C.
 
     Returns:
@@ -241,6 +256,10 @@ def class_pixel_counts(masks, num_classes, ignore_index=IGNORE):
     present = np.zeros(num_classes, np.float64)
     for m in masks:
         m = np.asarray(m)
+        if m.ndim >= 3 and m.shape[-1] == 1:  # (H, W, 1) or (B, H, W, 1)
+            m = m[..., 0]
+        if m.ndim > 3:
+            raise KsegError(f"class_pixel_counts got a mask of shape {m.shape}; pass (H, W) masks or (B, H, W) batches")
         items = m if m.ndim == 3 else m[None]
         for item in items:
             v = item[item != ignore_index].astype(np.int64)

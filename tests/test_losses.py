@@ -121,3 +121,53 @@ def test_get_loss_errors():
         L.get_loss("dicey")
     with pytest.raises(KsegError, match="needs class weights"):
         L.get_loss("weighted_ce")
+
+
+def test_float16_logits_give_float32_loss_of_the_same_value():
+    half = LOGITS.astype(np.float16)  # these logits are exact in float16
+    for loss in (L.SparseCategoricalCrossEntropy(), L.DiceLoss(2), L.FocalLoss(), L.CEDiceLoss(2)):
+        out = loss(Y, half)
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+        assert float(out) == pytest.approx(float(loss(Y, LOGITS)), rel=1e-6)
+
+
+def test_labels_with_a_channel_axis_and_uint8():
+    y = Y.astype(np.uint8)[..., None]  # (B, H, W, 1) uint8, 255 still ignored
+    assert float(L.SparseCategoricalCrossEntropy()(y, LOGITS)) == pytest.approx((CE0 + CE1 + CE2) / 3, rel=1e-6)
+
+
+def test_all_pixels_ignored_gives_zero_not_nan():
+    y = np.full((1, 2, 2), 255, np.int32)
+    for loss in (L.SparseCategoricalCrossEntropy(class_weights=[1, 2]), L.FocalLoss()):
+        assert float(loss(y, LOGITS)) == 0.0
+    assert float(L.DiceLoss(2)(y, LOGITS)) == pytest.approx(0.0, abs=1e-7)  # every class (0+1)/(0+1)
+
+
+def test_get_loss_by_name():
+    assert isinstance(L.get_loss("ce", num_classes=3), L.SparseCategoricalCrossEntropy)
+    assert L.get_loss("weighted_ce", class_weights=[1, 2]).class_weights == [1.0, 2.0]
+    assert L.get_loss("focal", num_classes=2, class_weights=[0.25, 0.75]).alpha == [0.25, 0.75]
+    assert L.get_loss("dice", num_classes=2, class_weights=None).class_weights is None
+    ce_dice = L.get_loss("ce_dice", num_classes=2, dice_weight=0.5)
+    assert isinstance(ce_dice, L.CEDiceLoss) and ce_dice.dice_weight == 0.5
+    from kseg.errors import KsegError
+    with pytest.raises(KsegError, match="needs num_classes"):
+        L.get_loss("dice")
+
+
+def test_class_pixel_counts_streams_tf_batches_and_channel_masks():
+    import tensorflow as tf
+
+    batch = tf.constant([[[0, 0], [1, 255]], [[2, 2], [2, 2]]], tf.uint8)  # two images in one batch
+    single = np.array([[1], [1]], np.uint8)[..., None]  # one (H, W, 1) = (2, 1, 1) mask
+    counts, present = L.class_pixel_counts([batch, single], 3)
+    # image 1: 0,0,1 (3 valid px); image 2: 2,2,2,2 (4 px); image 3: 1,1 (2 px)
+    assert list(counts) == [2, 3, 4] and list(present) == [3, 3 + 2, 4]
+
+
+def test_unknown_class_weight_method():
+    from kseg.errors import KsegError
+    with pytest.raises(KsegError, match="median_frequency or inverse_frequency"):
+        L.compute_class_weights([1, 2], "sqrt")
+    with pytest.raises(KsegError, match="no labelled pixel"):
+        L.compute_class_weights([0, 0])
