@@ -1,60 +1,160 @@
-"""One tester every model test reuses (keras-hub style): shapes at two sizes, config round trip,
-.keras save/load equality, one fit step, tf_keras twin equality, int8 TFLite with builtin ops."""
+"""One tester every model test reuses (keras-hub style).
+
+``run_model_tests`` checks, for a model class and its constructor arguments:
+
+1. logits of shape ``(B, H, W, num_classes)`` at two input sizes;
+2. ``get_config``/``from_config`` round trip (same config, same parameter count);
+3. ``.keras`` save/load *without* ``custom_objects`` gives the same outputs;
+4. training: two steps of sparse cross-entropy (with ignore pixels) on one batch give finite
+   losses, the second lower than the first;
+5. the tf_keras twin (the QAT path's starting point) reproduces the outputs — the hook
+   skips with reason "quantize issue" when ``kseg.quantize.twin`` is absent;
+6. TFLite: float32 conversion reproduces the Keras outputs, and full-int8 conversion (uint8
+   in and out, a tiny representative dataset) uses builtin ops only and follows the Keras
+   outputs within a quantization-sized error.
+
+Checks 5 and 6 are also callable alone (``check_twin``, ``check_tflite``) so a per-model file
+can run them in a separate, possibly ``slow``, test.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import keras
 import numpy as np
+import pytest
 
 from kseg.losses import SparseCategoricalCrossEntropy
 
 
-def _x(shape, n=2, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (n, *shape[:2], 3)).astype("float32")
+def images(hw, n=2, seed=0):
+    """``n`` random float32 RGB images in 0..255 of size ``hw``."""
+    return np.random.default_rng(seed).uniform(0, 255, (n, *hw[:2], 3)).astype("float32")
 
 
 def run_model_tests(cls, init_kwargs, input_shapes=((64, 64), (96, 128)), tmp_path=None, tflite=True, twin=True):
+    """Run the shared checks on ``cls(**init_kwargs, input_shape=(H, W, 3))``; return the model
+    built for ``input_shapes[0]``."""
+    tmp_path = Path(tmp_path or tempfile.mkdtemp(prefix="kseg_model_test_"))
     num_classes = init_kwargs["num_classes"]
-    models = {}
-    # output shape (logits, num_classes, at the input's size) at two sizes
+    # 1. logits at the input's size, at two sizes
+    built = {}
     for hw in input_shapes:
         model = cls(**init_kwargs, input_shape=(*hw, 3))
-        y = np.asarray(model(_x(hw)))
+        y = np.asarray(model(images(hw), training=False))
         assert y.shape == (2, *hw, num_classes), (cls.__name__, hw, y.shape)
         assert np.isfinite(y).all()
-        models[hw] = model
-    model = models[input_shapes[0]]
+        built[hw] = model
     hw = input_shapes[0]
-    x = _x(hw)
+    model, x = built[hw], images(hw)
     y = np.asarray(model(x, training=False))
-    # config round trip
+    # 2. config round trip
     config = model.get_config()
     again = cls.from_config(config)
     assert again.get_config() == config
     assert again.count_params() == model.count_params()
-    # .keras round trip without custom_objects: same outputs
-    if tmp_path is not None:
-        path = tmp_path / f"{cls.__name__}.keras"
-        model.save(path)
-        loaded = keras.saving.load_model(path)
-        np.testing.assert_allclose(np.asarray(loaded(x, training=False)), y, atol=1e-5)
-    # one training step gives a finite loss
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SparseCategoricalCrossEntropy())
-    labels = np.random.default_rng(1).integers(0, num_classes, (2, *hw)).astype("int32")
-    labels[0, :2] = 255
-    loss = model.train_on_batch(x, labels)
-    assert np.isfinite(float(np.asarray(loss).reshape(-1)[0]))
-    # tf_keras twin reproduces the model exactly (the QAT path starts from it)
+    # 3. .keras round trip without custom_objects: same outputs
+    path = tmp_path / f"{cls.__name__}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is cls
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), y, rtol=1e-5, atol=1e-5)
+    # 5./6. before training changes the weights (BN statistics would move)
     if twin:
-        from kseg.quantize.twin import assert_twin_equal, to_tf_keras
-
-        tw = to_tf_keras(model)
-        assert assert_twin_equal(model, tw, x) <= 1e-4
-    # full-int8 TFLite with builtin ops only, uint8 in and out
-    if tflite and tmp_path is not None:
-        from kseg.export import assert_builtin_ops, to_tflite
-
-        out = to_tflite(model, tmp_path / f"{cls.__name__}_int8.tflite", "int8", representative_data=_x(hw, 4, 3))
-        ops = assert_builtin_ops(out)
-        assert "CONV_2D" in ops
+        check_twin(model, x)
+    if tflite:
+        check_tflite(model, tmp_path)
+    # 4. two training steps on one batch: finite, decreasing loss. Eager: tracing a training
+    # step takes ~45 s on 2 shared cores, two eager steps take ~5 s.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SparseCategoricalCrossEntropy(), run_eagerly=True)
+    labels = np.random.default_rng(1).integers(0, num_classes, (2, *hw)).astype("int32")
+    labels[0, :2] = 255  # ignore pixels
+    first = float(np.asarray(model.train_on_batch(x, labels)).reshape(-1)[0])
+    second = float(np.asarray(model.train_on_batch(x, labels)).reshape(-1)[0])
+    assert np.isfinite(first) and np.isfinite(second), (first, second)
+    assert second < first, (first, second)
     return model
+
+
+def check_twin(model, x):
+    """Hook: the tf_keras twin reproduces the model (the QAT path starts from it)."""
+    try:
+        from kseg.quantize.twin import assert_twin_equal, to_tf_keras
+    except ImportError:
+        pytest.skip("quantize issue: kseg.quantize.twin not available yet")
+    twin = to_tf_keras(model)
+    assert assert_twin_equal(model, twin, x) <= 1e-4
+
+
+def _run_tflite(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    results = []
+    for img in x:
+        feed = img[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            feed = np.clip(np.round(feed / scale + zero), 0, 255).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], feed)
+        interp.invoke()
+        y = interp.get_tensor(out["index"])[0]
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype("float32") - zero) * scale
+        results.append(y)
+    return np.stack(results), inp, out
+
+
+def check_tflite(model, tmp_path, seed=3):
+    """Float32 and full-int8 TFLite conversions of ``model`` (fixed input size) with builtin ops
+    only; returns ``{"float32": ops, "int8": ops}``.
+
+    One SavedModel export feeds both converters. The float32 model must reproduce the Keras
+    outputs (max error ≤ 1e-4 × output range); the int8 model takes and returns uint8 and its
+    dequantized logits must follow the Keras ones (correlation ≥ 0.8: random weights, 4
+    calibration images; measured 0.85 for SegNet at width 1/8, whose unpooling meets more ties
+    in int8).
+    """
+    import tensorflow as tf
+
+    from kseg.export import assert_builtin_ops
+
+    tmp_path = Path(tmp_path)
+    h, w = model.input_shape[1:3]
+    x = images((h, w), n=4, seed=seed)
+    ref = np.asarray(model(x, training=False))
+    saved = str(tmp_path / "saved_model")
+    spec = tf.TensorSpec((1, h, w, 3), tf.float32, name="image")
+    model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
+    found = {}
+    # float32
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    path = tmp_path / "float32.tflite"
+    path.write_bytes(converter.convert())
+    found["float32"] = assert_builtin_ops(path)
+    got, _, _ = _run_tflite(path, x)
+    span = float(ref.max() - ref.min()) or 1.0
+    assert np.abs(got - ref).max() <= 1e-4 * span + 1e-5, np.abs(got - ref).max()
+    # full int8, uint8 I/O; TFLITE_BUILTINS_INT8 makes the converter fail on any other op
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([img[None]] for img in x)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(converter.convert())
+    found["int8"] = assert_builtin_ops(path)
+    got, inp, out = _run_tflite(path, x)
+    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
+    corr = np.corrcoef(got.reshape(-1), ref.reshape(-1))[0, 1]
+    print(f"int8 vs Keras logits correlation: {corr:.3f}")
+    assert corr >= 0.8, corr
+    assert "CONV_2D" in found["int8"]
+    return found
