@@ -74,9 +74,18 @@ def scores_from_confusion(cm) -> dict:
 class ConfusionMatrix(keras.metrics.Metric):
     """Streaming confusion matrix; ``result()`` is the ``(C, C)`` float32 matrix.
 
+    ``cm[t, p]`` counts pixels of true class ``t`` predicted as ``p``. Every other metric here
+    subclasses it and only changes ``result()``. Labels may be ``(B, H, W)`` or
+    ``(B, H, W, 1)``, any integer dtype; ``y_pred`` logits ``(B, H, W, C)`` (any float dtype,
+    argmax taken) or class ids ``(B, H, W)``. Predicted ids outside ``[0, C)`` are clipped.
+    ``sample_weight`` may be a scalar, per image ``(B,)`` or per pixel ``(B, H, W)``.
+
     Args:
         num_classes: C.
         ignore_index: label ignored (default 255).
+
+    Example:
+        cm = ConfusionMatrix(3); cm.update_state(labels, logits); cm.result()  # (3, 3)
     """
 
     def __init__(self, num_classes, ignore_index=IGNORE, name="confusion_matrix", dtype="float32", **kwargs):
@@ -137,6 +146,17 @@ def _nanfree_mean(values, present):
 class MeanIoU(ConfusionMatrix):
     """Mean intersection-over-union over the classes present in truth or prediction.
 
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)`` from the streamed confusion matrix;
+    ``mIoU = mean_c IoU_c`` over the classes seen in the truth or the prediction of the whole
+    stream (since the last ``reset_state``); classes never seen on either side are left out.
+
+    Args:
+        num_classes: C.
+        ignore_index: label ignored (default 255).
+
+    Reference:
+        Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010.
+
     Example:
         model.compile(..., metrics=[kseg.metrics.MeanIoU(num_classes=11)])   # logs "mean_iou"
     """
@@ -157,7 +177,12 @@ class MeanIoU(ConfusionMatrix):
 
 @keras.saving.register_keras_serializable(package="kseg")
 class PerClassIoU(MeanIoU):
-    """IoU of each class as a vector (0 where a class was never seen)."""
+    """IoU of each class as a ``(C,)`` vector (0 where a class was never seen).
+
+    Args:
+        num_classes: C.
+        ignore_index: label ignored (default 255).
+    """
 
     def __init__(self, num_classes, ignore_index=IGNORE, name="per_class_iou", **kwargs):
         super().__init__(num_classes, ignore_index, name=name, **kwargs)
@@ -168,7 +193,12 @@ class PerClassIoU(MeanIoU):
 
 @keras.saving.register_keras_serializable(package="kseg")
 class PixelAccuracy(ConfusionMatrix):
-    """Fraction of non-ignored pixels whose class is right (global accuracy)."""
+    """Fraction of non-ignored pixels whose class is right: ``trace(cm) / sum(cm)``.
+
+    Args:
+        num_classes: C (default 256: enough for any uint8 label set).
+        ignore_index: label ignored (default 255).
+    """
 
     def __init__(self, num_classes=None, ignore_index=IGNORE, name="pixel_accuracy", **kwargs):
         # the class count only sizes the matrix; 256 covers any uint8 label set
@@ -180,7 +210,18 @@ class PixelAccuracy(ConfusionMatrix):
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ClassAverageAccuracy(ConfusionMatrix):
-    """Mean per-class recall over classes present in the truth (SegNet's class average accuracy)."""
+    """Mean per-class recall ``TP_c / (TP_c + FN_c)`` over classes present in the truth.
+
+    SegNet's "class average accuracy"; classes absent from the truth of the whole stream are
+    left out.
+
+    Args:
+        num_classes: C.
+        ignore_index: label ignored (default 255).
+
+    Reference:
+        Badrinarayanan et al., "SegNet", TPAMI 2017.
+    """
 
     def __init__(self, num_classes, ignore_index=IGNORE, name="class_accuracy", **kwargs):
         super().__init__(num_classes, ignore_index, name=name, **kwargs)
@@ -192,7 +233,12 @@ class ClassAverageAccuracy(ConfusionMatrix):
 
 @keras.saving.register_keras_serializable(package="kseg")
 class MeanDice(ConfusionMatrix):
-    """Mean Dice (F1) over classes present in truth or prediction."""
+    """Mean Dice (F1) ``2 TP_c / (2 TP_c + FP_c + FN_c)`` over classes in truth or prediction.
+
+    Args:
+        num_classes: C.
+        ignore_index: label ignored (default 255).
+    """
 
     def __init__(self, num_classes, ignore_index=IGNORE, name="mean_dice", **kwargs):
         super().__init__(num_classes, ignore_index, name=name, **kwargs)
@@ -203,7 +249,7 @@ class MeanDice(ConfusionMatrix):
         return _nanfree_mean(2.0 * tp / ops.maximum(denom, 1e-12), denom > 0)
 
 
-DiceScore = MeanDice
+DiceScore = MeanDice  # alias (same class, logs "mean_dice")
 
 
 # --------------------------------------------------------------------------------------
