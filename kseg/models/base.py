@@ -12,14 +12,13 @@ class SegmentationModel(keras.Model):
 
     Subclasses build ``inputs``/``outputs`` in ``__init__``, call
     ``super().__init__(inputs=..., outputs=..., config=dict(...))`` with every constructor
-    argument, and get ``get_config``/``from_config`` and ``.keras`` round trips for free.
+    argument, keep each argument on ``self`` (their ``# === Config ===`` part), and get
+    ``get_config``/``from_config`` and ``.keras`` round trips for free.
     """
 
     def __init__(self, inputs, outputs, config: dict, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self._kseg_config = dict(config)
-        for key, value in config.items():
-            setattr(self, f"cfg_{key}", value)
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self._kseg_config}
@@ -30,6 +29,8 @@ class SegmentationModel(keras.Model):
         # weights come from the saved file: no need to load ImageNet weights first
         if "pretrained" in config:
             config["pretrained"] = False
+        if "encoder_weights" in config:
+            config["encoder_weights"] = None
         return cls(**config)
 
 

@@ -28,7 +28,8 @@ class UNet(SegmentationModel):
         depth: paper config: number of poolings.
         batch_norm: paper config: add BatchNormalization after each convolution.
         decoder_filters: encoder variant: channels of the decoder stages P4…P1.
-        pretrained: load the encoder's shipped ImageNet weights.
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
     Example:
         model = UNet(num_classes=2, input_shape=(256, 256, 3), encoder="efficientnet_lite0", pretrained=True)
@@ -39,13 +40,21 @@ class UNet(SegmentationModel):
     """
 
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), encoder=None, filters=64, depth=4,
-                 batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, **kwargs):
+                 batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, encoder_weights=None,
+                 **kwargs):
         input_shape = check_input_shape(input_shape, 2 ** depth if encoder is None else 32, "UNet")
         decoder_filters = tuple(decoder_filters)
-        # === Layers === / === Functional Model ===
+
+        # === Layers ===
+        # per-level layers are made while wiring (their number follows ``depth``); the
+        # encoder's by build_encoder on the input tensor
+        rescale = layers.Rescaling(1.0 / 255.0, name="rescale")
+        head = layers.Conv2D(num_classes, 1, name="logits", dtype="float32")
+
+        # === Functional Model ===
         inputs = keras.Input(input_shape, name="image")
         if encoder is None:
-            x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+            x = rescale(inputs)
             skips = []
             for level in range(depth):
                 x = self._double_conv(x, filters * 2 ** level, f"down{level}", batch_norm)
@@ -57,7 +66,7 @@ class UNet(SegmentationModel):
                 x = layers.Concatenate(name=f"up{level}_concat")([skips[level], x])
                 x = self._double_conv(x, filters * 2 ** level, f"up{level}", batch_norm)
         else:
-            pyr = build_encoder(encoder, inputs, pretrained=pretrained)
+            pyr = build_encoder(encoder, inputs, pretrained=pretrained, weights=encoder_weights)
             x = pyr["P5"]
             for i, (level, f) in enumerate(zip(("P4", "P3", "P2", "P1"), decoder_filters)):
                 x = upsample(x, 2, f"dec{i}_up")
@@ -65,16 +74,24 @@ class UNet(SegmentationModel):
                 x = conv_bn_relu(x, f, 3, name=f"dec{i}_a")
                 x = conv_bn_relu(x, f, 3, name=f"dec{i}_b")
             x = upsample(x, 2, "dec_final_up")
-        outputs = layers.Conv2D(num_classes, 1, name="logits", dtype="float32")(x)
+        outputs = head(x)
         super().__init__(
             inputs, outputs, name=kwargs.pop("name", "unet"),
             config=dict(num_classes=num_classes, input_shape=input_shape, encoder=encoder, filters=filters,
-                        depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained),
+                        depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained,
+                        encoder_weights=encoder_weights),
             **kwargs,
         )
-        # === Config ===
+
+        # === Config === (input_shape is model.input_shape)
         self.num_classes = num_classes
         self.encoder = encoder
+        self.filters = filters
+        self.depth = depth
+        self.batch_norm = batch_norm
+        self.decoder_filters = decoder_filters
+        self.pretrained = pretrained
+        self.encoder_weights = encoder_weights
 
     @staticmethod
     def _double_conv(x, f, name, batch_norm):
