@@ -70,6 +70,17 @@ def scores_from_confusion(cm) -> dict:
 # keras metrics
 
 
+def _count_dtype():
+    """float64: counts stay exact up to 2**53 pixels (float32 stops counting at 2**24 ≈ 16.8 M
+    pixels per cell, ~64 images of 512×512). JAX without ``jax_enable_x64`` has no float64, so
+    float32 there."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class ConfusionMatrix(keras.metrics.Metric):
     """Streaming confusion matrix; ``result()`` is the ``(C, C)`` float32 matrix.
@@ -92,11 +103,8 @@ class ConfusionMatrix(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype, **kwargs)
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
-        # float64 counts are exact up to 2**53 pixels (float32 stops counting at 2**24 ≈ 16.8 M
-        # pixels per cell, i.e. ~64 images of 512×512). Under JAX without jax_enable_x64 the
-        # variable is float32.
         self.cm = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
-                                    name="cm", dtype="float64", aggregation="sum")
+                                    name="cm", dtype=_count_dtype(), aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = ops.convert_to_tensor(y_true)
