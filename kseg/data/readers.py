@@ -146,20 +146,38 @@ class SegDataset:
         return image, mask
 
     def subset(self, indices) -> "SegDataset":
+        """The samples at ``indices`` (in that order), with the same classes and LUTs."""
         return replace(self, samples=[self.samples[i] for i in indices])
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["SegDataset", "SegDataset"]:
         """Deterministic train/val split: the same seed gives the same split on any machine.
 
-        Samples are ordered by image path, then shuffled by a hash of (seed, path), so the
-        split does not depend on the file system's listing order or on numpy's RNG.
+        Samples are keyed by their source name and image file name (never the folder the data
+        sits in, so ``../shared/data`` and an absolute path split alike), ordered by that key,
+        then shuffled by a SHA-1 of ``(seed, key)``; the split depends neither on the file
+        system's listing order nor on numpy's RNG.
+
+        Args:
+            val_fraction: share of samples in the validation set, ``0 <= f < 1`` (rounded).
+            seed: any integer; a different seed gives a different split.
+
+        Returns:
+            ``(train, val)`` SegDatasets named ``{name}/train`` and ``{name}/val``, each in
+            image-path order.
+
+        Example:
+            train, val = ds.split(0.1, seed=0)
         """
         if not 0.0 <= val_fraction < 1.0:
-            raise KsegError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        keyed = sorted(
-            range(len(self.samples)),
-            key=lambda i: hashlib.sha1(f"{seed}:{Path(self.samples[i].image).name}:{self.samples[i].image}".encode()).hexdigest(),
-        )
+            raise KsegError(f"val_fraction must be in [0, 1), got {val_fraction}; use e.g. 0.1")
+
+        def key(i):
+            s = self.samples[i]
+            source = self.sources[s.source] if s.source < len(self.sources) else str(s.source)
+            name = f"{source}/{Path(s.image).name}"
+            return hashlib.sha1(f"{seed}:{name}".encode()).hexdigest(), name, s.image
+
+        keyed = sorted(range(len(self.samples)), key=key)
         n_val = int(round(len(keyed) * val_fraction))
         val = sorted(keyed[:n_val], key=lambda i: self.samples[i].image)
         train = sorted(keyed[n_val:], key=lambda i: self.samples[i].image)
@@ -170,7 +188,19 @@ class SegDataset:
 
 
 def concat(datasets, name: str | None = None) -> SegDataset:
-    """Concatenate datasets with the same classes into one (LUTs stacked, sources remapped)."""
+    """Concatenate datasets with the same classes into one (LUTs stacked, sources remapped).
+
+    Args:
+        datasets: SegDatasets with identical ``class_names``.
+        name: name of the result (default: the names joined with ``+``).
+
+    Returns:
+        A SegDataset whose ``luts`` stack every input's rows and whose samples point at
+        their own dataset's rows; the palette is the first dataset's.
+
+    Example:
+        people = concat([open_dataset(p, "ccp", groups="person"), open_dataset(m, "masks")])
+    """
     datasets = list(datasets)
     if not datasets:
         raise KsegError("concat needs at least one dataset")
@@ -205,21 +235,34 @@ def _read_bytes(path) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise KsegError(f"file {path} not found; was it moved or deleted?") from None
+        raise KsegError(f"file {path} not found; restore it or remove it from the dataset") from None
     except OSError as e:
         raise KsegError(f"cannot read {path}: {e.strerror}") from None
 
 
+# OpenCV decodes a cut-off JPEG (grey rows) or PNG without an error, so look for the end
+# marker near the end. Entropy-coded JPEG data never holds FF D9 (FF is stuffed with 00), so
+# a window of 4 kB tolerates trailing bytes some writers append without missing a truncation.
 def _png_truncated(data: bytes) -> bool:
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-4096:]
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]
+    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]
 
 
 def read_image(path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB, or raise KsegError naming the file."""
+    """Decode an image file to HxWx3 uint8 RGB, or raise KsegError naming the file.
+
+    Args:
+        path: a JPEG/PNG/BMP/WebP file; grey and RGBA images come back as RGB.
+
+    Raises:
+        KsegError: missing, empty, truncated or undecodable file.
+
+    Example:
+        rgb = read_image("images/0001.jpg")  # (H, W, 3) uint8
+    """
     import cv2
 
     data = _read_bytes(path)
@@ -235,7 +278,15 @@ def read_image(path) -> np.ndarray:
 
 
 def read_label(mask, name: str | None = None) -> np.ndarray:
-    """Decode a label PNG (path or bytes) to HxW uint8 raw values."""
+    """Decode a label PNG (path or bytes) to HxW uint8 raw values (no LUT applied).
+
+    Args:
+        mask: a path, or PNG-encoded bytes of a uint8 label image.
+        name: what to call it in errors (default: the path).
+
+    Raises:
+        KsegError: missing, empty, truncated, colour or 16-bit-over-255 masks.
+    """
     import cv2
 
     name = name or str(mask)
@@ -377,7 +428,7 @@ def open_masks(path, class_names=None, binary: bool | None = None, image_dir=Non
         class_names = meta.get("classes") or meta.get("labels")
     if binary is None:
         values = np.unique(read_label(pairs[0][1]))
-        binary = set(values.tolist()) <= {0, 255} and class_names is None
+        binary = class_names is None and (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1})
     if binary:
         names = tuple(class_names or ("background", "person"))
         if len(names) != 2:
@@ -585,7 +636,8 @@ def open_coco(path, split="train", categories=("person",), keep_empty=False) -> 
         if not anns and not keep_empty:
             continue
         mask = np.zeros((h, w), np.uint8)
-        for a in sorted(anns, key=lambda a: a.get("iscrowd", 0)):
+        # crowd regions first: an outlined instance inside a crowd keeps its class
+        for a in sorted(anns, key=lambda a: -a.get("iscrowd", 0)):
             m = _ann_mask(coco, a, h, w).astype(bool)
             mask[m] = IGNORE if a.get("iscrowd", 0) else cls_of[a["category_id"]]
         ok, png = cv2.imencode(".png", mask)
@@ -635,8 +687,27 @@ def _boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def open_instances(path, split="train", categories=("person",)) -> InstanceDataset:
-    """COCO instances of the chosen categories (``None``: all 80) as an ``InstanceDataset``."""
+def open_instances(path, split="train", categories=None) -> InstanceDataset:
+    """COCO instances of the chosen categories as an ``InstanceDataset`` (for Mask R-CNN).
+
+    Images without any instance of the categories are left out. Crowd annotations are kept
+    with ``iscrowd=True`` (train code usually ignores them; COCO evaluation needs them).
+
+    Args:
+        path: a COCO subset folder (``annotations/instances_{split}2017.json`` + images in
+            ``{split}2017/`` or ``images/{split}2017/``).
+        split: ``"train"`` or ``"val"``.
+        categories: category names (classes 1..K in this order); ``None``: every category of
+            the file, in COCO id order.
+
+    Returns:
+        An InstanceDataset; ``coco_category_ids[k - 1]`` is the COCO id of class ``k`` and
+        ``image_ids`` the COCO image ids, for COCO-format results.
+
+    Example:
+        inst = open_instances("../shared/data/coco/coco-mini", "val", categories=("person",))
+        image, target = inst.load(0)  # target["masks"]: (N, H, W) uint8
+    """
     root = Path(path)
     _require_dir(root, "dataset")
     ann_path, img_dir = _coco_paths(root, split)
@@ -666,15 +737,37 @@ def open_instances(path, split="train", categories=("person",)) -> InstanceDatas
     return InstanceDataset(f"{root.name}-{split}", ("background", *names), paths, loaders, tuple(cat_ids), ids)
 
 
-def instances_from_semantic(ds: SegDataset, class_id: int = 1, min_area: int = 64) -> InstanceDataset:
-    """One instance per connected region of ``class_id`` (e.g. single-person photos)."""
+def instances_from_semantic(ds: SegDataset, class_id: int = 1, min_area: int = 64, per: str = "region") -> InstanceDataset:
+    """Instances of one class of a semantic dataset (e.g. photos of single people).
+
+    Args:
+        ds: a SegDataset (e.g. people-masks, or people-parsing with ``groups="person"``).
+        class_id: the class that becomes instances (category 1 of the result).
+        min_area: smaller pieces (in pixels) are dropped.
+        per: ``"region"``: one instance per 8-connected region of ``class_id``;
+            ``"image"``: all its pixels are one instance (one person per photo).
+
+    Returns:
+        An InstanceDataset with classes ``("background", ds.class_names[class_id])``; ignored
+        (255) pixels belong to no instance.
+
+    Example:
+        inst = instances_from_semantic(open_dataset(root, "masks"), per="image")
+    """
     import cv2
+
+    if per not in ("region", "image"):
+        raise KsegError(f"instances_from_semantic per={per!r}: use region or image")
 
     def make(i):
         def load():
             _, mask = ds.load(i)
-            n, comp = cv2.connectedComponents((mask == class_id).astype(np.uint8))
-            masks = [(comp == k).astype(np.uint8) for k in range(1, n) if (comp == k).sum() >= min_area]
+            if per == "image":
+                m = (mask == class_id).astype(np.uint8)
+                masks = [m] if m.sum() >= min_area else []
+            else:
+                n, comp = cv2.connectedComponents((mask == class_id).astype(np.uint8), connectivity=8)
+                masks = [(comp == k).astype(np.uint8) for k in range(1, n) if (comp == k).sum() >= min_area]
             masks = np.stack(masks) if masks else np.zeros((0, *mask.shape), np.uint8)
             return {
                 "masks": masks,

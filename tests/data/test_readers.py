@@ -74,12 +74,17 @@ def test_coco_semantic_and_instances(tmp_path):
     assert len(open_dataset(root, "coco", split="val", keep_empty=True)) == 2
     both = open_dataset(root, "coco", split="val", categories=("person", "dog"), keep_empty=True)
     assert both.load(1)[1][1, 1] == 2
-    inst = open_instances(root, "val")
+    inst = open_instances(root, "val", categories=("person",))
     image, t = inst.load(0)
-    assert t["masks"].shape == (2, 20, 30) and list(t["category_ids"]) == [1, 1]
+    assert len(inst) == 1 and t["masks"].shape == (2, 20, 30) and list(t["category_ids"]) == [1, 1]
     assert list(t["iscrowd"]) == [False, True]
     np.testing.assert_allclose(t["boxes"][0], [2, 2, 10, 8])
-    assert inst.coco_category_ids == (1,)
+    assert t["masks"][0].sum() == 8 * 6 and t["masks"][1].sum() == 8 * 4  # polygon, RLE
+    assert t["boxes"].dtype == np.float32 and t["category_ids"].dtype == np.int32
+    assert inst.coco_category_ids == (1,) and inst.class_names == ("background", "person")
+    every = open_instances(root, "val")  # all categories, classes 1..K in COCO id order
+    assert every.class_names == ("background", "person", "dog") and every.coco_category_ids == (1, 18)
+    assert len(every) == 2 and list(every.load(1)[1]["category_ids"]) == [2]
 
 
 def test_instances_from_semantic(tmp_path):
