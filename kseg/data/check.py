@@ -23,7 +23,19 @@ from kseg.errors import KsegError
 
 @dataclass
 class CheckReport:
-    """What ``check_dataset`` found."""
+    """What ``check_dataset`` found.
+
+    Attributes:
+        name, format: the dataset's name and reader.
+        class_names: names of classes ``0..C-1``.
+        num_samples: samples the reader listed (pairs found; missing pairs are in ``bad``).
+        pixel_counts: ``(C,)`` int64 pixels per class over the readable samples.
+        image_counts: ``(C,)`` int64 readable samples in which each class appears.
+        ignored_pixels: pixels labelled 255 (ignore) after the label map.
+        sizes: ``Counter`` of image sizes ``(height, width)``.
+        bad: one line per bad sample or missing pair, naming the file and the fix.
+        seconds: wall time of the check.
+    """
 
     name: str
     format: str
@@ -41,6 +53,7 @@ class CheckReport:
         return not self.bad
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (what ``kseg data check --json`` prints); sizes in pixels."""
         total = max(int(self.pixel_counts.sum()), 1)
         hs = [h for (h, w), n in self.sizes.items() for _ in range(n)]
         ws = [w for (h, w), n in self.sizes.items() for _ in range(n)]
@@ -54,17 +67,19 @@ class CheckReport:
                 for i, (n, p, c) in enumerate(zip(self.class_names, self.pixel_counts, self.image_counts))
             ],
             "ignored_pixels": int(self.ignored_pixels),
+            # min, median and max are taken per axis (the median width and the median height)
             "sizes": {
-                "min": [int(min(hs)), int(min(ws))] if hs else None,
-                "median": [int(np.median(hs)), int(np.median(ws))] if hs else None,
-                "max": [int(max(hs)), int(max(ws))] if hs else None,
-                "most_common": [[f"{w}x{h}", n] for (h, w), n in self.sizes.most_common(5)],
+                "min": {"width": int(min(ws)), "height": int(min(hs))} if hs else None,
+                "median": {"width": int(np.median(ws)), "height": int(np.median(hs))} if hs else None,
+                "max": {"width": int(max(ws)), "height": int(max(hs))} if hs else None,
+                "most_common": [{"width": w, "height": h, "images": n} for (h, w), n in _most_common(self.sizes, 5)],
             },
             "bad": self.bad,
             "seconds": round(self.seconds, 2),
         }
 
     def format_text(self) -> str:
+        """A human-readable summary: counts, class histogram, sizes and every bad sample."""
         d = self.to_dict()
         lines = [f"{self.name} ({self.format}): {d['samples']} samples, {d['readable']} readable, "
                  f"{len(self.class_names)} classes ({self.seconds:.1f} s)"]
@@ -77,15 +92,23 @@ class CheckReport:
             lines.append(f"  ignored (255): {100 * self.ignored_pixels / all_px:.2f}% of pixels")
         s = d["sizes"]
         if s["min"]:
-            common = ", ".join(f"{sz} ({n})" for sz, n in s["most_common"][:3])
-            lines.append(f"  sizes (W×H): min {s['min'][1]}×{s['min'][0]}, median {s['median'][1]}×{s['median'][0]}, "
-                         f"max {s['max'][1]}×{s['max'][0]}; most common {common}")
+            def wh(x):
+                return f"{x['width']}×{x['height']}"
+
+            common = ", ".join(f"{wh(c)} ({c['images']})" for c in s["most_common"][:3])
+            lines.append(f"  sizes (W×H): min {wh(s['min'])}, median {wh(s['median'])}, max {wh(s['max'])} "
+                         f"(per axis); most common {common}")
         if self.bad:
             lines.append(f"  {len(self.bad)} bad sample(s):")
             lines += [f"    {b}" for b in self.bad]
         else:
             lines.append("  no bad samples")
         return "\n".join(lines)
+
+
+def _most_common(sizes: Counter, n: int):
+    # ties broken by size so that the report does not depend on thread completion order
+    return sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
 def _structural_problems(root: Path, fmt: str, options: dict) -> list[str]:
@@ -129,6 +152,7 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
     ignored = 0
     sizes: Counter = Counter()
     show = sys.stderr.isatty() if progress is None else progress
+    step = max(1, len(ds) // 50)
 
     def one(i):
         try:
@@ -148,9 +172,9 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
                 pixels += counts[:n_cls]
                 images += counts[:n_cls] > 0
                 ignored += int(counts[IGNORE]) + int(counts[UNKNOWN])
-            if show and (k + 1) % 50 == 0:
+            if show and ((k + 1) % step == 0 or k + 1 == len(ds)):
                 print(f"\rchecked {k + 1}/{len(ds)}", end="", file=sys.stderr, flush=True)
-    if show and len(ds) >= 50:
+    if show and len(ds):
         print(file=sys.stderr)
     return CheckReport(ds.name, fmt, ds.class_names, len(ds), pixels, images, ignored, sizes, bad,
                        time.perf_counter() - t0)
@@ -161,6 +185,8 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
 
 
 def add_cli(subparsers) -> None:
+    """Add ``check`` to a ``kseg data`` subparsers object (options: --format, --split,
+    --groups, --border, --categories, --json)."""
     from kseg.cli import _add_dataset_args
 
     p = subparsers.add_parser(
@@ -175,6 +201,7 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
+    """Run ``kseg data check``: print the report; return 1 when any sample is bad, else 0."""
     from kseg.cli import _dataset_options
     from kseg.config import resolve_data_path
 

@@ -15,8 +15,37 @@ def test_clean_dataset_report(tmp_path):
     assert r.ok and r.num_samples == 4
     d = r.to_dict()
     assert [c["pixels"] for c in d["classes"]] == [4 * (16 * 24 - 60), 4 * 60]
-    assert d["classes"][1]["images"] == 4 and d["sizes"]["median"] == [16, 24]
+    assert d["classes"][1]["images"] == 4 and d["sizes"]["median"] == {"width": 24, "height": 16}
+    assert d["classes"][1]["fraction"] == 60 / (16 * 24)
     assert "no bad samples" in r.format_text()
+
+
+def test_sizes_histogram_and_ignore(tmp_path, capsys):
+    # five images: 2 of 24×16, 2 of 40×30, 1 of 10×8; one class-2 label, one ignored block
+    root = tmp_path / "m"
+    for i, (h, w) in enumerate([(16, 24), (30, 40), (16, 24), (8, 10), (30, 40)]):
+        F.write_image(root / "images" / f"{i}.png", h, w, seed=i)
+        m = np.zeros((h, w), np.uint8)
+        m[:2, :3] = 2      # 6 pixels of class 2 in every image
+        m[-1, :] = 255     # last row ignored: w pixels
+        F.write_mask(root / "masks" / f"{i}.png", m)
+    (root / "classes.json").write_text(json.dumps({"classes": ["bg", "a", "b"]}))
+    r = check_dataset(root, "masks", progress=True, workers=2)
+    d = r.to_dict()
+    assert r.ok and d["samples"] == 5
+    areas = [16 * 24, 30 * 40, 16 * 24, 8 * 10, 30 * 40]
+    ignored = 24 + 40 + 24 + 10 + 40
+    assert r.ignored_pixels == ignored
+    assert [c["pixels"] for c in d["classes"]] == [sum(areas) - ignored - 30, 0, 30]
+    assert [c["images"] for c in d["classes"]] == [5, 0, 5]
+    s = d["sizes"]
+    assert s["min"] == {"width": 10, "height": 8} and s["max"] == {"width": 40, "height": 30}
+    assert s["median"] == {"width": 24, "height": 16}
+    assert s["most_common"] == [{"width": 24, "height": 16, "images": 2}, {"width": 40, "height": 30, "images": 2},
+                                {"width": 10, "height": 8, "images": 1}]
+    text = r.format_text()
+    assert "min 10×8, median 24×16, max 40×30" in text and f"{100 * ignored / sum(areas):.2f}%" in text
+    assert capsys.readouterr().err.strip().endswith("checked 5/5")  # progress on stderr
 
 
 def test_every_bad_sample_is_listed_and_exit_is_1(tmp_path, capsys):
