@@ -29,3 +29,12 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, whatever ran before it."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
