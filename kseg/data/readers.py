@@ -240,9 +240,10 @@ def _read_bytes(path) -> bytes:
         raise KsegError(f"cannot read {path}: {e.strerror}") from None
 
 
-# OpenCV decodes a cut-off JPEG (grey rows) or PNG without an error, so look for the end
-# marker near the end. Entropy-coded JPEG data never holds FF D9 (FF is stuffed with 00), so
-# a window of 4 kB tolerates trailing bytes some writers append without missing a truncation.
+# A cut-off file gets its own message ("truncated", not just "cannot be decoded"; decoders
+# differ on whether they give up or return grey rows), found by the end marker near the end.
+# Entropy-coded JPEG data never holds FF D9 (FF is stuffed with 00), so a window of 4 kB
+# tolerates trailing bytes some writers append without missing a truncation.
 def _png_truncated(data: bytes) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-4096:]
 

@@ -112,3 +112,13 @@ def _rle_counts(mask):
         run += 1
     counts.append(run)
     return counts
+
+
+def two_blob_folder(root: Path, h=16, w=24):
+    """One image whose mask has two separate person regions: 3×4 at (1, 2) and 5×6 at (8, 14)."""
+    write_image(root / "images" / "a.png", h, w)
+    m = np.zeros((h, w), np.uint8)
+    m[1:4, 2:6] = 255
+    m[8:13, 14:20] = 255
+    write_mask(root / "masks" / "a.png", m)
+    return root

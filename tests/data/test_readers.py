@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,12 +89,68 @@ def test_coco_semantic_and_instances(tmp_path):
     assert len(every) == 2 and list(every.load(1)[1]["category_ids"]) == [2]
 
 
+def test_coco_instance_inside_a_crowd_keeps_its_class(tmp_path):
+    root = F.coco_folder(tmp_path / "coco")
+    ann = root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann.read_text())
+    crowd = np.zeros((20, 30), np.uint8)
+    crowd[0:12, 0:14] = 1  # covers the polygon person (x 2..10, y 2..8)
+    data["annotations"].append({"id": 4, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 168.0,
+                                "bbox": [0, 0, 14, 12], "segmentation": {"size": [20, 30], "counts": F._rle_counts(crowd)}})
+    ann.write_text(json.dumps(data))
+    m = open_dataset(root, "coco", split="val").load(0)[1]
+    assert m[4, 5] == 1 and m[0, 0] == 255 and m[10, 12] == 255 and m[0, 20] == 0
+    assert (m == 1).sum() == 48 and (m == 255).sum() == 12 * 14 - 48 + 32
+
+
+def test_binary_masks_saved_as_0_1_and_label_masks_need_names(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    for i in range(3):
+        m = np.zeros((16, 24), np.uint8)
+        m[4:10, 5:15] = 1
+        F.write_mask(root / "masks" / f"{i}.png", m)
+    ds = open_dataset(root, "masks")
+    assert ds.class_names == ("background", "person") and ds.load(0)[1].sum() == 60
+    labels = F.masks_folder(tmp_path / "l", binary=False)
+    F.write_mask(labels / "masks" / "0.png", np.full((16, 24), 3, np.uint8))
+    with pytest.raises(KsegError) as e:
+        open_dataset(labels, "masks")
+    assert "need class names" in _one_line(e) and "classes.json" in str(e.value)
+    assert open_dataset(labels, "masks", class_names=("a", "b", "c")).load(2)[1][5, 6] == 2
+
+
 def test_instances_from_semantic(tmp_path):
     ds = open_dataset(F.masks_folder(tmp_path / "m"), "masks")
     inst = instances_from_semantic(ds, min_area=4)
     _, t = inst.load(0)
     assert t["masks"].shape == (1, 16, 24)
     np.testing.assert_array_equal(t["boxes"][0], [5, 4, 15, 10])
+
+
+def test_instances_per_region_and_per_image(tmp_path):
+    ds = open_dataset(F.two_blob_folder(tmp_path / "m"), "masks")
+    _, t = instances_from_semantic(ds, min_area=1).load(0)
+    assert [int(m.sum()) for m in t["masks"]] == [12, 30]
+    np.testing.assert_array_equal(t["boxes"], [[2, 1, 6, 4], [14, 8, 20, 13]])
+    _, one = instances_from_semantic(ds, min_area=1, per="image").load(0)
+    assert one["masks"].shape == (1, 16, 24) and one["masks"].sum() == 42
+    np.testing.assert_array_equal(one["boxes"], [[2, 1, 20, 13]])
+    assert instances_from_semantic(ds, min_area=13).load(0)[1]["masks"].shape == (1, 16, 24)  # 12 px dropped
+    with pytest.raises(KsegError, match="per='blob'"):
+        instances_from_semantic(ds, per="blob")
+
+
+def test_split_golden_and_independent_of_the_folder(tmp_path, monkeypatch):
+    # the split depends on (seed, source name, file name) only: same answer at any path
+    a = F.masks_folder(tmp_path / "a" / "m", n=20)
+    F.masks_folder(tmp_path / "b" / "m", n=20)
+    monkeypatch.chdir(tmp_path)
+    names = []
+    for root in (a, "b/m", tmp_path / "b" / ".." / "a" / "m"):
+        _, val = open_dataset(root, "masks").split(0.25, seed=3)
+        names.append(sorted(Path(s.image).name for s in val.samples))
+    # SHA-1 of "3:m/<name>" ordered; worked out once and fixed here so any change shows
+    assert names == [["0.jpg", "15.jpg", "18.jpg", "19.jpg", "6.jpg"]] * 3
 
 
 def test_split_is_deterministic_and_disjoint(tmp_path):
@@ -179,6 +237,49 @@ def test_missing_coco_file_and_missing_image(tmp_path):
     with pytest.raises(KsegError) as e:
         ds.load(0)
     assert "000000000002.jpg not found" in _one_line(e)
+
+
+def test_truncated_jpeg_image(tmp_path):
+    root = F.masks_folder(tmp_path / "m")
+    p = root / "images" / "2.jpg"
+    p.write_bytes(p.read_bytes()[:-40])  # cut off before the end-of-image marker
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "masks").load(2)
+    assert "2.jpg is truncated" in _one_line(e)
+    p.write_bytes(b"")
+    with pytest.raises(KsegError, match="2.jpg is empty"):
+        open_dataset(root, "masks").load(2)
+
+
+def test_raw_label_unknown_to_the_map_is_reported(tmp_path):
+    root = F.ccp_folder(tmp_path / "ccp")  # 7 raw labels 0..6
+    m = np.zeros((16, 24), np.uint8)
+    m[0, 0], m[1, 1] = 60, 6
+    F.write_mask(root / "labels" / "0001.png", m)
+    ds = open_dataset(root, "ccp", groups="person")
+    with pytest.raises(KsegError) as e:
+        ds.load(1)
+    assert "0001.png has label values [60] outside the 2 classes" in _one_line(e)
+    assert ds.load(0)[1].max() == 1
+
+
+def test_bad_ccp_groups_and_coco_files(tmp_path):
+    root = F.ccp_folder(tmp_path / "ccp")
+    with pytest.raises(KsegError, match="groups='eight'.*suggested, person, raw"):
+        open_dataset(root, "ccp", groups="eight")
+    bad_map = tmp_path / "map.json"
+    bad_map.write_text(json.dumps({"clothes": ["t-shirt", "sweater"]}))
+    with pytest.raises(KsegError, match="lists 'sweater', which is not a raw label"):
+        open_dataset(root, "ccp", groups=str(bad_map))
+    coco = F.coco_folder(tmp_path / "coco")
+    (coco / "annotations" / "instances_val2017.json").write_text('{"images": [')
+    with pytest.raises(KsegError) as e:
+        open_dataset(coco, "coco", split="val")
+    assert "instances_val2017.json is not valid JSON" in _one_line(e)
+    coco2 = F.coco_folder(tmp_path / "coco2")
+    (coco2 / "val2017").rename(coco2 / "pictures")
+    with pytest.raises(KsegError, match="image folder for val not found"):
+        open_dataset(coco2, "coco", split="val")
 
 
 def test_unknown_format_and_option(tmp_path):
