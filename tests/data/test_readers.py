@@ -290,33 +290,77 @@ def test_unknown_format_and_option(tmp_path):
         open_dataset(root, "masks", splt="x")
 
 
-# ---- the shared datasets ---------------------------------------------------------------
+# ---- the shared datasets: real counts, every label in range ----------------------------
+
+
+def _label_values(ds):
+    """Sorted class ids found in every mask of ``ds`` after its LUT (254 = a raw value the map does not know)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kseg.data.readers import read_label
+
+    def count(s):
+        return np.bincount(ds.luts[s.source][read_label(s.mask)].ravel(), minlength=256)
+
+    with ThreadPoolExecutor(2) as pool:
+        total = sum(pool.map(count, ds.samples))
+    return np.nonzero(total)[0].tolist()
 
 
 def test_shared_people_parsing(shared_data):
-    ds = open_dataset(shared_data / "people-parsing", "ccp")
-    assert len(ds) == 853 and ds.num_classes == 8
+    ds = open_dataset(shared_data / "people-parsing")  # auto → ccp, suggested groups
+    assert len(ds) == 853 and ds.class_names == (
+        "background", "skin", "hair", "upper_clothes", "dress", "lower_clothes", "footwear", "accessories")
+    assert _label_values(ds) == list(range(8))
     image, mask = ds.load(0)
-    assert image.shape[:2] == mask.shape and mask.max() < 8
+    assert image.shape[:2] == mask.shape and image.shape[1] == 550
+    assert open_dataset(shared_data / "people-parsing", "ccp", groups="raw").num_classes == 59
+    person = open_dataset(shared_data / "people-parsing", "ccp", groups="person")
+    assert person.luts[0][0] == 0 and (person.luts[0][1:59] == 1).all()
 
 
 def test_shared_people_masks_and_mix(shared_data):
-    ds = open_dataset(shared_data / "people-masks", "masks")
-    assert len(ds) == 200 and set(np.unique(ds.load(0)[1])) <= {0, 1}
+    ds = open_dataset(shared_data / "people-masks")  # auto → masks, 0/255 → 0/1
+    assert len(ds) == 200 and ds.class_names == ("background", "person")
+    assert _label_values(ds) == [0, 1]
     train, vals = people_dataset(shared_data)
-    assert len(vals["people-parsing"]) == 85 and len(vals["people-masks"]) == 20
-    val_images = {s.image for v in vals.values() for s in v.samples}
-    assert not val_images & {s.image for s in train.samples}  # validation never trained on
+    assert {k: len(v) for k, v in vals.items()} == {"people-parsing": 85, "people-masks": 20, "coco-val": 91}
+    # 768 + 180 + the COCO train images with a person (40 + 36 + 17, no repeats among them)
+    assert len(train) == 768 + 180 + 93 and train.class_names == ("background", "person")
+    val_images = {Path(s.image).name for v in vals.values() for s in v.samples}
+    assert not val_images & {Path(s.image).name for s in train.samples}  # validation never trained on
+    again, _ = people_dataset(shared_data)
+    assert [s.image for s in again.samples] == [s.image for s in train.samples]
 
 
 def test_shared_camvid(shared_data):
-    sizes = {s: len(open_dataset(shared_data / "camvid", "camvid", split=s)) for s in ("train", "val", "test")}
-    assert sizes == {"train": 367, "val": 101, "test": 233}
+    for split, n in (("train", 367), ("val", 101), ("test", 233)):
+        ds = open_dataset(shared_data / "camvid", "camvid", split=split)
+        assert len(ds) == n and ds.num_classes == 11
+        assert _label_values(ds) == [*range(11), 255]  # void 11 → ignore
 
 
-def test_shared_pets_and_coco(shared_data):
-    pets = open_dataset(shared_data / "pets", "pets")
-    assert len(pets) == 600 and set(np.unique(pets.load(0)[1])) <= {0, 1, 255}
-    for sub in ("coco-tiny", "coco-mini", "tiny-coco"):
-        ds = open_dataset(shared_data / "coco" / sub, "coco", split="val")
-        assert len(ds) > 0 and ds.load(0)[1].max() <= 255
+def test_shared_pets(shared_data):
+    pets = open_dataset(shared_data / "pets")  # auto → pets
+    assert len(pets) == 600 and _label_values(pets) == [0, 1, 255]
+    breeds = open_dataset(shared_data / "pets", "pets", breeds=True, border="pet")
+    assert breeds.class_names == ("background", "Abyssinian", "Bengal", "american_bulldog")
+    assert np.bincount([s.source for s in breeds.samples]).tolist() == [200, 200, 200]
+    assert _label_values(breeds) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sub,persons,images,annotated", [
+    ("coco-tiny", (40, 49), (80, 80), (80, 80)),
+    ("coco-mini", (36, 39), (80, 79), (80, 79)),
+    ("tiny-coco", (17, 5), (32, 6), (30, 6)),
+])
+def test_shared_coco(shared_data, sub, persons, images, annotated):
+    root = shared_data / "coco" / sub
+    for k, split in enumerate(("train", "val")):
+        ds = open_dataset(root, split=split)  # auto → coco, persons
+        assert len(ds) == persons[k] and set(_label_values(ds)) <= {0, 1, 255}
+        assert len(open_dataset(root, "coco", split=split, keep_empty=True)) == images[k]
+        assert len(open_instances(root, split)) == annotated[k]
+    inst = open_instances(root, "val", categories=("person",))
+    image, t = inst.load(0)
+    assert len(inst) == persons[1] and t["masks"].shape[1:] == image.shape[:2] and len(t["boxes"]) >= 1
