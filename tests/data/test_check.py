@@ -75,3 +75,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_check_camvid_shared(shared_data):
     r = check_dataset(shared_data / "camvid", "camvid", split="val")
     assert r.ok and r.num_samples == 101 and r.ignored_pixels > 0
+
+
+def test_cli_option_flags_reach_the_readers(tmp_path, capsys):
+    ccp = F.ccp_folder(tmp_path / "ccp")
+    assert main(["data", "check", str(ccp), "--format", "ccp", "--groups", "person", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in out["classes"]] == ["background", "person"]
+    # rows 0..11 are person in each 16×24 mask, plus the 4×4 shoes: 3 × (12·24 + 16)
+    assert out["classes"][1]["pixels"] == 3 * (12 * 24 + 16)
+    pets = F.pets_folder(tmp_path / "pets")
+    assert main(["data", "check", str(pets), "--format", "pets", "--border", "pet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ignored_pixels"] == 0 and out["classes"][1]["pixels"] == 4 * 6 * 8
+    coco = F.coco_folder(tmp_path / "coco")
+    assert main(["data", "check", str(coco), "--split", "val", "--categories", "person,dog", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "coco" and [c["name"] for c in out["classes"]] == ["background", "person", "dog"]
+    assert [c["pixels"] for c in out["classes"]][1:] == [48, 16] and out["ignored_pixels"] == 32
+    cam = F.camvid_folder(tmp_path / "cv")
+    assert main(["data", "check", str(cam), "--split", "test"]) == 0
+    assert "camvid-test (camvid): 2 samples, 2 readable, 11 classes" in capsys.readouterr().out
