@@ -358,6 +358,22 @@ def grouping_lut(raw_names, groups: dict) -> tuple[tuple, np.ndarray]:
 # folder pairing
 
 
+def _read_json(path: Path, what: str = "file"):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise KsegError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg}); fix it") from None
+    except UnicodeDecodeError:
+        raise KsegError(f"{what} {path} is not a UTF-8 text file; replace it with a JSON file") from None
+
+
+def _meta_list(meta, key: str, path: Path) -> list:
+    value = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(value, list) or not value:
+        raise KsegError(f"{path} has no {key!r} list; add {{\"{key}\": [\"name\", ...]}}")
+    return value
+
+
 def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
@@ -425,8 +441,8 @@ def open_masks(path, class_names=None, binary: bool | None = None, image_dir=Non
         m_dir = next((root / d for d in ("masks", "labels", "annotations") if (root / d).is_dir()), root / "masks")
     pairs = pair_folders(im_dir, m_dir, strict=strict)
     if class_names is None and (root / "classes.json").is_file():
-        meta = json.loads((root / "classes.json").read_text())
-        class_names = meta.get("classes") or meta.get("labels")
+        meta = _read_json(root / "classes.json", "class list")
+        class_names = _meta_list(meta, "classes" if "classes" in meta else "labels", root / "classes.json")
     if binary is None:
         values = np.unique(read_label(pairs[0][1]))
         binary = class_names is None and (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1})
@@ -453,13 +469,18 @@ def _ccp_groups(root: Path, groups):
     meta_path = root / "classes.json"
     if not meta_path.is_file():
         raise KsegError(f"{meta_path} not found; the ccp format needs the 59 label names in classes.json")
-    meta = json.loads(meta_path.read_text())
-    raw = list(meta["labels"])
+    meta = _read_json(meta_path, "class list")
+    raw = list(_meta_list(meta, "labels", meta_path))
     if groups in (None, "suggested"):
         g = meta.get("suggested_groups")
         if isinstance(g, str):
-            g = ast.literal_eval(g)
-        return grouping_lut(raw, dict(g))
+            try:  # a Python-literal dict in a string: parsed as data, never executed
+                g = ast.literal_eval(g)
+            except (ValueError, SyntaxError):
+                g = None
+        if not isinstance(g, dict):
+            raise KsegError(f"{meta_path} has no readable 'suggested_groups' map; pass groups=person, raw or a JSON map path")
+        return grouping_lut(raw, g)
     if groups == "person":
         return grouping_lut(raw, {"background": ["background"], "person": [n for n in raw if n != "background"]})
     if groups == "raw":
@@ -467,10 +488,9 @@ def _ccp_groups(root: Path, groups):
     p = Path(groups)
     if not p.is_file():
         raise KsegError(f"groups={groups!r}: use suggested, person, raw or the path of a JSON map {{class: [labels]}}")
-    try:
-        g = json.loads(p.read_text(), object_pairs_hook=dict)
-    except json.JSONDecodeError as e:
-        raise KsegError(f"label map {p} is not valid JSON (line {e.lineno}); fix it") from None
+    g = _read_json(p, "label map")
+    if not isinstance(g, dict) or not all(isinstance(v, list) for v in g.values()):
+        raise KsegError(f"label map {p} must be a JSON object {{class: [raw labels...]}}")
     return grouping_lut(raw, g)
 
 
@@ -505,8 +525,8 @@ def open_camvid(path, split="train", strict=True) -> SegDataset:
         raise KsegError(f"camvid split {split!r} does not exist; use train, val or test")
     meta_path = root / "classes.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        names, void = tuple(meta["classes"]), meta.get("void_label", 11)
+        meta = _read_json(meta_path, "class list")
+        names, void = tuple(_meta_list(meta, "classes", meta_path)), meta.get("void_label", 11)
     else:
         names, void = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
                        "car", "pedestrian", "bicyclist"), 11
@@ -798,8 +818,8 @@ def detect_format(path) -> str:
     if (root / "trainannot").is_dir() or (root / "testannot").is_dir():
         return "camvid"
     if (root / "labels").is_dir() and (root / "classes.json").is_file():
-        meta = json.loads((root / "classes.json").read_text())
-        if "suggested_groups" in meta:
+        meta = _read_json(root / "classes.json", "class list")
+        if isinstance(meta, dict) and "suggested_groups" in meta:
             return "ccp"
     if (root / "images").is_dir():
         return "masks"

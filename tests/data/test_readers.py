@@ -364,3 +364,20 @@ def test_shared_coco(shared_data, sub, persons, images, annotated):
     inst = open_instances(root, "val", categories=("person",))
     image, t = inst.load(0)
     assert len(inst) == persons[1] and t["masks"].shape[1:] == image.shape[:2] and len(t["boxes"]) >= 1
+
+
+def test_broken_class_lists_are_one_line_errors(tmp_path):
+    root = F.masks_folder(tmp_path / "m", binary=False)
+    (root / "classes.json").write_text('{"classes": ["a", "b",]}')
+    with pytest.raises(KsegError) as e:
+        open_dataset(root)
+    assert "classes.json is not valid JSON (line 1" in _one_line(e)
+    (root / "classes.json").write_text('{"names": ["a"]}')
+    with pytest.raises(KsegError, match="has no 'labels' list"):
+        open_dataset(root, "masks")
+    ccp = F.ccp_folder(tmp_path / "ccp")
+    meta = json.loads((ccp / "classes.json").read_text())
+    (ccp / "classes.json").write_text(json.dumps({**meta, "suggested_groups": "__import__('os').getcwd()"}))
+    with pytest.raises(KsegError, match="no readable 'suggested_groups'"):
+        open_dataset(ccp, "ccp")
+    assert open_dataset(ccp, "ccp", groups="person").num_classes == 2
