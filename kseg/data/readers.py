@@ -619,15 +619,31 @@ def _coco_category_ids(coco, categories):
 def _ann_mask(coco, ann, h, w) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
-    seg = ann["segmentation"]
-    if isinstance(seg, list):
-        rles = mask_utils.frPyObjects(seg, h, w)
-        rle = mask_utils.merge(rles)
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    return mask_utils.decode(rle).astype(np.uint8)
+    seg = ann.get("segmentation")
+    try:
+        if isinstance(seg, list):
+            polys = [p for p in seg if len(p) >= 6]  # fewer than 3 points has no area
+            if not polys:
+                return np.zeros((h, w), np.uint8)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        elif isinstance(seg, dict):
+            rle = seg
+        else:
+            raise TypeError(type(seg).__name__)
+        m = mask_utils.decode(rle).astype(np.uint8)
+    except Exception as e:  # pycocotools raises bare Exceptions for bad RLE
+        raise KsegError(
+            f"COCO annotation id {ann.get('id')} (image id {ann.get('image_id')}) has an unreadable "
+            f"segmentation ({type(e).__name__}: {str(e).strip() or 'bad value'}); fix or remove that annotation"
+        ) from None
+    if m.shape != (h, w):
+        raise KsegError(
+            f"COCO annotation id {ann.get('id')} is an RLE of {m.shape[1]}×{m.shape[0]} but its image "
+            f"(id {ann.get('image_id')}) is {w}×{h} in the JSON; fix the annotation's size"
+        )
+    return m
 
 
 def open_coco(path, split="train", categories=("person",), keep_empty=False) -> SegDataset:

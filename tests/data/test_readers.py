@@ -381,3 +381,18 @@ def test_broken_class_lists_are_one_line_errors(tmp_path):
     with pytest.raises(KsegError, match="no readable 'suggested_groups'"):
         open_dataset(ccp, "ccp")
     assert open_dataset(ccp, "ccp", groups="person").num_classes == 2
+
+
+def test_unreadable_coco_segmentation(tmp_path):
+    root = F.coco_folder(tmp_path / "coco")
+    ann = root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["segmentation"] = [[2, 2, 10]]  # a degenerate polygon: no area, no error
+    ann.write_text(json.dumps(data))
+    m = open_dataset(root, "coco", split="val").load(0)[1]
+    assert (m == 1).sum() == 0 and (m == 255).sum() == 32
+    data["annotations"][1]["segmentation"] = {"size": [5, 5], "counts": [3, 2]}  # RLE of another size
+    ann.write_text(json.dumps(data))
+    with pytest.raises(KsegError) as e:
+        open_dataset(root, "coco", split="val")
+    assert "COCO annotation id 2" in _one_line(e) and "fix" in str(e.value)
