@@ -96,3 +96,12 @@ def test_cli_option_flags_reach_the_readers(tmp_path, capsys):
     cam = F.camvid_folder(tmp_path / "cv")
     assert main(["data", "check", str(cam), "--split", "test"]) == 0
     assert "camvid-test (camvid): 2 samples, 2 readable, 11 classes" in capsys.readouterr().out
+
+
+def test_coco_image_missing_is_a_bad_sample(tmp_path, capsys):
+    root = F.coco_folder(tmp_path / "coco", missing_image=True)
+    r = check_dataset(root, "coco", split="val", categories=("person", "dog"))
+    assert r.num_samples == 2 and len(r.bad) == 1 and "000000000002.jpg not found" in r.bad[0]
+    assert r.to_dict()["readable"] == 1 and r.pixel_counts.tolist() == [20 * 30 - 48 - 32, 48, 0]
+    assert main(["data", "check", str(root), "--split", "val", "--categories", "dog"]) == 1
+    assert "1 bad sample(s)" in capsys.readouterr().out
