@@ -30,14 +30,23 @@ MODELS = {
 def build_model(name: str, **kwargs):
     """Build a registered model by name with keyword arguments.
 
+    Args:
+        name: a key of ``MODELS``.
+        **kwargs: the model class's constructor arguments.
+
     Raises:
         KsegError: unknown name or argument.
+
+    Example:
+        model = build_model("deeplab_v3_plus", num_classes=11, input_shape=(288, 384, 3), pretrained=True)
     """
     if name not in MODELS:
         raise KsegError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
     factory = MODELS[name]
     cls = factory.func if isinstance(factory, partial) else factory
     known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"} | {"name"}
+    if isinstance(factory, partial):
+        known -= set(factory.keywords)  # "fcn8s" fixes the variant
     for key in kwargs:
         if key not in known:
             raise KsegError(f"model {name} has no argument {key!r}; it takes {', '.join(sorted(known - {'name'}))}")

@@ -25,13 +25,16 @@ class SegmentationModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuild the architecture; encoder weights are NOT loaded (a ``.keras`` file brings its
+        own), but ``pretrained``/``encoder_weights`` stay in the config as they were."""
         config = dict(config)
-        # weights come from the saved file: no need to load ImageNet weights first
-        if "pretrained" in config:
-            config["pretrained"] = False
-        if "encoder_weights" in config:
-            config["encoder_weights"] = None
-        return cls(**config)
+        kept = {k: config[k] for k in ("pretrained", "encoder_weights") if k in config}
+        blank = {"pretrained": False, "encoder_weights": None}
+        model = cls(**{**config, **{k: blank[k] for k in kept}})
+        model._kseg_config.update(kept)
+        for key, value in kept.items():
+            setattr(model, key, value)
+        return model
 
 
 def check_input_shape(input_shape, multiple: int, model: str):

@@ -13,7 +13,7 @@ def test_deeplab(output_stride, tmp_path):
 
 @pytest.mark.slow
 def test_deeplab_twin_and_int8(tmp_path):
-    run_model_tests(DeepLabV3Plus, {"num_classes": 3, "filters": 16}, input_shapes=((64, 64),), tmp_path=tmp_path)
+    run_model_tests(DeepLabV3Plus, {"num_classes": 3, "filters": 16, "pretrained": True}, input_shapes=((64, 64),), tmp_path=tmp_path)
 
 
 def test_deeplab_mobilenet_v2_encoder(tmp_path):

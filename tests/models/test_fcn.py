@@ -12,8 +12,8 @@ def test_fcn_light(variant, tmp_path):
 
 @pytest.mark.slow
 def test_fcn8s_twin_and_int8(tmp_path):
-    run_model_tests(FCN, {"num_classes": 3, "variant": "8s", "encoder": "efficientnet_lite0", "fc_filters": 32},
-                    input_shapes=((64, 64),), tmp_path=tmp_path)
+    kwargs = {"num_classes": 3, "variant": "8s", "encoder": "efficientnet_lite0", "fc_filters": 32, "pretrained": True}
+    run_model_tests(FCN, kwargs, input_shapes=((64, 64),), tmp_path=tmp_path)
 
 
 def test_fcn8s_vgg16_parameter_count():

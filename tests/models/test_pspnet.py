@@ -12,7 +12,7 @@ def test_pspnet(tmp_path):
 
 @pytest.mark.slow
 def test_pspnet_twin_and_int8(tmp_path):
-    run_model_tests(PSPNet, {"num_classes": 3, "filters": 16}, input_shapes=((96, 96),), tmp_path=tmp_path)
+    run_model_tests(PSPNet, {"num_classes": 3, "filters": 16, "pretrained": True}, input_shapes=((96, 96),), tmp_path=tmp_path)
 
 
 def test_pspnet_pool_sizes_follow_the_input():

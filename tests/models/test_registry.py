@@ -20,3 +20,8 @@ def test_registry_builds_the_named_model():
     assert model.get_layer("upscore16").strides == (16, 16)
     model = build_model("pspnet", num_classes=4, filters=8, input_shape=(48, 48, 3))
     assert isinstance(model, PSPNet) and model.output_shape == (None, 48, 48, 4)
+
+
+def test_registry_variant_is_fixed_by_the_name():
+    with pytest.raises(KsegError, match="model fcn8s has no argument 'variant'"):
+        build_model("fcn8s", num_classes=2, variant="32s")

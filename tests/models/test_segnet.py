@@ -3,11 +3,20 @@ import tensorflow as tf
 
 from kseg.models import SegNet
 from kseg.models.blocks import MaxUnpooling2D
-from tests.models.model_tester import run_model_tests
+from tests.models.model_tester import check_tflite, run_model_tests
 
 
 def test_segnet_small(tmp_path):
-    run_model_tests(SegNet, {"num_classes": 3, "width": 0.125}, tmp_path=tmp_path)
+    run_model_tests(SegNet, {"num_classes": 3, "width": 0.125}, tmp_path=tmp_path, tflite=False)
+
+
+def test_segnet_converts_with_builtin_ops_only(tmp_path):
+    # float32 (outputs equal Keras') and full int8 under TFLITE_BUILTINS_INT8: the unpooling
+    # by indices becomes strided slices, MAXIMUM, EQUAL, MUL/SUB, PACK and RESHAPE
+    ops = check_tflite(SegNet(num_classes=3, width=0.125, input_shape=(64, 64, 3)), tmp_path)
+    for kind in ("float32", "int8"):
+        assert {"EQUAL", "MAXIMUM", "MUL", "STRIDED_SLICE"} <= set(ops[kind]), (kind, ops[kind])
+        assert not any("ARGMAX" in op or "SCATTER" in op for op in ops[kind]), ops[kind]
 
 
 def _reference_unpool(y, x):
