@@ -35,6 +35,9 @@ class DatasetSpec:
     path: str = ""
     format: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
+    # hold out data.val_fraction of this dataset for validation (when data.val is empty);
+    # false uses all of it for training (e.g. COCO train persons, whose val split is separate)
+    holdout: bool = True
 
     def resolved_path(self) -> Path:
         return resolve_data_path(self.path)
@@ -188,10 +191,10 @@ def _dataset_shorthand(v):
     if isinstance(v, str):
         return {"path": v}
     if isinstance(v, dict):
-        known = {"path", "format", "options"}
+        known = {"path", "format", "options", "holdout"}
         opts = dict(v.get("options") or {})
         opts.update({k: val for k, val in v.items() if k not in known})
-        out = {k: v[k] for k in ("path", "format") if k in v}
+        out = {k: v[k] for k in ("path", "format", "holdout") if k in v}
         out["options"] = opts
         return out
     return v

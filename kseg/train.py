@@ -52,7 +52,7 @@ def build_data(cfg: RunConfig):
 
     for s in d.train:
         ds = open_dataset(s.resolved_path(), s.format, **s.options)
-        if not d.val:
+        if not d.val and s.holdout:
             tr, va = ds.split(d.val_fraction, seed=cfg.train.seed)
             train_sets.append(tr)
             val_sets.append(va)
@@ -63,6 +63,9 @@ def build_data(cfg: RunConfig):
     train_set = train_sets[0] if len(train_sets) == 1 else concat(train_sets)
     if d.val:
         val_set = open_specs(d.val, what="val")
+    elif not val_sets:
+        raise KsegError("no validation data: every data.train entry has holdout: false; list data.val "
+                        "or let one dataset be held out")
     else:
         val_set = val_sets[0] if len(val_sets) == 1 else concat(val_sets)
     if len(val_set) == 0:
