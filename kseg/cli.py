@@ -8,6 +8,7 @@ Commands:
     kseg predict MODEL IMAGE...         masks and overlays
     kseg quantize MODEL --data D        quantization-aware fine-tuning (tfmot, tf_keras twin)
     kseg export MODEL --quantization Q  .tflite + model card, parity against the Keras model
+    kseg benchmark MODEL... --threads 2 latency, size, op check, mIoU; --plot Pareto chart
     kseg demo                           the demo on bundled defaults
 """
 
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kseg import export
 
     export.add_cli(sub)  # kseg export, kseg quantize
+    from kseg import benchmark
+
+    benchmark.add_cli(sub)  # kseg benchmark
     _add_demo(sub)
     return parser
 
