@@ -381,6 +381,17 @@ def _fmt(v, spec, scale=1.0):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v * scale, spec)
 
 
+def _num(v):
+    """2 decimals, or 2 significant digits below 0.1 (a 4 kB model is not "0.00 MB")."""
+    return "n/a" if v is None else (f"{v:.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:.2g}")
+
+
+def _count(n):
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}k"
+
+
 COLUMNS = ("model", "quant", "size MB", "params", "input", "I/O", "builtin ops", "median ms", "p90 ms",
            "mIoU %", "person IoU %")
 
@@ -393,11 +404,10 @@ def format_table(rows) -> str:
             ops = "n/a"
         else:
             ops = "yes" if r["builtin_only"] else "no: " + ", ".join(r["nonbuiltin_ops"])
-        params = "n/a" if r["params"] is None else f"{r['params'] / 1e6:.2f}M"
         cells = [
-            r["model"], r["quantization"] or "?", f"{r['size_mb']:.2f}", params,
+            r["model"], r["quantization"] or "?", _num(r["size_mb"]), _count(r["params"]),
             "×".join(map(str, r["input_size"])), f"{r['input_dtype']}/{r['output_dtype']}", ops,
-            _fmt(r["median_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
+            _num(r["median_ms"]), _num(r["p90_ms"]),
             _fmt(r["miou"], ".2f", 100), _fmt(r["person_iou"], ".2f", 100),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -473,8 +483,8 @@ def plot_pareto(rows, out, references=(), metric: str = "auto", title: str | Non
     fig, ax = plt.subplots(figsize=(7, 4.8))
     if pts:
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="o", s=45, color="tab:blue", label="kseg models", zorder=3)
-        for x, y, name in pts:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        for k, (x, y, name) in enumerate(sorted(pts)):  # alternate sides: close points stay legible
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5 if k % 2 == 0 else -12), fontsize=8)
     if refs:
         ax.scatter([r["median_ms"] for r in refs], [r["score"] for r in refs], marker="*", s=160,
                    color="tab:orange", edgecolor="black", linewidth=0.5, label="reference", zorder=4)
@@ -492,7 +502,8 @@ def plot_pareto(rows, out, references=(), metric: str = "auto", title: str | Non
     ax.set_xlabel("median latency per frame (ms" + (f", {threads} threads)" if threads else ")"))
     ax.set_ylabel(label)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.margins(x=0.12, y=0.08)
+    ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title)
     fig.tight_layout()
