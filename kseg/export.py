@@ -402,6 +402,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("model", help=".keras model, or for --quantization qat the folder kseg quantize wrote")
     p.add_argument("--quantization", default="int8", choices=QUANTIZATIONS)
     p.add_argument("--data", help="dataset folder: calibration images (int8) and parity/metrics")
+    p.add_argument("--config", help="a training config (configs/NAME.yaml): its training data calibrates and "
+                   "its held-out validation split measures parity, as in kseg train")
     p.add_argument("--format", default="auto", help="dataset format: masks, ccp, camvid, pets, coco, auto")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size for models with a free size")
     p.add_argument("--io-dtype", default="uint8", choices=IO_DTYPES)
@@ -419,7 +421,9 @@ def add_cli(subparsers) -> None:
                     "Convert it with kseg export OUT --quantization qat.",
     )
     q.add_argument("model", help="trained .keras model")
-    q.add_argument("--data", required=True, help="training dataset folder")
+    q.add_argument("--data", help="training dataset folder (or --config)")
+    q.add_argument("--config", help="the model's training config (configs/NAME.yaml): fine-tune on the same "
+                   "data pipeline, augmentation, split and input size as kseg train")
     q.add_argument("--format", default="auto")
     q.add_argument("--epochs", type=int, default=2)
     q.add_argument("--lr", type=float, default=1e-5)
@@ -428,6 +432,29 @@ def add_cli(subparsers) -> None:
     q.add_argument("--val-fraction", type=float, default=0.1)
     q.add_argument("--out", required=True, help="output folder, e.g. runs/NAME/qat")
     q.set_defaults(func=run_cli, kseg_command="quantize")
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``min(k, n)`` indices spread evenly over ``range(n)``."""
+    k = min(int(k), n)
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist())) if k > 0 else []
+
+
+def _config_data(args, size, training: bool):
+    """``(train_set, train_ds, val_ds, description)`` from ``--config``, split as ``kseg train`` splits."""
+    from kseg.config import load_config
+    from kseg.train import build_data
+
+    cfg = load_config(args.config)
+    cfg.data.size = tuple(size)
+    if getattr(args, "batch_size", None):
+        cfg.data.batch_size = args.batch_size
+    cfg.data.cache = False
+    train_ds, val_ds, train_set, val_set = build_data(cfg)
+    names = f'{", ".join(s.path for s in cfg.data.train)} (config {args.config})'
+    if not training:
+        return train_set, val_set, names
+    return train_set, train_ds, val_ds, names
 
 
 def _open_data(args):
@@ -451,23 +478,38 @@ def run_cli(args) -> int:
         from kseg.quantize.qat import qat_fine_tune
         from kseg.runtime import _load_keras
 
+        if not (args.data or args.config):
+            raise KsegError("kseg quantize needs training data: --config configs/NAME.yaml (the model's "
+                            "training config) or --data FOLDER")
         model = _load_keras(Path(args.model))
         size = tuple(args.size) if args.size else _input_size(model, None)
-        ds = _open_data(args)
-        train, val = ds.split(args.val_fraction) if args.val_fraction > 0 else (ds, None)
-        train_ds = make_dataset(train, size=size, batch_size=args.batch_size, training=True)
-        val_ds = make_dataset(val, size=size, batch_size=args.batch_size, training=False) if val else None
+        if args.config:
+            ds, train_ds, val_ds, data_name = _config_data(args, size, training=True)
+        else:
+            ds = _open_data(args)
+            data_name = args.data
+            train, val = ds.split(args.val_fraction) if args.val_fraction > 0 else (ds, None)
+            train_ds = make_dataset(train, size=size, batch_size=args.batch_size, training=True)
+            val_ds = make_dataset(val, size=size, batch_size=args.batch_size, training=False) if val else None
         qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2)
-        info = {"source_model": str(args.model), "data": args.data, "format": args.format,
+        info = {"source_model": str(args.model), "data": data_name, "format": args.format,
                 "class_names": list(ds.class_names), "colors": ds.colors.tolist(), "command": command,
-                "input_size": list(size)}
+                "input_size": list(size), "config": args.config}
         with atomic_path(Path(args.out) / "qat.json") as tmp:
             Path(tmp).write_text(json.dumps(info, indent=2))
         print(f"QAT model written to {args.out}; convert it with: kseg export {args.out} --quantization qat --out exports/NAME.tflite")
         return 0
 
     card = {"command": command, "data_licence": args.licence}
-    ds = _open_data(args) if args.data else None
+    ds = val = None
+    if args.config:
+        from kseg.config import load_config
+
+        size = tuple(args.size) if args.size else tuple(load_config(args.config).data.size)
+        ds, val, data_name = _config_data(args, size, training=False)
+        card["training_data"] = data_name
+    elif args.data:
+        ds = _open_data(args)
     keras_model = None
     source = args.model
     if args.quantization == "qat":
@@ -493,12 +535,14 @@ def run_cli(args) -> int:
         card.setdefault("training_data", args.data)
         if card.get("class_names") is None:
             card.update({"class_names": list(ds.class_names), "colors": ds.colors.tolist()})
-        _, val = ds.split(0.1)
-        val = val if len(val) else ds
-        n_cal = min(args.calibration, len(ds))
-        rep = lambda: (ds.load(i)[0].astype(np.float32) for i in range(n_cal))  # noqa: E731
+        if val is None:
+            _, val = ds.split(0.1)
+            val = val if len(val) else ds
+        # spread over the whole set: a concatenation of sources is ordered by source
+        cal_idx = _spread(len(ds), args.calibration)
+        rep = lambda: (ds.load(int(i))[0].astype(np.float32) for i in cal_idx)  # noqa: E731
         if args.parity:
-            pairs = [val.load(i) for i in range(min(args.parity, len(val)))]
+            pairs = [val.load(int(i)) for i in _spread(len(val), args.parity)]
             images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
     out = to_tflite(source, args.out, quantization=args.quantization, representative_data=rep,
                     io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,

@@ -198,3 +198,36 @@ def test_cli_quantize_then_export_qat(trained, tmp_path):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["quantization"] == "qat" and card["input"]["dtype"] == "uint8"
     assert card["metrics"]["parity_pixel_agreement"] > 0.9
+
+
+def test_cli_export_with_config_uses_its_held_out_split(trained, tmp_path):
+    """--config: calibration from the config's training data, parity on its validation split."""
+    from kseg.data.readers import open_dataset
+    from kseg.data.synthetic import write_shapes_dataset
+
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 20, size=(SIZE, SIZE), num_classes=3, seed=7)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n"
+                   f"  val_fraction: 0.2\n  size: [{SIZE}, {SIZE}]\n  batch_size: 4\n")
+    trained[0].save(tmp_path / "best.keras")
+    out = tmp_path / "cfg_int8.tflite"
+    assert _cli(["export", str(tmp_path / "best.keras"), "--quantization", "int8", "--config", str(cfg),
+                 "--calibration", "8", "--parity", "10", "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    _, val = open_dataset(data, "masks").split(0.2, seed=0)
+    assert card["metrics"]["parity_n_images"] == len(val) == 4  # the held-out 20%, not the first files
+    assert str(data) in card["training_data"] and "run.yaml" in card["training_data"]
+
+
+def test_cli_quantize_without_data_is_one_line_error(trained, tmp_path):
+    trained[0].save(tmp_path / "best.keras")
+    with pytest.raises(KsegError, match="--config"):
+        _cli(["quantize", str(tmp_path / "best.keras"), "--out", str(tmp_path / "q")])
+
+
+def test_spread_indices_cover_the_set():
+    from kseg.export import _spread
+
+    assert _spread(10, 3) == [0, 4, 9] or _spread(10, 3) == [0, 5, 9]
+    assert _spread(3, 10) == [0, 1, 2] and _spread(0, 5) == []
