@@ -434,6 +434,15 @@ def add_cli(subparsers) -> None:
     q.set_defaults(func=run_cli, kseg_command="quantize")
 
 
+def _at_size(model, size):
+    """A fixed-size kseg model rebuilt at ``size`` (same weights); free-size models as they are."""
+    if None in tuple(model.input_shape[1:3]):
+        return model
+    from kseg.models.base import with_input_size
+
+    return with_input_size(model, size)
+
+
 def _spread(n: int, k: int) -> list[int]:
     """``min(k, n)`` indices spread evenly over ``range(n)``."""
     k = min(int(k), n)
@@ -483,6 +492,7 @@ def run_cli(args) -> int:
                             "training config) or --data FOLDER")
         model = _load_keras(Path(args.model))
         size = tuple(args.size) if args.size else _input_size(model, None)
+        model = _at_size(model, size)
         if args.config:
             ds, train_ds, val_ds, data_name = _config_data(args, size, training=True)
         else:
@@ -525,6 +535,8 @@ def run_cli(args) -> int:
         from kseg.runtime import _load_keras
 
         keras_model = source = _load_keras(Path(args.model))
+        if args.size:
+            keras_model = source = _at_size(keras_model, args.size)
         classes = Path(args.model).with_name("classes.json")
         if classes.is_file():
             meta = json.loads(classes.read_text())

@@ -50,3 +50,34 @@ def check_input_shape(input_shape, multiple: int, model: str):
                 f"(e.g. {ok})"
             )
     return tuple(input_shape)
+
+
+def with_input_size(model, size):
+    """The same network and weights at another fixed input size ``(H, W)``.
+
+    Fully convolutional kseg models trained at one size run at others (e.g. a portrait model
+    trained at 224×224 and exported at 160×160 for speed); this rebuilds the architecture from
+    its config with ``input_shape=(H, W, 3)`` and copies every weight.
+
+    Args:
+        model: a kseg ``SegmentationModel``.
+        size: ``(H, W)``, multiples of the model's stride.
+
+    Returns:
+        A new model (or ``model`` itself when the size is already ``(H, W)``).
+
+    Example:
+        fast = with_input_size(keras.saving.load_model("runs/portrait/best.keras"), (160, 160))
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(model.input_shape[1:3]) == size:
+        return model
+    if not isinstance(model, SegmentationModel):
+        raise KsegError(
+            f"model {model.name} is not a kseg model, so it cannot be rebuilt at {size[0]}×{size[1]}; "
+            "export it at its own input size"
+        )
+    config = {**model.get_config(), "input_shape": (*size, model.input_shape[-1])}
+    resized = type(model).from_config(config)
+    resized.set_weights(model.get_weights())
+    return resized

@@ -41,3 +41,20 @@ def test_unet_paper_parameter_count():
     # optional BN (no conv bias; gamma, beta, mean, variance): + 4 per channel - 1 bias per channel
     bn_channels = 2 * (64 + 128 + 256 + 512) + 2 * 1024 + 2 * (512 + 256 + 128 + 64)
     assert UNet(num_classes=2, input_shape=(64, 64, 3), batch_norm=True).count_params() == want + 3 * bn_channels
+
+
+def test_with_input_size_keeps_weights_and_outputs():
+    """A fully convolutional model rebuilt at another size gives the same logits as the
+    original run on that size (the original accepts it through its own graph only at its size)."""
+    import numpy as np
+
+    from kseg.models import build_model
+    from kseg.models.base import with_input_size
+
+    m = build_model("unet", num_classes=3, input_shape=(64, 64, 3), filters=4, depth=2)
+    small = with_input_size(m, (32, 48))
+    assert small.input_shape == (None, 32, 48, 3) and small.count_params() == m.count_params()
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    back = with_input_size(small, (64, 64))
+    np.testing.assert_allclose(back.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
+    assert with_input_size(m, (64, 64)) is m
