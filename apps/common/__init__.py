@@ -1,0 +1,1 @@
+"""Sources, sinks, mask refinement, HUD and the threaded capture → segment → render pipeline."""
