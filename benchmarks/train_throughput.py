@@ -6,11 +6,17 @@ forward GFLOPs per image.
 
     .venv/bin/python benchmarks/train_throughput.py --size 256 256 --batch 4 --steps 5 --runs 3
     .venv/bin/python benchmarks/train_throughput.py --models unet_lite deeplab_v3_plus
+
+PSPNet needs sides that are multiples of 48 (output stride 8 × the pooling bins' lcm 6): its
+size is rounded up (256 → 288) and printed in the table. A model that cannot be built is
+reported on its line and the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import platform
 import statistics
@@ -31,6 +37,14 @@ CONFIGS = {
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", {"encoder": "mobilenet_v2"}),
 }
 
+# input sides must be multiples of this (default 32: five stride-2 stages)
+MULTIPLE = {"pspnet_resnet50": 48, "pspnet_lite": 48, "unet_paper": 16}
+
+
+def model_size(name, size):
+    m = MULTIPLE.get(name, 32)
+    return tuple(m * math.ceil(s / m) for s in size)
+
 
 def cpu_name() -> str:
     try:
@@ -49,6 +63,7 @@ def gflops(model, size) -> float:
         convert_variables_to_constants_v2_as_graph,
     )
 
+    tf.get_logger().setLevel(logging.ERROR)  # the profiler's own deprecation warnings
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec([1, *size, 3], tf.float32))
     _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
@@ -62,7 +77,8 @@ def gflops(model, size) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=list(CONFIGS))
+    ap.add_argument("--models", nargs="*", default=list(CONFIGS), choices=list(CONFIGS), metavar="MODEL",
+                    help=f"any of {', '.join(CONFIGS)} (default all)")
     ap.add_argument("--size", type=int, nargs=2, default=(256, 256))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
@@ -73,20 +89,25 @@ def main(argv=None):
     import keras
     import numpy as np
 
+    from kseg.errors import KsegError
     from kseg.losses import SparseCategoricalCrossEntropy
     from kseg.models import build_model
 
-    size = tuple(args.size)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (args.batch, *size, 3)).astype("float32")
-    y = rng.integers(0, args.classes, (args.batch, *size)).astype("int32")
     print(f"# {cpu_name()}, {os.cpu_count()} cores, TF backend, batch {args.batch}, "
-          f"{size[0]}x{size[1]}, median of {args.runs} runs of {args.steps} steps")
-    print(f"{'model':<24} {'params (M)':>10} {'GFLOPs':>8} {'train img/s':>12}")
+          f"{args.size[0]}x{args.size[1]}, median of {args.runs} runs of {args.steps} steps")
+    print(f"{'model':<24} {'size':>9} {'params (M)':>10} {'GFLOPs':>8} {'train img/s':>12}")
     for name in args.models:
         reg, kwargs = CONFIGS[name]
+        size = model_size(name, args.size)
+        x = rng.uniform(0, 255, (args.batch, *size, 3)).astype("float32")
+        y = rng.integers(0, args.classes, (args.batch, *size)).astype("int32")
         keras.backend.clear_session()
-        model = build_model(reg, num_classes=args.classes, input_shape=(*size, 3), **kwargs)
+        try:
+            model = build_model(reg, num_classes=args.classes, input_shape=(*size, 3), **kwargs)
+        except KsegError as e:
+            print(f"{name:<24} not built: {e}", flush=True)
+            continue
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=SparseCategoricalCrossEntropy())
         for _ in range(2):  # warm-up: tracing and first allocations
             model.train_on_batch(x, y)
@@ -97,7 +118,8 @@ def main(argv=None):
                 model.train_on_batch(x, y)
             rates.append(args.steps * args.batch / (time.perf_counter() - t0))
         flops = gflops(model, size)
-        print(f"{name:<24} {model.count_params() / 1e6:>10.2f} {flops:>8.1f} {statistics.median(rates):>12.2f}",
+        print(f"{name:<24} {f'{size[0]}x{size[1]}':>9} {model.count_params() / 1e6:>10.2f} {flops:>8.1f} "
+              f"{statistics.median(rates):>12.2f}",
               flush=True)
 
 
