@@ -111,8 +111,12 @@ def roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, num_samples=128
         (0 = background), ``deltas`` ``(B, S, 4)`` and ``gt_index`` ``(B, S)`` (matched box).
     """
     gt_valid = gt_classes > 0
-    rois = ops.concatenate([proposals, ops.cast(gt_boxes, "float32")], axis=1)
+    rois = ops.concatenate([ops.cast(proposals, "float32"), ops.cast(gt_boxes, "float32")], axis=1)
     rois_valid = ops.concatenate([proposal_valid, gt_valid], axis=1)
+    short = num_samples - rois.shape[1]
+    if short > 0:  # fewer candidates than samples: pad with invalid boxes
+        rois = ops.pad(rois, ((0, 0), (0, short), (0, 0)))
+        rois_valid = ops.pad(rois_valid, ((0, 0), (0, short)))
     iou = box_iou(rois, gt_boxes)
     best_iou, best_gt = match(iou, gt_valid)
     positive = ops.logical_and(rois_valid, best_iou >= fg_iou)
