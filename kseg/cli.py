@@ -9,7 +9,7 @@ Commands:
     kseg quantize MODEL --data D        quantization-aware fine-tuning (tfmot, tf_keras twin)
     kseg export MODEL --quantization Q  .tflite + model card, parity against the Keras model
     kseg benchmark MODEL... --threads 2 latency, size, op check, mIoU; --plot Pareto chart
-    kseg demo                           the demo on bundled defaults
+    kseg demo                           portrait mode on the bundled clip (apps.demo)
 """
 
 from __future__ import annotations
@@ -190,28 +190,27 @@ def _add_data(sub):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="run the demo on bundled defaults")
+    p = sub.add_parser(
+        "demo",
+        help="portrait mode on the bundled clip, headless: demo_out/portrait.mp4 + before_after.png",
+        description="Run an effect (portrait blur by default) over the bundled 640×480 clip "
+        "assets/book.mkv with the shipped model, write OUT/EFFECT.mp4 and OUT/before_after.png, "
+        "print frames/s. For a webcam: python -m apps.webcam.",
+    )
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
+    p.add_argument("--model", default="exports/portrait.tflite", help="person model (default exports/portrait.tflite)")
+    p.add_argument("--source", default="assets/book.mkv", help="video to process (default the bundled clip)")
+    p.add_argument("--effect", choices=["portrait", "swap", "mask"], default="portrait")
+    p.add_argument("--strength", type=float, default=0.6, help="effect strength 0..1 (default 0.6)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     _quiet_tf()
-    from kseg.config import resolve_data_path
-    from kseg.data.check import check_dataset
-    from kseg.data.pipeline import Augment
-    from kseg.data.preview import write_preview
-    from kseg.data.readers import open_dataset
+    from apps.demo import main as demo_main
 
-    root = resolve_data_path("people-parsing")
-    print(f"checking {root} ...")
-    report = check_dataset(root, "ccp", groups="suggested")
-    print(report.format_text())
-    ds = open_dataset(root, "ccp", groups="suggested")
-    out = Path(args.out) / "preview_people_parsing.png"
-    write_preview(ds, out, n=12, size=(256, 256), seed=0, augment=Augment(portrait=1.0))
-    print(f"augmented samples with their masks (portrait crops): {out}")
-    return 0 if report.ok else 1
+    return demo_main(args.out, args.model, args.source, args.effect, args.strength, args.threads)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""Live effects from a webcam, a video or an image folder: ``python -m apps.webcam``.
+
+Examples:
+    python -m apps.webcam                                  # webcam 0, portrait blur, window
+    python -m apps.webcam --effect swap --background beach.jpg
+    python -m apps.webcam --effect tryon --color "#d62839" --hair-color "#e8c07d"
+    python -m apps.webcam --source assets/book.mkv --out out.mp4 --no-window
+    python -m apps.webcam --virtual-cam                    # use it in a video call
+
+Keys (in the window): ``e``/Tab next effect, ``1``–``4`` portrait/swap/tryon/mask, ``m`` next
+model, ``+``/``-`` strength, ``c``/``v`` garment/hair colour (try-on), ``s`` temporal smoothing
+on/off, ``r`` edge refinement on/off, ``h`` HUD on/off, ``q``/Esc quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kseg.errors import KsegError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "exports/portrait.tflite"
+DEFAULT_FAST_MODEL = "exports/portrait-fast.tflite"
+DEFAULT_PARSING_MODEL = "exports/parsing.tflite"
+DEFAULT_CLIP = "assets/book.mkv"
+EFFECT_ORDER = ("portrait", "swap", "tryon", "mask")
+
+
+def resolve(path) -> Path:
+    """``path`` as given if it exists, else relative to the repository (for the defaults)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    alt = REPO / p
+    return alt if alt.exists() else p
+
+
+class App:
+    """The live state: models (loaded once), one estimator per model × mask set, the effects.
+
+    Args:
+        model: the person/background model (``.tflite``/``.keras``).
+        parsing_model: the clothes/hair model for try-on (may be missing).
+        fast_model: an optional faster person model (key ``m`` cycles through the models).
+        threads: interpreter threads.
+        effect: the effect to start with.
+        effect_args: keyword arguments for ``make_effect`` (strength, background, color, ...).
+        smoothing: temporal smoothing strength; refine: guided-filter edges.
+
+    Raises:
+        KsegError: the model cannot be loaded, or try-on is asked for without a parsing model.
+    """
+
+    def __init__(self, model=DEFAULT_MODEL, parsing_model=DEFAULT_PARSING_MODEL, fast_model=DEFAULT_FAST_MODEL,
+                 threads: int | None = 2, effect: str = "portrait", effect_args: dict | None = None,
+                 smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None):
+        from apps.effects import make_effect
+
+        self.threads = threads
+        self.smoothing = smoothing
+        self.refine = refine
+        self.work_scale = work_scale
+        self.effect_args = dict(effect_args or {})
+        self._factory = segmenter_factory or self._load
+        self._segmenters = {}
+        self._estimators = {}
+        self.person_models = []
+        model_p = resolve(model)
+        if not model_p.exists() and effect != "tryon":
+            raise KsegError(
+                f"model {model} not found; train and export the portrait model "
+                "(see README: kseg export ... --out exports/portrait.tflite) or give --model PATH"
+            )
+        for p in (model_p, resolve(fast_model) if fast_model else None):
+            if p is not None and p.exists() and p not in self.person_models:
+                self.person_models.append(p)
+        self.parsing_model = resolve(parsing_model) if parsing_model else None
+        if self.parsing_model is not None and not self.parsing_model.exists():
+            self.parsing_model = None
+        if self.parsing_model is not None:
+            self.person_models.append(self.parsing_model)  # its 1 - P(background) is a person mask too
+        if not self.person_models:
+            raise KsegError(f"no model found ({model}); give --model PATH")
+        self.model_i = 0
+        self.effects = {}
+        self.make_effect = make_effect
+        self.effect = self.get_effect(effect)
+
+    def _load(self, path):
+        from kseg.runtime import Segmenter
+
+        return Segmenter(path, num_threads=self.threads)
+
+    def segmenter(self, path):
+        """The loaded model at ``path`` (loaded on first use)."""
+        if path not in self._segmenters:
+            self._segmenters[path] = self._factory(path)
+        return self._segmenters[path]
+
+    def get_effect(self, name):
+        """The effect called ``name`` (built on first use, then kept with its settings)."""
+        if name not in self.effects:
+            if name == "tryon" and self.parsing_model is None:
+                raise KsegError(
+                    "try-on needs the parsing model (upper_clothes, hair): exports/parsing.tflite was not "
+                    "found; give --parsing-model PATH"
+                )
+            self.effects[name] = self.make_effect(name, **self.effect_args)
+        return self.effects[name]
+
+    def model_for(self, effect) -> Path:
+        """Which model serves ``effect``: the parsing model for try-on, else the current person model."""
+        return self.parsing_model if effect.model == "parsing" else self.person_models[self.model_i]
+
+    def estimator(self, effect=None):
+        """The ``MaskEstimator`` for ``effect`` (the current effect by default)."""
+        from apps.common.refine import MaskEstimator
+
+        effect = effect or self.effect
+        path = self.model_for(effect)
+        key = (path, tuple(effect.needs))
+        if key not in self._estimators:
+            self._estimators[key] = MaskEstimator(
+                self.segmenter(path), names=effect.needs, work_scale=self.work_scale, refine=self.refine,
+                smoothing=self.smoothing,
+            )
+        est = self._estimators[key]
+        est.smoothing = self.smoothing
+        est.refine = self.refine
+        return est
+
+    def model_label(self) -> str:
+        """The current model's file name (HUD)."""
+        return self.model_for(self.effect).name
+
+    def close(self):
+        """Close the effects (a background video)."""
+        for e in self.effects.values():
+            e.close()
+
+    # ------------------------------------------------------------ keys
+
+    def bind(self, pipeline):
+        """Make ``pipeline`` follow this app's effect and model; returns ``pipeline``."""
+        self.pipeline = pipeline
+        pipeline.on_key = self.on_key
+        self._sync()
+        return pipeline
+
+    def _sync(self):
+        p = getattr(self, "pipeline", None)
+        if p is not None:
+            est = self.estimator()
+            est.reset()
+            p.estimator = est
+            p.effect = self.effect
+            p.model_label = self.model_label()
+
+    def select(self, name):
+        """Switch to effect ``name``; a missing model is reported and the switch skipped."""
+        try:
+            self.effect = self.get_effect(name)
+        except KsegError as e:
+            print(f"webcam: {e}", file=sys.stderr)
+            return
+        self._sync()
+
+    def on_key(self, key: int) -> bool:
+        """Handle one key; ``False`` means quit."""
+        ch = chr(key) if 0 <= key < 256 else ""
+        if key in (27,) or ch == "q":
+            return False
+        if ch in ("e", "\t"):
+            i = EFFECT_ORDER.index(self.effect.name) if self.effect.name in EFFECT_ORDER else -1
+            for j in range(1, len(EFFECT_ORDER) + 1):
+                name = EFFECT_ORDER[(i + j) % len(EFFECT_ORDER)]
+                if name != "tryon" or self.parsing_model is not None:
+                    self.select(name)
+                    break
+        elif ch in "1234" and ch:
+            self.select(EFFECT_ORDER[int(ch) - 1])
+        elif ch == "m":
+            self.model_i = (self.model_i + 1) % len(self.person_models)
+            self._sync()
+        elif ch in ("+", "=", "]"):
+            self.effect.adjust(0.1)
+        elif ch in ("-", "_", "["):
+            self.effect.adjust(-0.1)
+        elif ch == "c" and hasattr(self.effect, "next_color"):
+            self.effect.next_color()
+        elif ch == "v" and hasattr(self.effect, "next_hair_color"):
+            self.effect.next_hair_color()
+        elif ch == "s":
+            self.smoothing = 0.0 if self.smoothing > 0 else 0.6
+            self._sync()
+        elif ch == "r":
+            self.refine = not self.refine
+            self._sync()
+        elif ch == "h" and self.pipeline.hud is not None:
+            self.pipeline.hud.enabled = not self.pipeline.hud.enabled
+        return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m apps.webcam`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m apps.webcam",
+        description="Portrait blur, background swap, virtual try-on and a mask overlay, live from a "
+        "webcam, a video file or an image folder.",
+        epilog="Keys: e/Tab next effect, 1-4 portrait/swap/tryon/mask, m next model, +/- strength, "
+        "c/v garment/hair colour, s smoothing, r edge refinement, h HUD, q/Esc quit.",
+    )
+    p.add_argument("--source", default="0", help="camera index, video file, or image folder (default 0)")
+    p.add_argument("--loop", action="store_true", help="loop a video or image folder")
+    p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480),
+                   help="camera resolution to ask for (default 640 480)")
+    p.add_argument("--effect", choices=EFFECT_ORDER, default="portrait")
+    p.add_argument("--strength", type=float, help="effect strength 0..1 (portrait: blur radius)")
+    p.add_argument("--background", default="green",
+                   help="swap: a colour (green, #00b140, 0,177,64), an image or a video (default green)")
+    p.add_argument("--color", help="tryon: garment colour (default #2a6fdb)")
+    p.add_argument("--hair-color", help="tryon: hair colour (default: hair unchanged)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"person model (default {DEFAULT_MODEL})")
+    p.add_argument("--fast-model", default=DEFAULT_FAST_MODEL, help="second person model for key m, if present")
+    p.add_argument("--parsing-model", default=DEFAULT_PARSING_MODEL,
+                   help=f"clothes/hair model for tryon (default {DEFAULT_PARSING_MODEL})")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--out", help="write the result to a video file (.mp4 or .avi)")
+    p.add_argument("--frames", help="write every result frame as PNG into this folder")
+    p.add_argument("--virtual-cam", action="store_true", help="send the result to a virtual camera (pyvirtualcam)")
+    win = p.add_mutually_exclusive_group()
+    win.add_argument("--window", dest="window", action="store_true", default=None, help="show a window (default: when a display exists)")
+    win.add_argument("--no-window", dest="window", action="store_false", help="no window (headless)")
+    p.add_argument("--no-hud", action="store_true", help="no frames/s overlay")
+    p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing 0 (off)..0.95 (default 0.6)")
+    p.add_argument("--no-refine", action="store_true", help="skip guided-filter edge refinement")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--sequential", action="store_true", help="one thread instead of the capture/infer/render pipeline")
+    return p
+
+
+def open_sinks(args, fps):
+    """The sinks the arguments ask for; a window when a display exists unless ``--no-window``."""
+    from apps.common.sinks import FrameDirSink, VideoFileSink, VirtualCameraSink, WindowSink, display_available
+
+    sinks = []
+    try:
+        if args.out:
+            sinks.append(VideoFileSink(args.out, fps=fps))
+        if args.frames:
+            sinks.append(FrameDirSink(args.frames))
+        if args.virtual_cam:
+            sinks.append(VirtualCameraSink(fps=fps))
+        want_window = args.window if args.window is not None else display_available()
+        if want_window:
+            sinks.append(WindowSink("kseg " + args.effect))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    if not sinks:
+        raise KsegError(
+            "nothing to show or write: no display here (or --no-window); give --out out.mp4, --frames DIR "
+            "or --virtual-cam"
+        )
+    return sinks
+
+
+def run(args) -> int:
+    """Run the app for parsed ``args``; returns the exit status."""
+    from apps.common.hud import Hud
+    from apps.common.pipeline import Pipeline
+    from apps.common.sources import open_source
+
+    effect_args = {"strength": args.strength, "background": args.background, "color": args.color,
+                   "hair_color": args.hair_color}
+    app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
+              threads=args.threads, effect=args.effect, effect_args=effect_args,
+              smoothing=args.smoothing, refine=not args.no_refine)
+    try:
+        source = open_source(args.source, loop=args.loop, size=tuple(args.size))
+        try:
+            sinks = open_sinks(args, source.fps)
+        except BaseException:
+            source.close()
+            raise
+        pipe = Pipeline(source, sinks, app.effect, app.estimator(), hud=None if args.no_hud else Hud(),
+                        threaded=not args.sequential, max_frames=args.max_frames, model_label=app.model_label())
+        app.bind(pipe)
+        print(f"{source.name} {source.shape[1]}×{source.shape[0]} → {', '.join(s.name for s in sinks)} "
+              f"({app.effect.describe()}, {app.model_label()})", file=sys.stderr)
+        stats = pipe.run()
+    finally:
+        app.close()
+    print(stats.format_line())
+    for s in sinks:
+        if getattr(s, "path", None) is not None and s.frames:
+            print(f"wrote {s.path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m apps.webcam``; a user error is one line on stderr, exit status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KsegError as e:
+        print(f"webcam: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("webcam: interrupted (output files were closed)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
