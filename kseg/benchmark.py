@@ -429,11 +429,20 @@ def format_table(rows) -> str:
 
 def write_json(rows, out, references=(), settings=None) -> Path:
     """Write the rows (and the machine, settings, references) as JSON, atomically."""
-    doc = {"machine": machine(), "settings": settings or {}, "models": rows,
-           "references": [parse_reference(r) for r in references]}
+    def clean(v):  # strict JSON: NaN (a score with nothing to score) becomes null
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    doc = clean({"machine": machine(), "settings": settings or {}, "models": rows,
+                 "references": [parse_reference(r) for r in references]})
     out = Path(out)
     with atomic_path(out) as tmp:
-        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+        Path(tmp).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return out
 
 
@@ -555,9 +564,8 @@ def run_cli(args) -> int:
     rows = benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup, data=args.data,
                      format=args.format, split=args.split, limit=args.limit, **options)
     print(format_table(rows))
-    for r in rows:
-        for line in r.get("skipped") or []:
-            print(f"skipped ({r['model']}): {line}", file=sys.stderr)
+    for line in (rows[0].get("skipped") or []) if rows else []:  # the same samples for every model
+        print(f"skipped: {line}", file=sys.stderr)
     if args.json_out:
         settings = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "data": args.data,
                     "format": args.format, "split": args.split, "limit": args.limit,

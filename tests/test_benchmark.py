@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,15 @@ def test_time_calls_skips_warmup_and_uses_the_clock():
     assert len(calls) == 5 and times == [500.0, 500.0, 500.0]
 
 
+def test_injected_clock_gives_median_and_p90_of_the_timed_calls(setup):
+    # each timed call reads the clock twice (start, end); warm-up calls do not read it
+    durations = [1.0, 4.0, 2.0, 3.0]  # ms
+    ticks = iter([v for k, d in enumerate(durations) for v in (k, k + d / 1000)])
+    row = benchmark([setup["int8"]], runs=4, warmup=2, clock=lambda: next(ticks))[0]
+    assert row["median_ms"] == pytest.approx(2.5) and row["p90_ms"] == pytest.approx(3.7)
+    assert row["latency"]["threads"] == 2 and row["latency"]["warmup"] == 2
+
+
 def test_person_iou_per_image():
     p = np.array([[1, 1, 0, 0]], bool)
     t = np.array([[0, 1, 1, 0]], bool)
@@ -82,7 +92,7 @@ def test_table_rows_latency_and_miou_equal_evaluate(setup):
     assert [r["model"] for r in rows] == ["tiny_f32", "tiny_int8", "tiny"]
     for r in rows:
         assert r["p90_ms"] >= r["median_ms"] > 0 and r["latency"]["runs"] == 5
-        assert r["size_mb"] == pytest.approx(r["path"] and __import__("os").path.getsize(r["path"]) / 1e6)
+        assert r["size_mb"] == pytest.approx(Path(r["path"]).stat().st_size / 1e6)
         assert r["num_images"] == 12 and r["input_size"] == [SIZE, SIZE]
         assert r["params"] == setup["model"].count_params()
     f32, i8, ks = rows
