@@ -44,7 +44,8 @@ from kseg.paths import atomic_path
 PARAM_KEYS = ("params", "num_params", "parameters", "param_count")
 
 __all__ = [
-    "benchmark", "benchmark_model", "latency_stats", "person_iou", "parse_reference",
+    "benchmark", "benchmark_model", "evaluate_segmenter", "latency_stats", "time_calls", "person_iou",
+    "parse_reference", "machine",
     "format_table", "write_json", "plot_pareto", "add_cli", "run_cli",
 ]
 
