@@ -1,11 +1,20 @@
-"""Person/background models on each people validation set (never seen in training).
+"""People models on their validation images (never seen in training), as ``kseg.Segmenter`` runs them.
 
-Reports, per source: dataset-level mIoU and person IoU (one confusion matrix over all pixels),
-and the mean of per-image person IoU — the figure ../shared/data/README.md gives for
-MediaPipe's selfie segmenter (0.878 people-masks, 0.921 people-parsing). Labels are scored at
-their own resolution (logits upsampled bilinearly).
+``--task portrait`` (default): person/background models on each people validation set
+(people-parsing, people-masks, COCO val persons; the splits of ``kseg.data.readers.people_dataset``,
+which ``configs/portrait.yaml`` holds out). Reports dataset-level person IoU and the mean of
+per-image person IoU — the figure ../shared/data/README.md gives for MediaPipe's selfie
+segmenter (0.878 people-masks, 0.921 people-parsing): the image squashed to the model's input,
+the output upsampled to the image and thresholded at 0.5 (argmax of two classes).
 
-    .venv/bin/python benchmarks/eval_people.py runs/people_unet_lite0_pretrained/best.keras [MORE.keras ...]
+``--task parsing``: the 8-group human-parsing models on the people-parsing validation split of
+``configs/parsing.yaml``: per-class IoU and mIoU at label resolution.
+
+Models are ``.tflite`` files (through ai-edge-litert, as the apps run them) or ``.keras`` files;
+``--size H W`` runs a ``.keras`` model rebuilt at another input size.
+
+    .venv/bin/python benchmarks/eval_people.py runs/portrait/best.keras exports/portrait.tflite
+    .venv/bin/python benchmarks/eval_people.py --task parsing exports/parsing.tflite --json out.json
 """
 
 from __future__ import annotations
@@ -17,9 +26,56 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def load_segmenter(path, size=None, threads=2):
+    from kseg.runtime import Segmenter
+
+    if str(path).endswith(".keras"):
+        from kseg.evaluate import load_model
+        from kseg.models.base import with_input_size
+
+        model = load_model(path)
+        if size:
+            model = with_input_size(model, size)
+        return Segmenter(model)
+    return Segmenter(path, num_threads=threads)
+
+
+def val_sets(task, val_fraction=0.1, seed=0):
+    from kseg.data.readers import open_ccp, people_dataset
+    from kseg.paths import shared_data_dir
+
+    if task == "portrait":
+        return people_dataset(val_fraction=val_fraction, seed=seed)[1]
+    _, val = open_ccp(shared_data_dir() / "people-parsing", groups="suggested").split(val_fraction, seed)
+    return {"people-parsing": val}
+
+
+def score(seg, ds, num_classes, person=None):
+    """Confusion matrix over the set and, for ``person``, the per-image IoU list."""
+    import numpy as np
+
+    from kseg.evaluate import iter_loaded
+    from kseg.metrics import confusion_matrix
+
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    per_image, skipped = [], []
+    for _, image, mask in iter_loaded(ds, range(len(ds)), skipped):
+        pred = seg.segment(image).category_mask
+        c = confusion_matrix(mask, pred, num_classes)
+        cm += c
+        if person is not None:
+            union = c[person, :].sum() + c[:, person].sum() - c[person, person]
+            if union:
+                per_image.append(c[person, person] / union)
+    return cm, per_image
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
+    ap.add_argument("--task", choices=("portrait", "parsing"), default="portrait")
+    ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run .keras models at this input size")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures here")
@@ -27,36 +83,35 @@ def main(argv=None):
 
     import numpy as np
 
-    from kseg.data.readers import people_dataset
-    from kseg.evaluate import iter_loaded, load_model, model_input_size, predict_logits
-    from kseg.metrics import confusion_matrix, scores_from_confusion
+    from kseg.metrics import scores_from_confusion
 
-    _, vals = people_dataset(val_fraction=args.val_fraction, seed=args.seed)
+    sets = val_sets(args.task, args.val_fraction, args.seed)
     results = {}
-    print(f"{'model':<44} {'val set':<16} {'n':>4} {'mIoU':>6} {'person IoU':>10} {'mean per-image IoU':>18}")
     for path in args.models:
-        model = load_model(path)
-        size = model_input_size(model)
-        for name, ds in vals.items():
-            cm = np.zeros((2, 2), np.int64)
-            per_image = []
-            skipped = []
-            for _, image, mask in iter_loaded(ds, range(len(ds)), skipped):
-                pred = predict_logits(model, [image], size)[0].argmax(-1)
-                c = confusion_matrix(mask, pred, 2)
-                cm += c
-                union = c[1, :].sum() + c[:, 1].sum() - c[1, 1]
-                if union:
-                    per_image.append(c[1, 1] / union)
+        seg = load_segmenter(path, args.size, args.threads)
+        key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}"
+        for name, ds in sets.items():
+            n = len(ds.class_names)
+            person = 1 if args.task == "portrait" else None
+            cm, per_image = score(seg, ds, n, person)
             s = scores_from_confusion(cm)
-            row = {"n": len(per_image), "miou": s["miou"], "person_iou": float(s["per_class_iou"][1]),
-                   "mean_image_iou": float(np.mean(per_image))}
-            results.setdefault(path, {})[name] = row
-            print(f"{path:<44} {name:<16} {row['n']:>4} {100 * row['miou']:6.2f} {row['person_iou']:10.3f} "
-                  f"{row['mean_image_iou']:18.3f}", flush=True)
+            row = {"n": len(ds), "miou": float(s["miou"]),
+                   "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
+            if person is not None:
+                row.update(person_iou=float(s["per_class_iou"][1]), mean_image_iou=float(np.mean(per_image)),
+                           n_images_with_person=len(per_image))
+                print(f"{key:<52} {name:<16} n={row['n']:<4} person IoU {row['person_iou']:.3f}  "
+                      f"mean per-image IoU {row['mean_image_iou']:.3f}", flush=True)
+            else:
+                per = "  ".join(f"{c} {v:.3f}" for c, v in row["per_class_iou"].items())
+                print(f"{key:<52} {name:<16} n={row['n']:<4} mIoU {row['miou']:.3f}  {per}", flush=True)
+            results.setdefault(key, {})[name] = row
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        from kseg.paths import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,13 @@ def _progress(total, label):
     return keras.utils.Progbar(total, unit_name=label)
 
 
-def iter_loaded(ds, indices, skipped, workers=2):
-    """Yield ``(i, image, mask)`` reading ahead in threads; bad samples go to ``skipped``."""
+def iter_loaded(ds, indices, skipped, workers=2, ahead=4):
+    """Yield ``(i, image, mask)`` reading ahead in threads; bad samples go to ``skipped``.
+
+    At most ``ahead`` samples are decoded and waiting at any time, so a dataset of any size
+    streams through in bounded memory however slow the consumer is.
+    """
+    from collections import deque
 
     def load(i):
         try:
@@ -160,8 +165,14 @@ def iter_loaded(ds, indices, skipped, workers=2):
         except KsegError as e:
             return i, None, None, str(e)
 
+    indices = iter(indices)
     with ThreadPoolExecutor(workers) as pool:
-        for i, image, mask, err in pool.map(load, indices):
+        pending = deque(pool.submit(load, i) for _, i in zip(range(max(1, ahead)), indices))
+        while pending:
+            i, image, mask, err = pending.popleft().result()
+            nxt = next(indices, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
             if err:
                 skipped.append(err)
                 continue
