@@ -158,6 +158,8 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(flatbuffer)
     fields = {"quantization": quantization, "model": getattr(model, "name", None)}
+    if not _is_tf_keras_model(model):  # a QAT model's count would include its quantizer ranges
+        fields["params"] = int(model.count_params())
     fields.update(card or {})
     write_model_card(path, **fields)
     return path
@@ -562,6 +564,13 @@ def run_cli(args) -> int:
     ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
     extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
     if images is not None and keras_model is not None:
+        if isinstance(keras_model, (str, os.PathLike)):
+            from kseg.runtime import _load_keras
+
+            keras_model = _load_keras(Path(keras_model))
+            if args.size:
+                keras_model = _at_size(keras_model, args.size)
+            extra["params"] = int(keras_model.count_params())
         extra["metrics"] = {"parity_" + k: v for k, v in parity(keras_model, out, images, masks).items()}
     write_model_card(out, **extra)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(set(ops))} op types) and {card_path(out)}")

@@ -178,6 +178,7 @@ def test_cli_export_int8_writes_card_with_parity_and_latency(trained, tmp_path):
     assert card["metrics"]["parity_n_images"] <= 4 and card["metrics"]["parity_pixel_agreement"] > 0.9
     assert card["latency_ms"]["median_ms"] > 0 and card["latency_ms"]["input"] == [SIZE, SIZE]
     assert card["training_data"] == str(data) and card["quantization"] == "int8"
+    assert card["params"] == model.count_params()
     assert_builtin_ops(out)
 
 
