@@ -260,3 +260,18 @@ def test_predict_coco_masks_at_original_size(monkeypatch):
         x, y, w, h = r["bbox"]
         assert 0 <= x and x + w <= 96 + 1e-3 and 0 <= y and y + h <= 96 + 1e-3
         assert r["category_id"] in (1, 2)
+
+
+def test_tflite_export_builtin_ops_and_parity(tmp_path):
+    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, export_tflite
+
+    model = MaskRCNN(num_classes=3, input_shape=(64, 64, 3), score_threshold=0.0, **TINY)
+    info = export_tflite(model, tmp_path / "m.tflite")
+    assert info["non_builtin"] == [] and "NON_MAX_SUPPRESSION_V5" in info["ops"] and "GATHER" in info["ops"]
+    x = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype("float32")
+    lite = TFLiteMaskRCNN(tmp_path / "m.tflite", num_threads=1).detect(x)
+    ref = {k: _np(v)[0] for k, v in model(x[None]).items()}
+    assert int(lite["num_detections"]) == int(ref["num_detections"]) > 0
+    np.testing.assert_array_equal(lite["classes"], ref["classes"])
+    np.testing.assert_allclose(lite["boxes"], ref["boxes"], atol=1e-3)
+    np.testing.assert_allclose(lite["masks"], ref["masks"], atol=1e-4)

@@ -1,0 +1,182 @@
+"""Train, evaluate and export the Mask R-CNN person model (figures in docs/mask_rcnn.md).
+
+    .venv/bin/python benchmarks/mask_rcnn_person.py train --config configs/mask_rcnn_person_lite0.yaml --minutes 40
+    .venv/bin/python benchmarks/mask_rcnn_person.py eval --config configs/mask_rcnn_person_lite0.yaml
+    .venv/bin/python benchmarks/mask_rcnn_person.py export --config configs/mask_rcnn_person_lite0.yaml
+
+``train`` writes runs/NAME/{last.weights.h5, history.csv, train.log} and resumes from
+last.weights.h5 (epoch count in history.csv). ``eval`` runs pycocotools (box and mask AP) on the
+persons of the COCO val images that are not training images, and writes runs/NAME/eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_cfg(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def coco_train_and_val(cfg):
+    """COCO person InstanceDatasets: train (deduplicated) and val (not in train, deduplicated)."""
+    from kseg.data.readers import InstanceDataset, open_instances
+    from kseg.paths import shared_data_dir
+
+    root = shared_data_dir() / "coco"
+    trains, vals, seen = [], [], set()
+    for sub in cfg["data"]["coco_subsets"]:
+        tr = open_instances(root / sub, "train", categories=("person",))
+        keep = [i for i, p in enumerate(tr.image_paths) if Path(p).name not in seen]
+        seen.update(Path(tr.image_paths[i]).name for i in keep)
+        trains.append(_subset(tr, keep))
+    val_names = set()
+    for sub in cfg["data"]["coco_subsets"]:
+        va = open_instances(root / sub, "val", categories=("person",))
+        keep = []
+        for i, p in enumerate(va.image_paths):
+            n = Path(p).name
+            if n not in seen and n not in val_names:
+                val_names.add(n)
+                keep.append(i)
+        vals.append((root / sub / "annotations" / "instances_val2017.json", _subset(va, keep)))
+    return trains, vals
+
+
+def _subset(d, keep):
+    from kseg.data.readers import InstanceDataset
+
+    return InstanceDataset(d.name, d.class_names, [d.image_paths[i] for i in keep], [d.loaders[i] for i in keep],
+                           d.coco_category_ids, [d.image_ids[i] for i in keep] if d.image_ids else [])
+
+
+def train_sets(cfg):
+    from kseg.data.readers import instances_from_semantic, open_ccp, open_masks
+    from kseg.paths import shared_data_dir
+
+    root = shared_data_dir()
+    sets, _ = coco_train_and_val(cfg)
+    if cfg["data"].get("people_masks"):
+        pm = open_masks(root / "people-masks", class_names=("background", "person"), binary=True)
+        sets.append(instances_from_semantic(pm, 1, min_area=256, per="region"))
+    if cfg["data"].get("people_parsing"):
+        pp = open_ccp(root / "people-parsing", groups="person")
+        sets.append(instances_from_semantic(pp, 1, min_area=256, per="image"))
+    return sets
+
+
+def build(cfg, pretrained=True):
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    kw = dict(cfg["model"])
+    kw["pretrained"] = kw.get("pretrained", False) and pretrained
+    return MaskRCNN(**kw)
+
+
+def cmd_train(args):
+    import keras
+
+    from kseg.data.instances import make_instance_dataset
+
+    cfg = load_cfg(args.config)
+    out = ROOT / "runs" / cfg["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg["train"]["seed"])
+    sets = train_sets(cfg)
+    n_images = sum(len(s) for s in sets)
+    print(f"train images: {n_images} ({', '.join(f'{s.name}: {len(s)}' for s in sets)})", flush=True)
+    d = cfg["data"]
+    ds = make_instance_dataset(sets, size=d["size"], batch_size=d["batch_size"], max_instances=d["max_instances"],
+                               training=True, seed=cfg["train"]["seed"])
+    model = build(cfg)
+    t = cfg["train"]
+    opt = keras.optimizers.Adam(t["learning_rate"], clipnorm=t.get("clipnorm"))
+    model.compile(opt)
+    hist_path = out / "history.csv"
+    initial_epoch = 0
+    if (out / "last.weights.h5").is_file() and hist_path.is_file():
+        model.load_weights(out / "last.weights.h5")
+        initial_epoch = sum(1 for _ in open(hist_path)) - 1
+        print(f"resuming after epoch {initial_epoch}", flush=True)
+    deadline = time.time() + 60 * args.minutes if args.minutes else None
+
+    class Deadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model.save_weights(out / "last.weights.h5")
+            print(f"{time.strftime('%H:%M:%S')} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items()), flush=True)
+            if deadline and time.time() > deadline:
+                self.model.stop_training = True
+
+    t0 = time.time()
+    model.fit(ds, epochs=t["epochs"], steps_per_epoch=t["steps_per_epoch"], initial_epoch=initial_epoch, verbose=0,
+              callbacks=[keras.callbacks.CSVLogger(str(hist_path), append=initial_epoch > 0), Deadline()])
+    print(f"trained {time.time() - t0:.0f} s", flush=True)
+
+
+def cmd_eval(args):
+    import numpy as np
+
+    from kseg.data.instances import subset_coco_json
+    from kseg.models.mask_rcnn.postprocess import coco_eval, predict_coco
+
+    cfg = load_cfg(args.config)
+    out = ROOT / "runs" / cfg["name"]
+    model = build(cfg, pretrained=False)
+    model.load_weights(out / "last.weights.h5")
+    _, vals = coco_train_and_val(cfg)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "subsets": {}}
+    all_res, t_total, n_total = {}, 0.0, 0
+    for gt_src, va in vals:
+        if not len(va):
+            continue
+        gt = subset_coco_json(gt_src, out / f"gt_{va.name}.json", va.coco_category_ids, va.image_ids)
+        t0 = time.time()
+        res = predict_coco(model, va, batch_size=1)
+        dt = time.time() - t0
+        t_total += dt
+        n_total += len(va)
+        segm, bbox = coco_eval(gt, res, "segm"), coco_eval(gt, res, "bbox")
+        report["subsets"][va.name] = {"images": len(va), "detections": len(res), "segm": segm, "bbox": bbox,
+                                      "seconds_per_image": dt / len(va)}
+        all_res[va.name] = res
+        print(f"{va.name}: {len(va)} images, mask AP {segm['AP']:.3f} AP50 {segm['AP50']:.3f} AP75 {segm['AP75']:.3f} | "
+              f"box AP {bbox['AP']:.3f} AP50 {bbox['AP50']:.3f} | {dt / len(va):.2f} s/image", flush=True)
+    report["seconds_per_image"] = t_total / max(n_total, 1)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    (out / "results_coco.json").write_text(json.dumps(all_res))
+
+
+def cmd_export(args):
+    from kseg.models.mask_rcnn.export import export_tflite
+
+    cfg = load_cfg(args.config)
+    out = ROOT / "runs" / cfg["name"]
+    model = build(cfg, pretrained=False)
+    model.load_weights(out / "last.weights.h5")
+    info = export_tflite(model, out / f"{cfg['name']}.tflite")
+    print(json.dumps(info, indent=1))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("train", "eval", "export"))
+    p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
+    p.add_argument("--minutes", type=float, default=None, help="train: stop after the epoch that passes this")
+    args = p.parse_args(argv)
+    {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
