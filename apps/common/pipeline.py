@@ -269,7 +269,10 @@ class Pipeline:
                 elif not self._put(q_infer, slot):
                     break
         except BaseException as e:
-            self._fail(e)
+            # the source failed (camera unplugged): frames already read are still rendered and
+            # written, then the error is raised; so no _stop here
+            if self._error is None:
+                self._error = e
         finally:
             if not self._stop.is_set():
                 self._put(q_infer, _END)

@@ -160,7 +160,8 @@ class MaskEstimator:
         work_scale: the working resolution as a fraction of the frame (smoothing and the guided
             filter's coefficients run there). 0.5 by default.
         refine: apply the fast guided filter (else a plain bilinear upsample).
-        radius: guided-filter radius in working-resolution pixels.
+        radius: guided-filter radius as a fraction of the frame's longer side (0.0125: 8 px
+            at 640×480), at least one working-resolution pixel.
         eps: guided-filter regularization (on a 0..1 grey guide).
         smoothing: ``TemporalSmoother`` strength (0: off).
         adaptive: motion-adaptive smoothing.
@@ -178,12 +179,12 @@ class MaskEstimator:
     """
 
     def __init__(self, segmenter, names=("person",), work_scale: float = 0.5, refine: bool = True,
-                 radius: int = 4, eps: float = 2e-3, smoothing: float = 0.6, adaptive: bool = True):
+                 radius: float = 0.0125, eps: float = 2e-3, smoothing: float = 0.6, adaptive: bool = True):
         self.segmenter = segmenter
         self.names = tuple(names)
         self.work_scale = float(work_scale)
         self.refine = refine
-        self.radius = int(radius)
+        self.radius = float(radius)
         self.eps = float(eps)
         self.smoother = TemporalSmoother(smoothing, adaptive)
         self.timings = {"infer": 0.0, "refine": 0.0}
@@ -311,7 +312,8 @@ class MaskEstimator:
             np.multiply(grey, np.float32(1 / 255), out=guide)
             guide_small = cv2.resize(guide, (ww, wh), dst=self._buf("guide_small", (wh, ww)), interpolation=cv2.INTER_AREA)
             src = masks if k > 1 else masks[..., 0]
-            mean_a, mean_b = guided_coefficients(guide_small, src, self.radius, self.eps, self._gf)
+            r = max(1, round(self.radius * max(h, w) * self.work_scale))
+            mean_a, mean_b = guided_coefficients(guide_small, src, r, self.eps, self._gf)
             # fast guided filter: coefficients upsampled, applied to the full-resolution guide
             a_full = cv2.resize(mean_a, (w, h), dst=self._buf("a_full", (h, w) if k == 1 else (h, w, k)),
                                 interpolation=cv2.INTER_LINEAR)
@@ -324,6 +326,10 @@ class MaskEstimator:
             else:
                 np.multiply(a_full, guide[..., None], out=a_full)
                 np.add(a_full, b_full, out=target)
+            # a slight contrast stretch: the filter's faint tails (< 2 %) become exactly 0 or 1, so
+            # the background is fully replaced and the person fully kept outside the edge band
+            out -= 0.02
+            out *= 1.0 / 0.96
             np.clip(out, 0.0, 1.0, out=out)
         else:
             up = cv2.resize(masks, (w, h), interpolation=cv2.INTER_LINEAR)
