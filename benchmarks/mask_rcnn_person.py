@@ -67,7 +67,8 @@ def train_sets(cfg):
     from kseg.paths import shared_data_dir
 
     root = shared_data_dir()
-    sets, _ = coco_train_and_val(cfg)
+    coco, _ = coco_train_and_val(cfg)
+    sets = coco * int(cfg["data"].get("coco_repeat", 1))  # crowded COCO scenes weigh more
     if cfg["data"].get("people_masks"):
         pm = open_masks(root / "people-masks", class_names=("background", "person"), binary=True)
         sets.append(instances_from_semantic(pm, 1, min_area=256, per="region"))
@@ -159,14 +160,36 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
-    from kseg.models.mask_rcnn.export import export_tflite
+    import numpy as np
+
+    from kseg.data.instances import letterbox
+    from kseg.data.readers import read_image
+    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, export_tflite, parity
 
     cfg = load_cfg(args.config)
     out = ROOT / "runs" / cfg["name"]
     model = build(cfg, pretrained=False)
     model.load_weights(out / "last.weights.h5")
-    info = export_tflite(model, out / f"{cfg['name']}.tflite")
-    print(json.dumps(info, indent=1))
+    _, vals = coco_train_and_val(cfg)
+    paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
+    size = cfg["data"]["size"]
+    images = [letterbox(read_image(p), size)[0] for p in paths]
+    report = {}
+    for q in args.quantization:
+        info = export_tflite(model, out / f"{cfg['name']}_{q}.tflite", quantization=q)
+        runner = TFLiteMaskRCNN(info["path"], num_threads=2)
+        info["parity"] = parity(model, runner, images)
+        info["tflite_latency_s_2_threads"] = runner.latency(runs=5)
+        report[q] = info
+        print(json.dumps(info, indent=1), flush=True)
+    t = []
+    for im in images[:5] + images[:5]:
+        t0 = time.perf_counter()
+        model.predict_on_batch(np.asarray(im, np.float32)[None])
+        t.append(time.perf_counter() - t0)
+    report["keras_latency_s"] = float(np.median(t[5:]))
+    (out / "export.json").write_text(json.dumps(report, indent=1))
+    print(f"keras predict_on_batch median {report['keras_latency_s']:.2f} s", flush=True)
 
 
 def main(argv=None):
@@ -174,6 +197,8 @@ def main(argv=None):
     p.add_argument("command", choices=("train", "eval", "export"))
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--minutes", type=float, default=None, help="train: stop after the epoch that passes this")
+    p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"], help="export: one file each")
+    p.add_argument("--parity-images", type=int, default=20, help="export: val images for Keras/TFLite parity")
     args = p.parse_args(argv)
     {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}[args.command](args)
 

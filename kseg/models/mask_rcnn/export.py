@@ -25,12 +25,15 @@ from kseg.paths import atomic_path
 OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
 
 
-def export_tflite(model, path, allow_select_ops=False):
-    """Convert a ``MaskRCNN``'s inference (batch 1) to a float32 ``.tflite`` file.
+def export_tflite(model, path, quantization="float32", allow_select_ops=False):
+    """Convert a ``MaskRCNN``'s inference (batch 1) to a ``.tflite`` file.
 
     Args:
         model: a ``MaskRCNN``.
         path: output ``.tflite`` (written atomically).
+        quantization: ``"float32"``, ``"float16"`` (weights stored as float16) or ``"dynamic"``
+            (weights int8, activations float: convolutions and fully connected layers compute
+            with int8 weights; NMS, RoIAlign and box arithmetic stay float32).
         allow_select_ops: if the builtin-only conversion fails, retry with TF select (Flex) ops.
 
     Returns:
@@ -45,7 +48,18 @@ def export_tflite(model, path, allow_select_ops=False):
     with tempfile.TemporaryDirectory() as tmp:
         saved = str(Path(tmp) / "saved_model")
         model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantization not in ("float32", "float16", "dynamic"):
+            raise KsegError(f"MaskRCNN export quantization={quantization!r}: use float32, float16 or dynamic")
+
+        def converter():
+            c = tf.lite.TFLiteConverter.from_saved_model(saved)
+            if quantization != "float32":
+                c.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantization == "float16":
+                c.target_spec.supported_types = [tf.float16]
+            return c
+
+        conv = converter()
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
             flat = conv.convert()
@@ -54,7 +68,7 @@ def export_tflite(model, path, allow_select_ops=False):
                 first = next((ln for ln in str(e).splitlines() if "error" in ln.lower()), str(e).splitlines()[0])
                 raise KsegError(f"MaskRCNN TFLite conversion with builtin ops failed: {first.strip()[:200]}; "
                                 "pass allow_select_ops=True to accept TF select ops") from None
-            conv = tf.lite.TFLiteConverter.from_saved_model(saved)
+            conv = converter()
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
             flat = conv.convert()
     with atomic_path(path) as tmp_path:
@@ -62,6 +76,7 @@ def export_tflite(model, path, allow_select_ops=False):
     ops = sorted(set(tflite_ops(path)))
     return {
         "path": str(path),
+        "quantization": quantization,
         "size_mb": round(Path(path).stat().st_size / 2**20, 2),
         "ops": ops,
         "non_builtin": [o for o in ops if o.startswith("Flex") or not o.isupper()],
@@ -102,3 +117,55 @@ class TFLiteMaskRCNN:
             if i >= warmup:
                 times.append(time.perf_counter() - t)
         return float(np.median(times))
+
+
+def parity(model, runner, images, threshold=0.5):
+    """Keras vs TFLite detections on letterboxed images.
+
+    Each Keras detection is matched to the unmatched TFLite detection of the same class with
+    the highest box IoU (at least 0.5).
+
+    Args:
+        model: the ``MaskRCNN``.
+        runner: a ``TFLiteMaskRCNN`` of its export.
+        images: iterable of ``(H, W, 3)`` images at the model's input size.
+        threshold: mask probability threshold for the mask IoU.
+
+    Returns:
+        dict ``images``, ``same_count`` (share of images with as many detections),
+        ``keras_detections``, ``matched`` (Keras detections with a TFLite match),
+        ``max_box_diff`` (pixels, matched), ``max_score_diff`` and ``mean_mask_iou`` (pasted
+        masks of matched detections).
+    """
+    from kseg.models.mask_rcnn.boxes import box_iou
+    from kseg.models.mask_rcnn.postprocess import paste_masks
+
+    same, matched, total, box_diff, score_diff, ious, n = 0, 0, 0, 0.0, 0.0, [], 0
+    for image in images:
+        n += 1
+        ref = {k: np.asarray(v)[0] for k, v in model.predict_on_batch(np.asarray(image, np.float32)[None]).items()}
+        lite = runner.detect(image)
+        a, b = int(ref["num_detections"]), int(lite["num_detections"])
+        same += a == b
+        total += a
+        if not a or not b:
+            continue
+        size = np.asarray(image).shape[:2]
+        iou = np.array(box_iou(ref["boxes"][:a], lite["boxes"][:b]))
+        iou[ref["classes"][:a, None] != lite["classes"][None, :b]] = 0.0
+        used = set()
+        for j in range(a):
+            order = [k for k in np.argsort(-iou[j]) if k not in used and iou[j, k] >= 0.5]
+            if not order:
+                continue
+            k = int(order[0])
+            used.add(k)
+            matched += 1
+            box_diff = max(box_diff, float(np.abs(ref["boxes"][j] - lite["boxes"][k]).max()))
+            score_diff = max(score_diff, float(abs(ref["scores"][j] - lite["scores"][k])))
+            ma = paste_masks(ref["masks"][j:j + 1], ref["boxes"][j:j + 1], size, threshold)[0].astype(bool)
+            mb = paste_masks(lite["masks"][k:k + 1], lite["boxes"][k:k + 1], size, threshold)[0].astype(bool)
+            union = (ma | mb).sum()
+            ious.append(float((ma & mb).sum() / union) if union else 1.0)
+    return {"images": n, "same_count": same / max(n, 1), "keras_detections": total, "matched": matched, "max_box_diff": box_diff,
+            "max_score_diff": score_diff, "mean_mask_iou": float(np.mean(ious)) if ious else None}
