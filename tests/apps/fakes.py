@@ -6,12 +6,16 @@ import numpy as np
 
 PARSING_CLASSES = ("background", "skin", "hair", "upper_clothes", "dress", "lower_clothes", "footwear", "accessories")
 
-H, W = 96, 128
-# rectangles in frame pixels (y0, y1, x0, x1); the fake model's grid maps onto them exactly
-PERSON = (24, 96, 40, 88)
-HAIR = (8, 24, 48, 80)
-SKIN = (24, 40, 52, 76)
-CLOTHES = (40, 96, 40, 88)
+H, W = 256, 256
+# rectangles in frame pixels (y0, y1, x0, x1), multiples of 8: the fake model's 32×32 grid maps
+# onto them exactly
+PERSON = (64, 256, 80, 176)
+HAIR = (16, 64, 96, 160)
+SKIN = (64, 112, 104, 152)
+CLOTHES = (112, 256, 80, 176)
+# the refined edge band: the guided filter works at a quarter of the frame (radius 1 there), is
+# applied at half and upsampled, so a mask edge moves pixels up to ~14 px away; beyond, exact
+MARGIN = 16
 
 
 class FakeSegmenter:
@@ -25,7 +29,7 @@ class FakeSegmenter:
     output_kind = "logits"
     path = None
 
-    def __init__(self, class_names=("background", "person"), regions=None, input_size=(24, 32)):
+    def __init__(self, class_names=("background", "person"), regions=None, input_size=(32, 32)):
         self.class_names = tuple(class_names)
         self.num_classes = len(class_names)
         self.input_size = input_size
@@ -49,7 +53,7 @@ class FakeSegmenter:
 
 def parsing_segmenter():
     """A fake 8-class parsing model: hair, skin (face) and upper clothes."""
-    return FakeSegmenter(PARSING_CLASSES, {"hair": HAIR, "skin": SKIN, "upper_clothes": CLOTHES}, (24, 32))
+    return FakeSegmenter(PARSING_CLASSES, {"hair": HAIR, "skin": SKIN, "upper_clothes": CLOTHES}, (32, 32))
 
 
 def textured_frame(seed=0):

@@ -12,7 +12,7 @@ from apps.common.sources import ArraySource
 from apps.effects import BackgroundSwap, Compositor, MaskOverlay, Portrait, TryOn, disc_kernel, make_effect, recolor
 from kseg.errors import KsegError
 from tests.apps.fakes import (
-    CLOTHES, H, HAIR, PERSON, SKIN, W, FakeSegmenter, ListSink, interior, outside, parsing_segmenter, textured_frame,
+    MARGIN, CLOTHES, H, HAIR, PERSON, SKIN, W, FakeSegmenter, ListSink, interior, outside, parsing_segmenter, textured_frame,
 )
 
 CLIP = [textured_frame(seed=i) for i in range(6)]
@@ -50,9 +50,9 @@ def test_disc_kernel_is_a_normalized_round_disc():
 def test_portrait_keeps_person_and_blurs_background():
     outs = run_clip(Portrait(strength=0.8))
     for frame, out in zip(CLIP, outs):
-        ys, xs = interior(PERSON, 6)
+        ys, xs = interior(PERSON, MARGIN)
         assert np.abs(out[ys, xs].astype(int) - frame[ys, xs]).max() <= 1
-        bg = outside(PERSON, 6)
+        bg = outside(PERSON, MARGIN)
         diff = np.abs(out[bg].astype(int) - frame[bg]).mean()
         assert diff > 30  # noise of std ~74 blurred to its local mean
         # blurred: the background's pixel-to-pixel variation collapses
@@ -71,9 +71,9 @@ def test_portrait_strength_zero_changes_nothing_much_and_more_strength_blurs_mor
 def test_swap_colour_replaces_background_exactly_and_keeps_person():
     outs = run_clip(BackgroundSwap("0,177,64"))
     for frame, out in zip(CLIP, outs):
-        ys, xs = interior(PERSON, 6)
+        ys, xs = interior(PERSON, MARGIN)
         np.testing.assert_array_equal(out[ys, xs], frame[ys, xs])
-        assert (out[outside(PERSON, 6)] == (0, 177, 64)).all()
+        assert (out[outside(PERSON, MARGIN)] == (0, 177, 64)).all()
 
 
 def test_swap_image_and_video_backgrounds(tmp_path):
@@ -81,7 +81,8 @@ def test_swap_image_and_video_backgrounds(tmp_path):
     img[:, :32] = (255, 0, 0)  # left half red (RGB), right half black
     cv2.imwrite(str(tmp_path / "bg.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     out = BackgroundSwap(str(tmp_path / "bg.png")).apply(CLIP[0], np.zeros((H, W, 1), np.float32))
-    assert (out[:, :60] == (255, 0, 0)).all() and (out[:, 68:] == 0).all()  # scaled ×2 to cover 96×128
+    # 48×64 scaled by 16/3 to 256×341 and centre-cropped by 42 columns: red ends at column 128.7
+    assert (out[:, :124] == (255, 0, 0)).all() and (out[:, 134:] == 0).all()
 
     writer = cv2.VideoWriter(str(tmp_path / "bg.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for v in (0, 250):
@@ -111,9 +112,9 @@ def test_tryon_changes_only_clothes_and_keeps_shading():
     outs = run_clip(effect, parsing_segmenter())
     target_lab = cv2.cvtColor(np.array([[[0x2A, 0x6F, 0xDB]]], np.uint8), cv2.COLOR_RGB2LAB)[0, 0].astype(int)
     for frame, out in zip(CLIP, outs):
-        keep = outside(CLOTHES, 6)
+        keep = outside(CLOTHES, MARGIN)
         np.testing.assert_array_equal(out[keep], frame[keep])  # background, hair, face untouched
-        ys, xs = interior(CLOTHES, 4)
+        ys, xs = interior(CLOTHES, MARGIN)
         lab_in = cv2.cvtColor(frame[ys, xs], cv2.COLOR_RGB2LAB).astype(float)
         lab_out = cv2.cvtColor(out[ys, xs], cv2.COLOR_RGB2LAB).astype(float)
         # colour moved to the target's chroma (orange a,b ≈ (165, 190) → blue ≈ (138, 76))
@@ -127,11 +128,11 @@ def test_tryon_changes_only_clothes_and_keeps_shading():
 def test_tryon_hair_colour_changes_hair_only():
     outs = run_clip(TryOn(color="#2a6fdb", hair_color="#e8c07d"), parsing_segmenter())
     frame, out = CLIP[-1], outs[-1]
-    ys, xs = interior(HAIR, 3)
+    ys, xs = interior(HAIR, 6)
     assert np.abs(out[ys, xs].astype(int) - frame[ys, xs]).mean() > 15
-    keep = outside(CLOTHES, 6) & outside(HAIR, 6)
+    keep = outside(CLOTHES, MARGIN) & outside(HAIR, MARGIN)
     np.testing.assert_array_equal(out[keep], frame[keep])
-    ys, xs = interior(SKIN, 4)
+    ys, xs = interior(SKIN, MARGIN)
     np.testing.assert_array_equal(out[ys, xs], frame[ys, xs])
 
 
@@ -146,9 +147,9 @@ def test_recolor_keeps_lightness_deviations():
 def test_mask_overlay_tints_background_only():
     outs = run_clip(MaskOverlay(strength=0.6, color="#ff0000"))
     frame, out = CLIP[0], outs[0]
-    ys, xs = interior(PERSON, 6)
+    ys, xs = interior(PERSON, MARGIN)
     np.testing.assert_array_equal(out[ys, xs], frame[ys, xs])
-    bg = outside(PERSON, 6)
+    bg = outside(PERSON, MARGIN)
     expected = 0.4 * frame[bg].astype(float) + 0.6 * np.array([255, 0, 0])
     assert np.abs(out[bg] - expected).mean() < 1.5
 

@@ -7,7 +7,7 @@ import pytest
 
 from apps.common.refine import MaskEstimator, TemporalSmoother, guided_filter
 from kseg.errors import KsegError
-from tests.apps.fakes import CLOTHES, H, HAIR, PERSON, SKIN, W, FakeSegmenter, interior, outside, parsing_segmenter, textured_frame
+from tests.apps.fakes import MARGIN, CLOTHES, H, HAIR, PERSON, SKIN, W, FakeSegmenter, interior, outside, parsing_segmenter, textured_frame
 
 
 def test_two_class_person_mask_is_the_sigmoid_of_the_logit_gap():
@@ -15,10 +15,11 @@ def test_two_class_person_mask_is_the_sigmoid_of_the_logit_gap():
     est = MaskEstimator(seg, refine=False, smoothing=0.0)
     m = est(textured_frame())
     assert m.shape == (H, W, 1) and m.dtype == np.float32
-    ys, xs = interior(PERSON, 6)
+    ys, xs = interior(PERSON, MARGIN)
     np.testing.assert_allclose(m[ys, xs, 0], 1 / (1 + np.exp(-8.0)), atol=1e-5)
-    np.testing.assert_allclose(m[outside(PERSON, 6), 0], 1 / (1 + np.exp(8.0)), atol=1e-5)
-    assert est.person_fraction == pytest.approx((72 * 48) / (H * W), abs=0.03)
+    np.testing.assert_allclose(m[outside(PERSON, MARGIN), 0], 1 / (1 + np.exp(8.0)), atol=1e-5)
+    y0, y1, x0, x1 = PERSON
+    assert est.person_fraction == pytest.approx((y1 - y0) * (x1 - x0) / (H * W), abs=0.02)
 
 
 def test_parsing_model_person_is_one_minus_background_and_sums_classes():
@@ -26,14 +27,14 @@ def test_parsing_model_person_is_one_minus_background_and_sums_classes():
     m = est(textured_frame())
     z = np.exp(8) + 7  # the painted class has logit 8, the seven others 0
     for box in (HAIR, SKIN, CLOTHES):
-        ys, xs = interior(box, 6 if box is CLOTHES else 3)
+        ys, xs = interior(box, 6)
         np.testing.assert_allclose(m[ys, xs, 0], 1 - 1 / z, atol=1e-4)  # person = 1 - P(background)
-    ys, xs = interior(CLOTHES, 6)
+    ys, xs = interior(CLOTHES, MARGIN)
     np.testing.assert_allclose(m[ys, xs, 1], (np.exp(8) + 1) / z, atol=1e-4)  # upper_clothes + dress
     np.testing.assert_allclose(m[ys, xs, 2], 1 / z, atol=1e-4)
-    ys, xs = interior(HAIR, 3)
+    ys, xs = interior(HAIR, MARGIN)
     np.testing.assert_allclose(m[ys, xs, 2], np.exp(8) / z, atol=1e-4)
-    np.testing.assert_allclose(m[outside(PERSON, 8) & outside(HAIR, 8), 0], 1 - np.exp(8) / z, atol=1e-4)
+    np.testing.assert_allclose(m[outside(PERSON, MARGIN) & outside(HAIR, MARGIN), 0], 1 - np.exp(8) / z, atol=1e-4)
 
 
 def test_unknown_class_names_the_model_classes():
