@@ -100,7 +100,7 @@ def cmd_train(args):
     print(f"train images: {n_images} ({', '.join(f'{s.name}: {len(s)}' for s in sets)})", flush=True)
     d = cfg["data"]
     ds = make_instance_dataset(sets, size=d["size"], batch_size=d["batch_size"], max_instances=d["max_instances"],
-                               training=True, seed=cfg["train"]["seed"])
+                               training=True, seed=cfg["train"]["seed"], scale_range=tuple(d.get("scale_range", (1.0, 1.0))))
     model = build(cfg)
     t = cfg["train"]
     opt = keras.optimizers.Adam(t["learning_rate"], clipnorm=t.get("clipnorm"))

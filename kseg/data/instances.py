@@ -92,7 +92,31 @@ def hflip(image, target):
     return image[:, ::-1].copy(), {"boxes": boxes, "classes": target["classes"], "masks": target["masks"][:, :, ::-1].copy()}
 
 
-def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True):
+def shrink(image, target, factor):
+    """Scale a letterboxed sample down by ``factor`` (≤ 1) into the top-left corner of the
+    same canvas: smaller people for the same input size (scale augmentation)."""
+    import cv2
+
+    size = image.shape[0]
+    n = max(1, round(size * factor))
+    if n >= size:
+        return image, target
+    f = n / size
+    out = np.zeros_like(image)
+    out[:n, :n] = cv2.resize(image, (n, n), interpolation=cv2.INTER_AREA)
+    masks = np.zeros_like(target["masks"])
+    classes = target["classes"].copy()
+    boxes = target["boxes"] * f
+    for k in range(len(classes)):
+        if classes[k] > 0:
+            masks[k, :n, :n] = cv2.resize(target["masks"][k].astype(np.float32), (n, n), interpolation=cv2.INTER_AREA) >= 0.5
+            if boxes[k, 2] - boxes[k, 0] < 1.0 or boxes[k, 3] - boxes[k, 1] < 1.0 or not masks[k].any():
+                classes[k], boxes[k], masks[k] = 0, 0.0, 0
+    return out, {"boxes": boxes.astype(np.float32), "classes": classes, "masks": masks}
+
+
+def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True,
+                          scale_range=(1.0, 1.0)):
     """A ``tf.data.Dataset`` of padded instance batches for ``MaskRCNN.fit``.
 
     Args:
@@ -103,6 +127,8 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
         training: shuffle every epoch, flip left-right at random, repeat.
         seed: shuffle/flip seed.
         cache: letterbox every sample once and keep it in memory (compact: only real instances).
+        scale_range: training only: each sample is shrunk by a factor drawn uniformly from this
+            range (``shrink``), e.g. ``(0.6, 1.0)``.
 
     Returns:
         ``tf.data.Dataset`` of ``(images (B, S, S, 3) uint8, {"boxes", "classes", "masks"})``.
@@ -148,6 +174,8 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
                 image, t = sample(int(j))
                 if training and rng.random() < 0.5:
                     image, t = hflip(image, t)
+                if training and scale_range[0] < 1.0:
+                    image, t = shrink(image, t, rng.uniform(*scale_range))
                 yield image, t
             epoch += 1
             if not training:

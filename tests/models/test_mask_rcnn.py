@@ -275,3 +275,28 @@ def test_tflite_export_builtin_ops_and_parity(tmp_path):
     np.testing.assert_array_equal(lite["classes"], ref["classes"])
     np.testing.assert_allclose(lite["boxes"], ref["boxes"], atol=1e-3)
     np.testing.assert_allclose(lite["masks"], ref["masks"], atol=1e-4)
+    # one call from an RGB frame of any size to image-size instances, Keras or TFLite alike
+    from kseg.models.mask_rcnn.postprocess import detect_instances
+
+    frame = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    a = detect_instances(model, frame, min_score=0.0)
+    b = detect_instances(TFLiteMaskRCNN(tmp_path / "m.tflite", num_threads=1), frame, min_score=0.0)
+    assert a["masks"].shape[1:] == (48, 80) and len(a["scores"]) == len(b["scores"]) > 0
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-3)
+    assert (a["boxes"][:, [0, 2]] <= 80).all() and (a["boxes"][:, [1, 3]] <= 48).all()  # clipped to the frame
+
+
+def test_shrink_scales_boxes_and_masks_together():
+    from kseg.data.instances import shrink
+
+    image = np.full((64, 64, 3), 255, np.uint8)
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[0, 8:40, 16:48] = 1
+    masks[1, 0:1, 0:1] = 1  # one pixel: gone at half size
+    t = {"boxes": np.array([[16, 8, 48, 40], [0, 0, 1, 1]], np.float32), "classes": np.array([1, 1], np.int32), "masks": masks}
+    out, s = shrink(image, t, 0.5)
+    assert out[:32, :32].min() == 255 and out[32:].max() == 0 and out[:, 32:].max() == 0
+    np.testing.assert_allclose(s["boxes"][0], [8, 4, 24, 20])
+    ys, xs = np.nonzero(s["masks"][0])
+    assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (8, 24, 4, 20)
+    assert s["classes"].tolist() == [1, 0] and s["masks"][1].sum() == 0

@@ -97,6 +97,7 @@ class TFLiteMaskRCNN:
         self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
+        self.image_shape = tuple(int(v) for v in self.input["shape"][1:])
         runner = self.interpreter.get_signature_runner()
         self._runner = runner
         self._key = next(iter(runner.get_input_details()))

@@ -146,7 +146,45 @@ def predict_coco(model, instances, batch_size=1, category_ids=None, image_ids=No
         for j, i in enumerate(idx):
             n = int(det["num_detections"][j])
             scale = boxed[j][1]
-            boxes = det["boxes"][j, :n] / scale
+            h, w = raws[j].shape[:2]
+            boxes = np.clip(det["boxes"][j, :n] / scale, 0, [w, h, w, h]).astype(np.float32)
             full = paste_masks(det["masks"][j, :n], boxes, raws[j].shape[:2], threshold)
             results += coco_results(image_ids[i], boxes, det["scores"][j, :n], det["classes"][j, :n], full, category_ids or None)
     return results
+
+
+def detect_instances(model, image, min_score=0.5, threshold=0.5):
+    """Instances in one RGB image, at the image's own resolution.
+
+    Args:
+        model: a ``MaskRCNN`` or a ``kseg.models.mask_rcnn.export.TFLiteMaskRCNN`` (square input).
+        image: ``(H, W, 3)`` RGB uint8.
+        min_score: detections scoring below this are dropped.
+        threshold: mask probability threshold.
+
+    Returns:
+        dict ``boxes`` ``(D, 4)`` (x1, y1, x2, y2 in image pixels), ``scores`` ``(D,)``,
+        ``classes`` ``(D,)`` and ``masks`` ``(D, H, W)`` uint8 0/1, best score first.
+
+    Example:
+        people = detect_instances(TFLiteMaskRCNN("person.tflite"), frame_rgb)
+        largest = people["masks"][np.argmax(people["masks"].sum((1, 2)))]   # keep only them sharp
+    """
+    from kseg.data.instances import letterbox
+
+    size = model.image_shape[0]
+    boxed, scale = letterbox(np.asarray(image), size)
+    if hasattr(model, "detect"):
+        det = model.detect(boxed)
+    else:
+        det = {k: np.asarray(v)[0] for k, v in model.predict_on_batch(boxed[None].astype(np.float32)).items()}
+    n = int(det["num_detections"])
+    keep = np.nonzero(det["scores"][:n] >= min_score)[0]
+    h, w = image.shape[:2]
+    boxes = np.clip(det["boxes"][keep] / scale, 0, [w, h, w, h]).astype(np.float32)  # padding is off the image
+    return {
+        "boxes": boxes,
+        "scores": det["scores"][keep],
+        "classes": det["classes"][keep],
+        "masks": paste_masks(det["masks"][keep], boxes, image.shape[:2], threshold),
+    }
