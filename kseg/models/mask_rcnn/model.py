@@ -203,7 +203,7 @@ class MaskRCNN(keras.Model):
         gt_classes = ops.cast(targets["classes"], "int32")
         gt_masks = targets["masks"]
         gt_valid = gt_classes > 0
-        feats = self.backbone(images, training=bool(training and self.train_bn))
+        feats = self.backbone(ops.cast(images, "float32"), training=bool(training and self.train_bn))
         logits, deltas = feats["rpn_logits"], feats["rpn_deltas"]
 
         # RPN
