@@ -266,6 +266,7 @@ class MaskEstimator:
         self._plan = [self._resolve(n) for n in self.names]
         self._bufs = {}
         self._gf = {}
+        self._half = None
 
     @property
     def smoothing(self) -> float:
@@ -362,14 +363,37 @@ class MaskEstimator:
                     masks[..., j] += prob(i)
         return masks
 
+    def _model_input(self, rgb):
+        """The frame at the model's input size, shrunk in two cheap steps.
+
+        A 2× area shrink (a fast path in OpenCV) then a bilinear resize to the model's size costs
+        about a fifth of one area resize by a fractional factor (640×480 → 256×256); the half-size
+        frame is kept for the edge refinement. The runtime skips its own resize for this input.
+        """
+        import cv2
+
+        self._half = None
+        size = getattr(self.segmenter, "input_size", None)
+        h, w = rgb.shape[:2]
+        if not size:
+            return rgb
+        ih, iw = size
+        if h // 2 < 0.9 * ih or w // 2 < 0.9 * iw:
+            return rgb  # small frame: let the runtime resize it
+        half = cv2.resize(rgb, (w // 2, h // 2), dst=self._buf("half", (h // 2, w // 2, 3), np.uint8),
+                          interpolation=cv2.INTER_AREA)
+        self._half = half
+        return cv2.resize(half, (iw, ih), dst=self._buf("model_in", (ih, iw, 3), np.uint8),
+                          interpolation=cv2.INTER_LINEAR)
+
     def __call__(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Soft masks ``(H, W, K)`` float32 in ``[0, 1]`` for frame ``rgb`` (``(H, W, 3)`` uint8 RGB)."""
         import cv2
 
         t0 = time.perf_counter()
-        logits = self.segmenter.logits(rgb)
-        t1 = time.perf_counter()
         h, w = rgb.shape[:2]
+        logits = self.segmenter.logits(self._model_input(rgb))
+        t1 = time.perf_counter()
         wh, ww = max(8, round(h * self.work_scale)), max(8, round(w * self.work_scale))
         k = len(self._plan)
         small = cv2.resize(logits, (ww, wh), dst=self._buf("logits_small", (wh, ww) + logits.shape[2:]),
@@ -384,7 +408,8 @@ class MaskEstimator:
             # fast guided filter with a colour guide: coefficients at the working resolution,
             # applied to the frame at apply_scale, the result upsampled to the frame
             ah, aw = max(8, round(h * self.apply_scale)), max(8, round(w * self.apply_scale))
-            frame_a = rgb if (ah, aw) == (h, w) else cv2.resize(
+            frame_a = rgb if (ah, aw) == (h, w) else self._half if self._half is not None and \
+                self._half.shape[:2] == (ah, aw) else cv2.resize(
                 rgb, (aw, ah), dst=self._buf("frame_a", (ah, aw, 3), np.uint8), interpolation=cv2.INTER_AREA)
             small_u8 = cv2.resize(frame_a, (ww, wh), dst=self._buf("frame_w", (wh, ww, 3), np.uint8),
                                   interpolation=cv2.INTER_AREA)

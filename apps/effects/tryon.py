@@ -44,19 +44,22 @@ def recolor(region: np.ndarray, weight: np.ndarray, color, lightness: float = 0.
     """
     import cv2
 
-    lab = cv2.cvtColor(region, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = cv2.cvtColor(region, cv2.COLOR_RGB2LAB)
     wsum = float(weight.sum())
     target = _lab_of(parse_color(color))
     if wsum < 1e-6:
         mean = lab.reshape(-1, 3).mean(0)
     else:
         mean = np.tensordot(weight, lab, axes=([0, 1], [0, 1])) / wsum
-    lab[..., 0] += lightness * (target[0] - mean[0])
-    lab[..., 1:] -= mean[1:]
-    lab[..., 1:] *= keep_chroma
-    lab[..., 1:] += target[1:]
-    np.clip(lab, 0, 255, out=lab)
-    return cv2.cvtColor(lab.astype(np.uint8), cv2.COLOR_LAB2RGB)
+    # one affine map per channel, applied by cv2.transform in uint8 with saturation:
+    # L' = L + lightness·(L_t - mean_L);  a' = a_t + keep_chroma·(a - mean_a);  same for b
+    k = float(keep_chroma)
+    m = np.array([
+        [1, 0, 0, lightness * (target[0] - mean[0])],
+        [0, k, 0, target[1] - k * mean[1]],
+        [0, 0, k, target[2] - k * mean[2]],
+    ], np.float32)
+    return cv2.cvtColor(cv2.transform(lab, m), cv2.COLOR_LAB2RGB)
 
 
 def _bbox(mask: np.ndarray, thr: float, pad: int):
@@ -77,7 +80,7 @@ class TryOn(Effect):
         color: the garment's new colour.
         hair_color: the hair's new colour, or ``None`` to leave the hair alone.
         strength: opacity of the new colour, 0..1 (1 by default).
-        lightness: how far the garment's mean lightness moves to the target's (0.6).
+        lightness: how far the garment's mean lightness moves to the target's (0.75).
 
     Example:
         out = TryOn("#d62839", hair_color="#e8c07d").apply(rgb, masks)   # masks: (H, W, 2)
@@ -87,7 +90,7 @@ class TryOn(Effect):
     needs = ("upper_clothes+dress", "hair")
     model = "parsing"
 
-    def __init__(self, color="#2a6fdb", hair_color=None, strength: float = 1.0, lightness: float = 0.6):
+    def __init__(self, color="#2a6fdb", hair_color=None, strength: float = 1.0, lightness: float = 0.75):
         super().__init__(strength)
         self.color = parse_color(color)
         self.hair_color = parse_color(hair_color) if hair_color is not None else None

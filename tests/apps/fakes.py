@@ -21,9 +21,10 @@ MARGIN = 16
 class FakeSegmenter:
     """Logits +8 for the class painted in each rectangle, background elsewhere; no model involved.
 
-    The logits are computed at the model's input size (a quarter of the test frame) from
-    rectangles given in frame pixels, so the masks the estimator returns at frame resolution
-    are those rectangles (soft for a few pixels at the edges).
+    The logits are computed at the model's input size from rectangles given in the pixels of
+    an H×W test frame (whatever the size of the image it is handed, as a real model sees a
+    resized frame), so the masks the estimator returns at frame resolution are those
+    rectangles (soft for a few pixels at the edges).
     """
 
     output_kind = "logits"
@@ -40,7 +41,7 @@ class FakeSegmenter:
     def logits(self, rgb):
         self.calls += 1
         h, w = self.input_size
-        sy, sx = h / rgb.shape[0], w / rgb.shape[1]
+        sy, sx = h / H, w / W  # rectangles are in the coordinates of an H×W test frame
         out = np.zeros((h, w, self.num_classes), np.float32)
         out[..., 0] = 8.0
         for name, (y0, y1, x0, x1) in self.regions.items():
