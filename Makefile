@@ -1,4 +1,6 @@
 # Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+# make demo: portrait mode on the bundled clip with exports/portrait.tflite → demo_out/portrait.mp4,
+# demo_out/before_after.png and frames/s (DEMO_ARGS="--effect swap" etc. pass options to kseg demo).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -22,7 +24,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m kseg demo
+	$(BIN)/python -m kseg demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_out

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--clip", default="assets/book.mkv")
     p.add_argument("--frames", type=int, default=600, help="frames per effect run (the clip loops)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    p.add_argument("--threads", type=int, nargs="+", default=[2], help="interpreter threads (several: one table row each)")
+    p.add_argument("--skip-stability", action="store_true")
     p.add_argument("--effects", nargs="+", default=["portrait", "swap", "tryon", "mask"])
     p.add_argument("--long", type=int, default=0, help="frames of the memory run (0: skip)")
     p.add_argument("--no-baseline", action="store_true")
@@ -137,42 +138,55 @@ def main(argv=None) -> int:
 
     clip = resolve(args.clip)
     parsing = resolve(args.parsing_model)
-    app = App(model=args.model, parsing_model=args.parsing_model, fast_model=None, threads=args.threads,
-              effect="portrait", effect_args={"strength": 0.6, "background": "green", "hair_color": "#b03a2e"})
+
+    def make_app(threads):
+        return App(model=args.model, parsing_model=args.parsing_model, fast_model=None, threads=threads,
+                   effect="portrait", effect_args={"strength": 0.6, "background": "green", "hair_color": "#b03a2e"})
+
+    thread_counts = list(args.threads)
     model = resolve(args.model)
     report = {"machine": machine(), "model": str(model), "parsing_model": str(parsing) if parsing.exists() else None,
               "clip": str(clip), "frames": args.frames, "threads": args.threads, "effects": {}}
     print(f"# app_fps: {report['machine']}")
     print(f"model {model.name}, parsing {parsing.name if parsing.exists() else '(none)'}, clip {clip.name} "
-          f"640×480, {args.frames} frames per run, median of {args.repeats}, {args.threads} interpreter threads\n")
+          f"640×480, {args.frames} frames per run, median of {args.repeats}\n")
 
-    print("| effect | mode | frames/s | capture | infer | refine | effect | output (ms, median) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name in args.effects:
-        if name == "tryon" and not parsing.exists():
-            print(f"| tryon | — | skipped: {parsing} not found | | | | | |")
-            continue
-        for threaded in (True, False):
-            runs = [run_effect(app, name, clip, args.frames, threaded) for _ in range(args.repeats)]
-            fps = float(np.median([r.fps for r in runs]))
-            best = runs[int(np.argsort([r.fps for r in runs])[len(runs) // 2])]
-            ms = best.stage_ms
-            mode = "threaded" if threaded else "sequential"
-            report["effects"].setdefault(name, {})[mode] = {"fps": fps, "all_fps": [r.fps for r in runs], "stage_ms": ms}
-            cells = " | ".join(f"{ms.get(k, 0):.2f}" for k in ("capture", "infer", "refine", "effect", "output"))
-            print(f"| {name} | {mode} | {fps:.1f} | {cells} |", flush=True)
+    print("| effect | mode | interpreter threads | frames/s | capture | infer | refine | effect | output (ms, median) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for threads in thread_counts:
+        app = make_app(threads)
+        for name in args.effects:
+            if name == "tryon" and not parsing.exists():
+                print(f"| tryon | — | {threads} | skipped: {parsing} not found | | | | | |")
+                continue
+            for threaded in (True, False):
+                runs = [run_effect(app, name, clip, args.frames, threaded) for _ in range(args.repeats)]
+                fps = float(np.median([r.fps for r in runs]))
+                mid = runs[int(np.argsort([r.fps for r in runs])[len(runs) // 2])]
+                ms = mid.stage_ms
+                mode = "threaded" if threaded else "sequential"
+                report["effects"].setdefault(name, {})[f"{mode}/{threads}"] = {
+                    "fps": fps, "all_fps": [r.fps for r in runs], "stage_ms": ms}
+                cells = " | ".join(f"{ms.get(k, 0):.2f}" for k in ("capture", "infer", "refine", "effect", "output"))
+                print(f"| {name} | {mode} | {threads} | {fps:.1f} | {cells} |", flush=True)
+        app.close()
+    app = make_app(thread_counts[0])
 
     if not args.no_baseline:
-        seg = Segmenter(model, num_threads=args.threads)
+        seg = Segmenter(model, num_threads=thread_counts[0])
         fps = float(np.median([baseline(seg, clip, min(args.frames, 300)) for _ in range(args.repeats)]))
         report["baseline_fps"] = fps
         print(f"\nbaseline (segment() at 640×480 + 55×55 Gaussian blur + float composite, one thread): {fps:.1f} frames/s")
 
-    print("\n| temporal smoothing | mean abs Δmask, all pixels (%) | mean abs Δmask, still pixels (%) |")
-    print("|---|---:|---:|")
+    if args.skip_stability:
+        args_stab = []
+    else:
+        args_stab = [("off", 0.0, False), ("EMA 0.6", 0.6, False), ("adaptive EMA 0.6 (default)", 0.6, True)]
+        print("\n| temporal smoothing | mean abs Δmask, all pixels (%) | mean abs Δmask, still pixels (%) |")
+        print("|---|---:|---:|")
     report["stability"] = {}
-    for label, s, adaptive in (("off", 0.0, False), ("EMA 0.6", 0.6, False), ("adaptive EMA 0.6 (default)", 0.6, True)):
-        a, b = stability(lambda: Segmenter(model, num_threads=args.threads), clip, s, adaptive)
+    for label, s, adaptive in args_stab:
+        a, b = stability(lambda: Segmenter(model, num_threads=thread_counts[0]), clip, s, adaptive)
         report["stability"][label] = {"all": a, "still": b}
         print(f"| {label} | {a:.3f} | {b:.3f} |", flush=True)
 

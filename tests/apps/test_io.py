@@ -293,3 +293,25 @@ def test_kseg_demo_with_the_shipped_model(tmp_path, capsys):
         assert len(list(src)) == 109 and src.shape == (480, 640)
     png = cv2.imread(str(tmp_path / "before_after.png"))
     assert png.shape == (480, 640 * 2 + 8, 3)
+
+
+def test_window_sink_shows_bgr_reads_keys_and_notices_a_closed_window(monkeypatch):
+    from apps.common import sinks
+
+    shown, keys = [], iter([ord("e"), -1, ord("q")])
+    visible = iter([1.0, 1.0, 0.0])
+    monkeypatch.setattr(sinks, "display_available", lambda: True)
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(cv2, "imshow", lambda title, img: shown.append(img.copy()), raising=False)
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: next(keys, -1), raising=False)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: next(visible, 0.0), raising=False)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None, raising=False)
+    win = sinks.WindowSink("t")
+    got = []
+    for _ in range(3):
+        win.write(solid((250, 10, 10)))
+        got.append(win.poll_key())
+    win.close()
+    assert tuple(shown[0][0, 0]) == (10, 10, 250)  # shown as BGR
+    assert got == [ord("e"), -1, ord("q")]
+    assert win.closed_by_user and win.frames == 3
