@@ -28,6 +28,7 @@ import numpy as np
 from apps.common.hud import Hud
 
 _END = object()
+TIMING_WINDOW = 4096  # stage medians are over the last this many frames (fixed memory on long runs)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class RunStats:
         dropped: frames dropped as stale (live sources only).
         wall_s: seconds from the first frame read to the last frame written.
         stage_ms: per-stage median milliseconds (``capture``, ``infer``, ``refine``, ``effect``,
-            ``output``).
+            ``output``) over the last 4096 frames.
         ended: why the run stopped (``end of source``, ``max frames``, ``window closed``, ``quit key``).
     """
 
@@ -158,7 +159,11 @@ class Pipeline:
         slot.ms["effect"] = (t1 - t0) * 1e3
         slot.ms["output"] = (t2 - t1) * 1e3
         for name, v in slot.ms.items():
-            self._times.setdefault(name, []).append(v)
+            ring = self._times.get(name)
+            if ring is None:
+                ring = self._times[name] = [np.zeros(TIMING_WINDOW), 0]
+            ring[0][ring[1] % TIMING_WINDOW] = v
+            ring[1] += 1
         if self.hud is not None:
             self.hud.update(t2, slot.ms)
         if self.on_frame is not None:
@@ -197,7 +202,7 @@ class Pipeline:
                 except Exception as e:  # keep closing the others
                     errors.append(e)
             self.source.close()
-            self.stats.stage_ms = {k: float(np.median(v)) for k, v in self._times.items()}
+            self.stats.stage_ms = {k: float(np.median(buf[: min(n, TIMING_WINDOW)])) for k, (buf, n) in self._times.items()}
             if errors and self._error is None:
                 raise errors[0]
         return self.stats
