@@ -193,3 +193,23 @@ def test_calibrate_ranges_start_from_float_ranges():
     relu = keras.Model(model.input, next(l for l in model.layers if type(l).__name__ == "ReLU").output)
     lo, hi = rng("ReLU", "output")
     assert lo == 0.0 and hi == pytest.approx(float(np.asarray(relu(images)).max()), rel=1e-4)
+
+
+def test_qat_model_follows_float_model_before_any_fine_tuning():
+    """Weight fake-quant ranges are set from the weights at once (tfmot leaves them at ±6 until a
+    training step, which quantized the 1/127.5 input-scaling kernel to zeros)."""
+    from kseg.quantize.qat import quantize_aware
+
+    images, _ = make_shapes(16, size=(SIZE, SIZE), num_classes=3, seed=3)
+    x = images.astype("float32")
+    model = small_model()
+    qat = quantize_aware(model, calibration_data=x)
+    rescale = next(l for l in qat.layers if getattr(l, "layer", None) is not None and l.layer.name == model.layers[1].name)
+    kmin = [v for v in rescale.weights if v.name.endswith("kernel_min:0")][0].numpy()
+    kmax = [v for v in rescale.weights if v.name.endswith("kernel_max:0")][0].numpy()
+    np.testing.assert_allclose(kmax, 1 / 127.5, rtol=1e-5)  # symmetric: [-max|w|, max|w|]
+    np.testing.assert_allclose(kmin, -1 / 127.5, rtol=1e-5)
+    a = model.predict(x, verbose=0)
+    b = np.asarray(qat.predict(x, verbose=0))
+    rel = np.abs(a - b).mean() / np.abs(a).mean()
+    assert rel < 0.1, rel  # 8-bit fake quantization only

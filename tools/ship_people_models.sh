@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The exact commands behind exports/portrait*.tflite and exports/parsing.tflite (docs/models.md).
+# Each step resumes or is skipped when its output exists; run from the repository root:
+#   bash tools/ship_people_models.sh [portrait|parsing|all]
+# Training: configs/portrait.yaml, configs/parsing.yaml (kseg train resumes after a kill).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+K=".venv/bin/python -m kseg"
+WHAT="${1:-all}"
+PEOPLE_LICENCE="people-parsing: CCP, Apache-2.0; people-masks: Human-Segmentation-Dataset, no licence stated (research use); COCO: annotations CC BY 4.0, images Flickr terms"
+PARSING_LICENCE="people-parsing: Clothing Co-Parsing (CCP), Apache-2.0"
+QAT_EPOCHS="${QAT_EPOCHS:-2}"
+
+step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+if [[ $WHAT == portrait || $WHAT == all ]]; then
+  [[ -f runs/portrait/best.keras ]] || { step train portrait; $K train --config configs/portrait.yaml; }
+  for size in 224 160; do
+    name=$([[ $size == 224 ]] && echo portrait || echo portrait-fast)
+    [[ -f runs/portrait/qat$size/qat_model.h5 ]] || { step QAT $name;
+      $K quantize runs/portrait/best.keras --config configs/portrait.yaml --size $size $size \
+        --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 16 --out runs/portrait/qat$size; }
+    step export $name
+    $K export runs/portrait/qat$size --quantization qat --config configs/portrait.yaml --size $size $size \
+      --keras-model runs/portrait/best.keras --licence "$PEOPLE_LICENCE" --parity 40 --out exports/$name.tflite
+    # the other quantizations, for the comparison table (not shipped)
+    for q in float32 float16 dynamic int8; do
+      step export $name $q
+      $K export runs/portrait/best.keras --quantization $q --config configs/portrait.yaml --size $size $size \
+        --licence "$PEOPLE_LICENCE" --parity 40 --out runs/portrait/tflite/${name}_$q.tflite
+    done
+  done
+fi
+
+if [[ $WHAT == parsing || $WHAT == all ]]; then
+  [[ -f runs/parsing/best.keras ]] || { step train parsing; $K train --config configs/parsing.yaml; }
+  [[ -f runs/parsing/qat256/qat_model.h5 ]] || { step QAT parsing;
+    $K quantize runs/parsing/best.keras --config configs/parsing.yaml --epochs "$QAT_EPOCHS" --lr 1e-5 \
+      --batch-size 16 --out runs/parsing/qat256; }
+  step export parsing
+  $K export runs/parsing/qat256 --quantization qat --config configs/parsing.yaml \
+    --keras-model runs/parsing/best.keras --licence "$PARSING_LICENCE" --parity 40 --out exports/parsing.tflite
+  for q in float32 float16 dynamic int8; do
+    step export parsing $q
+    $K export runs/parsing/best.keras --quantization $q --config configs/parsing.yaml \
+      --licence "$PARSING_LICENCE" --parity 40 --out runs/parsing/tflite/parsing_$q.tflite
+  done
+fi
+step done
