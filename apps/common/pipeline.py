@@ -100,6 +100,10 @@ class Pipeline:
         min_person: below this mean person mask the HUD says "no person in view".
         on_frame: ``f(index, frame, out)`` called after the sinks with the input and output
             frames (read-only views of buffers that are reused: copy what you keep).
+        cv_threads: OpenCV worker threads during the run (restored afterwards). ``"auto"``: 1
+            when threaded — the stages already run in parallel, and OpenCV splitting each small
+            operation over both cores as well made them 2–3× slower (median) on a busy machine —
+            and OpenCV's default otherwise; ``None``: leave it alone.
 
     Raises:
         KsegError: from the source (camera lost), the sinks, or the estimator; sinks are closed
@@ -108,7 +112,7 @@ class Pipeline:
 
     def __init__(self, source, sinks, effect, estimator, hud: Hud | None = None, threaded: bool = True,
                  slots: int = 4, max_frames: int | None = None, on_key=None, model_label: str = "",
-                 min_person: float = 0.003, on_frame=None):
+                 min_person: float = 0.003, on_frame=None, cv_threads: int | None | str = "auto"):
         self.source = source
         self.sinks = list(sinks)
         self.effect = effect
@@ -121,6 +125,7 @@ class Pipeline:
         self.model_label = model_label
         self.min_person = min_person
         self.on_frame = on_frame
+        self.cv_threads = cv_threads
         self.stats = RunStats()
         self._times = {}
         self._stop = threading.Event()
@@ -187,6 +192,12 @@ class Pipeline:
 
     def run(self) -> RunStats:
         """Run to the end; returns ``RunStats``. Sinks and the source are closed afterwards."""
+        import cv2
+
+        previous = cv2.getNumThreads()
+        n = 1 if self.cv_threads == "auto" and self.threaded else self.cv_threads
+        if isinstance(n, int):
+            cv2.setNumThreads(n)
         t0 = time.perf_counter()
         try:
             if self.threaded:
@@ -202,6 +213,7 @@ class Pipeline:
                 except Exception as e:  # keep closing the others
                     errors.append(e)
             self.source.close()
+            cv2.setNumThreads(previous)
             self.stats.stage_ms = {k: float(np.median(buf[: min(n, TIMING_WINDOW)])) for k, (buf, n) in self._times.items()}
             if errors and self._error is None:
                 raise errors[0]
