@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="interpreter threads (several: one table row each)")
     p.add_argument("--skip-stability", action="store_true")
-    p.add_argument("--effects", nargs="+", default=["portrait", "swap", "tryon", "mask"])
+    p.add_argument("--effects", nargs="*", default=["portrait", "swap", "tryon", "mask"], help="effects to time (none: skip)")
     p.add_argument("--long", type=int, default=0, help="frames of the memory run (0: skip)")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -151,9 +151,10 @@ def main(argv=None) -> int:
     print(f"model {model.name}, parsing {parsing.name if parsing.exists() else '(none)'}, clip {clip.name} "
           f"640×480, {args.frames} frames per run, median of {args.repeats}\n")
 
-    print("| effect | mode | interpreter threads | frames/s | capture | infer | refine | effect | output (ms, median) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for threads in thread_counts:
+    if args.effects:
+        print("| effect | mode | interpreter threads | frames/s | capture | infer | refine | effect | output (ms, median) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for threads in (thread_counts if args.effects else []):
         app = make_app(threads)
         for name in args.effects:
             if name == "tryon" and not parsing.exists():
