@@ -4,6 +4,7 @@ Examples:
     python -m apps.webcam                                  # webcam 0, portrait blur, window
     python -m apps.webcam --effect swap --background beach.jpg
     python -m apps.webcam --effect tryon --color "#d62839" --hair-color "#e8c07d"
+    python -m apps.webcam --effect tryon --texture tartan.jpg
     python -m apps.webcam --source assets/book.mkv --out out.mp4 --no-window
     python -m apps.webcam --virtual-cam                    # use it in a video call
 
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="swap: a colour (green, #00b140, 0,177,64), an image or a video (default green)")
     p.add_argument("--color", help="tryon: garment colour (default #2a6fdb)")
     p.add_argument("--hair-color", help="tryon: hair colour (default: hair unchanged)")
+    p.add_argument("--texture", help="tryon: an image to re-dress the garment in (instead of --color)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"person model (default {DEFAULT_MODEL})")
     p.add_argument("--fast-model", default=DEFAULT_FAST_MODEL, help="second person model for key m, if present")
     p.add_argument("--parsing-model", default=DEFAULT_PARSING_MODEL,
@@ -276,7 +278,7 @@ def run(args) -> int:
     from apps.common.sources import open_source
 
     effect_args = {"strength": args.strength, "background": args.background, "color": args.color,
-                   "hair_color": args.hair_color}
+                   "hair_color": args.hair_color, "texture": args.texture}
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
               smoothing=args.smoothing, refine=not args.no_refine)

@@ -16,14 +16,14 @@ from apps.effects.background import BackgroundSwap
 from apps.effects.base import Compositor, Effect, parse_color
 from apps.effects.mask import MaskOverlay
 from apps.effects.portrait import Portrait, disc_kernel
-from apps.effects.tryon import TryOn, recolor
+from apps.effects.tryon import TryOn, recolor, retexture
 from kseg.errors import KsegError
 
 EFFECTS = {"portrait": Portrait, "swap": BackgroundSwap, "tryon": TryOn, "mask": MaskOverlay}
 
 __all__ = [
     "EFFECTS", "BackgroundSwap", "Compositor", "Effect", "MaskOverlay", "Portrait", "TryOn",
-    "disc_kernel", "make_effect", "parse_color", "recolor",
+    "disc_kernel", "make_effect", "parse_color", "recolor", "retexture",
 ]
 
 

@@ -69,14 +69,15 @@ class BackgroundSwap(Effect):
         self._cached = None
 
     @staticmethod
-    def _read_image(p: Path) -> np.ndarray:
+    def _read_image(p: Path, what: str = "background image") -> np.ndarray:
         import cv2
 
         if not p.is_file():
-            raise KsegError(f"background image {p} not found; give an image, a video or a colour such as green or #00b140")
+            hint = "give an image, a video or a colour such as green or #00b140" if what == "background image" else "give an image file"
+            raise KsegError(f"{what} {p} not found; {hint}")
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise KsegError(f"cannot read background image {p}; is it a complete JPEG/PNG?")
+            raise KsegError(f"cannot read {what} {p}; is it a complete JPEG/PNG?")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def describe(self):

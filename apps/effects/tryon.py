@@ -62,6 +62,31 @@ def recolor(region: np.ndarray, weight: np.ndarray, color, lightness: float = 0.
     return cv2.cvtColor(cv2.transform(lab, m), cv2.COLOR_LAB2RGB)
 
 
+def retexture(region: np.ndarray, weight: np.ndarray, texture: np.ndarray, shading: float = 1.0) -> np.ndarray:
+    """``region`` (uint8 RGB) re-dressed in ``texture`` (same size), keeping the garment's shading.
+
+    The texture's colour (a, b) and its own lightness pattern are used; the garment's lightness
+    deviations from its mean (folds, shadows) are added on top, times ``shading``.
+
+    Args:
+        region: ``(h, w, 3)`` uint8 RGB pixels of the garment's box.
+        weight: ``(h, w)`` float32 garment mask (weights the mean lightness).
+        texture: ``(h, w, 3)`` uint8 RGB texture, already tiled to the box.
+        shading: how much of the garment's lightness variation is kept (1.0).
+
+    Returns:
+        ``(h, w, 3)`` uint8 RGB (blend it with ``weight`` afterwards).
+    """
+    import cv2
+
+    lab = cv2.cvtColor(region, cv2.COLOR_RGB2LAB)
+    tex = cv2.cvtColor(texture, cv2.COLOR_RGB2LAB)
+    wsum = float(weight.sum())
+    mean_l = float((weight * lab[..., 0]).sum() / wsum) if wsum > 1e-6 else float(lab[..., 0].mean())
+    light = cv2.addWeighted(tex[..., 0], 1.0, lab[..., 0], shading, -shading * mean_l)  # saturating uint8
+    return cv2.cvtColor(cv2.merge([light, tex[..., 1], tex[..., 2]]), cv2.COLOR_LAB2RGB)
+
+
 def _bbox(mask: np.ndarray, thr: float, pad: int):
     rows = np.flatnonzero(mask.max(axis=1) > thr)
     if rows.size == 0:
@@ -81,6 +106,11 @@ class TryOn(Effect):
         hair_color: the hair's new colour, or ``None`` to leave the hair alone.
         strength: opacity of the new colour, 0..1 (1 by default).
         lightness: how far the garment's mean lightness moves to the target's (0.75).
+        texture: an image (path or RGB array) to re-dress the garment in instead of a flat
+            colour; tiled in frame coordinates so the pattern stays put; shading kept.
+
+    Raises:
+        KsegError: a colour that is not one, or a texture image that cannot be read.
 
     Example:
         out = TryOn("#d62839", hair_color="#e8c07d").apply(rgb, masks)   # masks: (H, W, 2)
@@ -90,21 +120,38 @@ class TryOn(Effect):
     needs = ("upper_clothes+dress", "hair")
     model = "parsing"
 
-    def __init__(self, color="#2a6fdb", hair_color=None, strength: float = 1.0, lightness: float = 0.75):
+    def __init__(self, color="#2a6fdb", hair_color=None, strength: float = 1.0, lightness: float = 0.75,
+                 texture=None):
         super().__init__(strength)
+        self.texture = None
+        self.texture_label = None
+        if texture is not None:
+            if isinstance(texture, np.ndarray):
+                self.texture, self.texture_label = texture, "texture"
+            else:
+                from pathlib import Path
+
+                from apps.effects.background import BackgroundSwap
+
+                self.texture = BackgroundSwap._read_image(Path(texture), "texture image")
+                self.texture_label = Path(texture).name
+        self._tiled = None
         self.color = parse_color(color)
         self.hair_color = parse_color(hair_color) if hair_color is not None else None
         self.lightness = float(lightness)
         self._roi_comp = Compositor()
 
     def describe(self):
-        s = "tryon #%02x%02x%02x" % self.color
+        s = f"tryon {self.texture_label}" if self.texture is not None else "tryon #%02x%02x%02x" % self.color
         if self.hair_color is not None:
             s += " hair #%02x%02x%02x" % self.hair_color
         return s + f" {self.strength:.2f}"
 
     def next_color(self):
-        """Cycle the garment colour through a small palette (key ``c``)."""
+        """Cycle the garment colour through a small palette (key ``c``); drops a texture."""
+        if self.texture is not None:
+            self.texture = None
+            return
         hexes = ["#%02x%02x%02x" % parse_color(c) for c in PALETTE]
         cur = "#%02x%02x%02x" % self.color
         self.color = parse_color(PALETTE[(hexes.index(cur) + 1) % len(PALETTE)] if cur in hexes else PALETTE[0])
@@ -116,14 +163,25 @@ class TryOn(Effect):
         nxt = HAIR_PALETTE[(i + 1) % len(HAIR_PALETTE)]
         self.hair_color = None if nxt is None else parse_color(nxt)
 
-    def _paint(self, out, mask, color, lightness, keep_chroma, opacity):
+    def _tiled_texture(self, shape):
+        if self._tiled is None or self._tiled.shape[:2] != shape[:2]:
+            th, tw = self.texture.shape[:2]
+            reps = (-(-shape[0] // th), -(-shape[1] // tw), 1)
+            self._tiled = np.ascontiguousarray(np.tile(self.texture, reps)[: shape[0], : shape[1]])
+        return self._tiled
+
+    def _paint(self, out, mask, color, lightness, keep_chroma, opacity, texture=False):
         box = _bbox(mask, 0.05, 4)
         if box is None:
             return
         y0, y1, x0, x1 = box
         region = out[y0:y1, x0:x1]
         wgt = mask[y0:y1, x0:x1]
-        new = recolor(region, wgt, color, lightness, keep_chroma)
+        if texture:
+            tex = np.ascontiguousarray(self._tiled_texture(out.shape)[y0:y1, x0:x1])
+            new = retexture(np.ascontiguousarray(region), wgt, tex)
+        else:
+            new = recolor(region, wgt, color, lightness, keep_chroma)
         alpha = wgt * opacity if opacity < 1 else wgt
         blended = self._roi_comp(new, region, np.ascontiguousarray(alpha))
         out[y0:y1, x0:x1] = blended
@@ -134,7 +192,7 @@ class TryOn(Effect):
         np.copyto(out, frame)
         if masks.ndim == 2:
             masks = masks[..., None]
-        self._paint(out, masks[..., 0], self.color, self.lightness, 0.25, self.strength)
+        self._paint(out, masks[..., 0], self.color, self.lightness, 0.25, self.strength, self.texture is not None)
         if self.hair_color is not None and masks.shape[-1] > 1:
             self._paint(out, masks[..., 1], self.hair_color, 0.35, 0.4, 0.8 * self.strength)
         return out

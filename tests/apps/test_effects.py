@@ -172,3 +172,25 @@ def test_threaded_and_sequential_pipelines_give_the_same_frames():
     assert len(a) == len(b) == len(CLIP)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_tryon_texture_puts_the_pattern_on_the_clothes_only(tmp_path):
+    stripes = np.zeros((8, 8, 3), np.uint8)
+    stripes[:, :4] = (20, 60, 200)  # blue | white vertical stripes, 4 px each
+    stripes[:, 4:] = (240, 240, 240)
+    cv2.imwrite(str(tmp_path / "t.png"), cv2.cvtColor(stripes, cv2.COLOR_RGB2BGR))
+    outs = run_clip(TryOn(texture=str(tmp_path / "t.png")), parsing_segmenter())
+    frame, out = CLIP[0], outs[0]
+    keep = outside(CLOTHES, MARGIN)
+    np.testing.assert_array_equal(out[keep], frame[keep])
+    ys, xs = interior(CLOTHES, MARGIN)
+    lab = cv2.cvtColor(out[ys, xs], cv2.COLOR_RGB2LAB).astype(int)
+    cols = np.arange(xs.start, xs.stop)
+    blue = (cols % 8) < 4  # tiled from the frame's origin
+    # blue stripes have a strongly negative b* (LAB b < 128), white ones neutral
+    assert lab[:, blue, 2].mean() < 100 and abs(lab[:, ~blue, 2].mean() - 128) < 12
+
+
+def test_tryon_unreadable_texture_is_one_line_error(tmp_path):
+    with pytest.raises(KsegError, match="texture image .*not found"):
+        TryOn(texture=str(tmp_path / "none.png"))
