@@ -3,9 +3,11 @@
 - The **capture** thread reads frames into free buffers. On a live source (a camera) it never
   waits: when the segmenter is behind, the waiting frame is replaced by the newest one
   (stale frames are dropped, so the output shows the present); files are read without loss.
-- The **inference** thread runs the ``MaskEstimator`` (model, smoothing, edge refinement).
-- The **render** loop (the calling thread, which OpenCV windows need) applies the effect,
-  draws the HUD, writes the sinks and reads keys.
+- The **inference** thread runs the model (``MaskEstimator.infer``).
+- The **render** loop (the calling thread, which OpenCV windows need) refines the masks
+  (``MaskEstimator.refine_masks``: smoothing, which needs frame order, and edges), applies the
+  effect, draws the HUD, writes the sinks and reads keys. Keeping the refinement here balances
+  the two busy threads: the model alone is the longest stage.
 
 OpenCV and the TFLite interpreter release the GIL, so the stages overlap on two cores. Every
 buffer (frame, masks, output) lives in one of ``slots`` pre-allocated slots that circulate
@@ -63,15 +65,17 @@ class RunStats:
 
 
 class _Slot:
-    __slots__ = ("frame", "masks", "out", "names", "ms", "person")
+    __slots__ = ("frame", "half", "out", "masks", "names", "ms", "person", "est", "logits", "half_used")
 
     def __init__(self, shape):
         self.frame = np.empty(shape + (3,), np.uint8)
+        self.half = np.empty((shape[0] // 2, shape[1] // 2, 3), np.uint8)
         self.out = np.empty(shape + (3,), np.uint8)
         self.masks = {}
         self.names = None
         self.ms = {}
         self.person = True
+        self.est = self.logits = self.half_used = None
 
     def masks_for(self, k):
         m = self.masks.get(k)
@@ -139,12 +143,19 @@ class Pipeline:
         slot.ms = {"capture": (time.perf_counter() - t0) * 1e3}
         return frame is not None
 
-    def _segment(self, slot):
-        est = self.estimator
+    def _infer(self, slot):
+        est = self.estimator  # may be swapped by a key: the slot remembers which one ran
+        slot.est = est
+        slot.logits, slot.half_used = est.infer(slot.frame, slot.half)
+        slot.ms["infer"] = est.infer_ms
+
+    def _refine(self, slot):
+        est = slot.est
         k = len(est.names)
-        est(slot.frame, slot.masks_for(k))
+        est.refine_masks(slot.frame, slot.logits, slot.half_used, slot.masks_for(k))
+        slot.logits = None
         slot.names = est.names
-        slot.ms.update(est.timings)
+        slot.ms["refine"] = est.refine_ms
         slot.person = est.person_fraction >= self.min_person
 
     def _render(self, slot) -> bool:
@@ -225,7 +236,8 @@ class Pipeline:
             if not self._capture(slot):
                 self.stats.ended = "end of source"
                 return
-            self._segment(slot)
+            self._infer(slot)
+            self._refine(slot)
             if not self._render(slot):
                 return
 
@@ -300,7 +312,7 @@ class Pipeline:
                 slot = self._get(q_infer)
                 if slot is _END:
                     break
-                self._segment(slot)
+                self._infer(slot)
                 if not self._put(q_render, slot):
                     break
         except BaseException as e:
@@ -329,6 +341,7 @@ class Pipeline:
                     if not self.stats.ended:
                         self.stats.ended = "end of source" if self._error is None else "error"
                     break
+                self._refine(slot)
                 keep = self._render(slot)
                 free.put(slot)
                 if not keep:

@@ -238,6 +238,10 @@ class MaskEstimator:
         smoothing: ``TemporalSmoother`` strength (0: off).
         adaptive: motion-adaptive smoothing.
 
+    The work is split in two stages that a pipeline may run in different threads:
+    ``infer(rgb) -> (logits, half)`` and ``refine_masks(rgb, logits, half, out)``;
+    calling the estimator runs both.
+
     Attributes:
         timings: ``{"infer": ms, "refine": ms}`` of the last call.
         person_fraction: mean of the first mask at the working resolution for the last frame.
@@ -266,7 +270,7 @@ class MaskEstimator:
         self._plan = [self._resolve(n) for n in self.names]
         self._bufs = {}
         self._gf = {}
-        self._half = None
+        self.infer_ms = self.refine_ms = 0.0
 
     @property
     def smoothing(self) -> float:
@@ -363,37 +367,76 @@ class MaskEstimator:
                     masks[..., j] += prob(i)
         return masks
 
-    def _model_input(self, rgb):
-        """The frame at the model's input size, shrunk in two cheap steps.
+    def _model_input(self, rgb, half=None):
+        """The frame at the model's input size, shrunk in two cheap steps, and the half-size frame.
 
         A 2× area shrink (a fast path in OpenCV) then a bilinear resize to the model's size costs
         about a fifth of one area resize by a fractional factor (640×480 → 256×256); the half-size
         frame is kept for the edge refinement. The runtime skips its own resize for this input.
+        Returns ``(model_input, half or None)``.
         """
         import cv2
 
-        self._half = None
         size = getattr(self.segmenter, "input_size", None)
         h, w = rgb.shape[:2]
         if not size:
-            return rgb
+            return rgb, None
         ih, iw = size
         if h // 2 < 0.9 * ih or w // 2 < 0.9 * iw:
-            return rgb  # small frame: let the runtime resize it
-        half = cv2.resize(rgb, (w // 2, h // 2), dst=self._buf("half", (h // 2, w // 2, 3), np.uint8),
-                          interpolation=cv2.INTER_AREA)
-        self._half = half
-        return cv2.resize(half, (iw, ih), dst=self._buf("model_in", (ih, iw, 3), np.uint8),
-                          interpolation=cv2.INTER_LINEAR)
+            return rgb, None  # small frame: let the runtime resize it
+        shape = (h // 2, w // 2, 3)
+        if half is None or half.shape != shape or half.dtype != np.uint8:
+            half = self._buf("half", shape, np.uint8)
+        cv2.resize(rgb, (w // 2, h // 2), dst=half, interpolation=cv2.INTER_AREA)
+        model_in = cv2.resize(half, (iw, ih), dst=self._buf("model_in", (ih, iw, 3), np.uint8),
+                              interpolation=cv2.INTER_LINEAR)
+        return model_in, half
+
+    def infer(self, rgb: np.ndarray, half: np.ndarray | None = None):
+        """Stage 1, the model: logits at the model's resolution for frame ``rgb``.
+
+        Args:
+            rgb: ``(H, W, 3)`` uint8 RGB frame.
+            half: optional ``(H//2, W//2, 3)`` uint8 buffer for the half-size frame (pass one per
+                frame in flight when ``infer`` and ``refine_masks`` run in different threads).
+
+        Returns:
+            ``(logits, half)``: ``(h, w, C)`` float32 and the half-size frame (or ``None``), to
+            hand to ``refine_masks``. Sets ``infer_ms``.
+        """
+        t0 = time.perf_counter()
+        model_in, half = self._model_input(rgb, half)
+        logits = self.segmenter.logits(model_in)
+        self.infer_ms = (time.perf_counter() - t0) * 1e3
+        return logits, half
 
     def __call__(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Soft masks ``(H, W, K)`` float32 in ``[0, 1]`` for frame ``rgb`` (``(H, W, 3)`` uint8 RGB)."""
+        logits, half = self.infer(rgb)
+        out = self.refine_masks(rgb, logits, half, out)
+        self.timings = {"infer": self.infer_ms, "refine": self.refine_ms}
+        return out
+
+    def refine_masks(self, rgb: np.ndarray, logits: np.ndarray, half: np.ndarray | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """Stage 2: probabilities, temporal smoothing and edge refinement for one frame's logits.
+
+        Call it in frame order (the smoothing keeps state). Sets ``refine_ms`` and
+        ``person_fraction``.
+
+        Args:
+            rgb: the frame the logits were computed from.
+            logits: from ``infer``.
+            half: the half-size frame from ``infer``.
+            out: ``(H, W, K)`` float32 buffer for the result.
+
+        Returns:
+            ``(H, W, K)`` float32 soft masks in ``[0, 1]``.
+        """
         import cv2
 
-        t0 = time.perf_counter()
-        h, w = rgb.shape[:2]
-        logits = self.segmenter.logits(self._model_input(rgb))
         t1 = time.perf_counter()
+        h, w = rgb.shape[:2]
         wh, ww = max(8, round(h * self.work_scale)), max(8, round(w * self.work_scale))
         k = len(self._plan)
         small = cv2.resize(logits, (ww, wh), dst=self._buf("logits_small", (wh, ww) + logits.shape[2:]),
@@ -408,9 +451,13 @@ class MaskEstimator:
             # fast guided filter with a colour guide: coefficients at the working resolution,
             # applied to the frame at apply_scale, the result upsampled to the frame
             ah, aw = max(8, round(h * self.apply_scale)), max(8, round(w * self.apply_scale))
-            frame_a = rgb if (ah, aw) == (h, w) else self._half if self._half is not None and \
-                self._half.shape[:2] == (ah, aw) else cv2.resize(
-                rgb, (aw, ah), dst=self._buf("frame_a", (ah, aw, 3), np.uint8), interpolation=cv2.INTER_AREA)
+            if (ah, aw) == (h, w):
+                frame_a = rgb
+            elif half is not None and half.shape[:2] == (ah, aw):
+                frame_a = half
+            else:
+                frame_a = cv2.resize(rgb, (aw, ah), dst=self._buf("frame_a", (ah, aw, 3), np.uint8),
+                                     interpolation=cv2.INTER_AREA)
             small_u8 = cv2.resize(frame_a, (ww, wh), dst=self._buf("frame_w", (wh, ww, 3), np.uint8),
                                   interpolation=cv2.INTER_AREA)
             guide = np.multiply(small_u8, np.float32(1 / 255), out=self._buf("guide", (wh, ww, 3)))
@@ -440,6 +487,5 @@ class MaskEstimator:
         else:
             up = cv2.resize(masks, (w, h), interpolation=cv2.INTER_LINEAR)
             out[...] = up.reshape(h, w, k)
-        t2 = time.perf_counter()
-        self.timings = {"infer": (t1 - t0) * 1e3, "refine": (t2 - t1) * 1e3}
+        self.refine_ms = (time.perf_counter() - t1) * 1e3
         return out
