@@ -1,0 +1,56 @@
+"""The apps with the shipped models on the bundled clip (skipped until exports/ has them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from apps.common.refine import MaskEstimator
+from apps.common.sources import VideoSource
+from apps.effects import TryOn
+
+REPO = Path(__file__).resolve().parents[2]
+CLIP = REPO / "assets" / "book.mkv"
+PORTRAIT = REPO / "exports" / "portrait.tflite"
+PARSING = REPO / "exports" / "parsing.tflite"
+
+
+def clip_frames(n=12):
+    with VideoSource(CLIP) as src:
+        return [f.copy() for _, f in zip(range(n), src)]
+
+
+@pytest.mark.skipif(not PORTRAIT.is_file(), reason="exports/portrait.tflite not shipped yet")
+def test_portrait_model_finds_the_signer():
+    from kseg.runtime import Segmenter
+
+    est = MaskEstimator(Segmenter(PORTRAIT, num_threads=2))
+    for frame in clip_frames():
+        m = est(frame)[..., 0]
+    # the signer stands in the middle: person in the centre column, wall in the top corners
+    assert m[200:460, 280:360].mean() > 0.9
+    assert m[:120, :120].mean() < 0.05 and m[:120, -120:].mean() < 0.05
+    assert 0.1 < est.person_fraction < 0.4
+
+
+@pytest.mark.skipif(not PARSING.is_file(), reason="exports/parsing.tflite not shipped yet")
+def test_tryon_with_the_parsing_model_recolours_the_jumper_only():
+    from kseg.runtime import Segmenter
+
+    est = MaskEstimator(Segmenter(PARSING, num_threads=2), names=TryOn.needs)
+    effect = TryOn(color="#2a6fdb")
+    for frame in clip_frames():
+        masks = est(frame)
+        out = effect.apply(frame, masks)
+    clothes = masks[..., 0]
+    far = clothes == 0
+    assert far.mean() > 0.5
+    np.testing.assert_array_equal(out[far], frame[far])  # where the clothes mask is 0 nothing changes
+    core = clothes > 0.98
+    assert core.sum() > 5000  # the orange jumper is found
+    hue_in = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
+    hue_out = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
+    assert np.median(hue_in) < 30 and 95 < np.median(hue_out) < 125  # orange → blue (OpenCV hue 0..179)
