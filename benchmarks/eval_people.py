@@ -70,6 +70,28 @@ def score(seg, ds, num_classes, person=None):
     return cm, per_image
 
 
+def write_cards(args, results, argv):
+    """Put each .tflite model's validation figures (and the float model's) into its model card."""
+    from kseg.export import write_model_card
+    from kseg.runtime import read_card
+
+    keys = list(results)
+    float_key = next((k for k, p in zip(keys, args.models) if p.endswith(".keras")), None)
+    import shlex
+
+    command = shlex.join([".venv/bin/python", "benchmarks/eval_people.py", *argv])
+    for key, path in zip(keys, args.models):
+        if not path.endswith(".tflite"):
+            continue
+        fields = {"validation": {"task": args.task, "split": f"val_fraction {args.val_fraction}, seed {args.seed}",
+                                 "command": command, "sets": results[key]}}
+        if float_key:
+            fields["validation_float"] = {"model": float_key, "sets": results[float_key]}
+        if read_card(path) is not None:
+            write_model_card(path, **fields)
+            print(f"recorded validation figures in the card of {path}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -79,7 +101,13 @@ def main(argv=None):
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--write-card", action="store_true",
+                    help="record the figures in each .tflite model's card (validation; with a .keras model "
+                         "in the same run, its figures as validation_float)")
     args = ap.parse_args(argv)
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
 
     import numpy as np
 
@@ -106,6 +134,8 @@ def main(argv=None):
                 per = "  ".join(f"{c} {v:.3f}" for c, v in row["per_class_iou"].items())
                 print(f"{key:<52} {name:<16} n={row['n']:<4} mIoU {row['miou']:.3f}  {per}", flush=True)
             results.setdefault(key, {})[name] = row
+    if args.write_card:
+        write_cards(args, results, argv)
     if args.json:
         from kseg.paths import atomic_path
 

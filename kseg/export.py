@@ -483,7 +483,9 @@ def _open_data(args):
 def run_cli(args) -> int:
     """Run ``kseg export`` or ``kseg quantize`` from parsed arguments; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = " ".join(["kseg", *sys.argv[1:]])
+    import shlex
+
+    command = shlex.join(["kseg", *sys.argv[1:]])
     if args.kseg_command == "quantize":
         from kseg.data.pipeline import make_dataset
         from kseg.quantize.qat import qat_fine_tune
