@@ -77,6 +77,9 @@ class ModelConfig:
 
     name: str = "unet"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # a trained .keras checkpoint of the same architecture to start from (fine-tuning); its
+    # weights replace the initial (e.g. ImageNet-encoder) weights before training starts
+    init_from: str | None = None
 
 
 @dataclass

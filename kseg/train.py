@@ -118,7 +118,37 @@ def build_from_config(cfg: RunConfig, num_classes: int):
             "classes; remove num_classes from the config or fix the data options"
         )
     kwargs.setdefault("input_shape", (*cfg.data.size, 3))
-    return build_model(cfg.model.name, **kwargs)
+    model = build_model(cfg.model.name, **kwargs)
+    if cfg.model.init_from:
+        init_weights_from(model, cfg.model.init_from)
+    return model
+
+
+def init_weights_from(model, path):
+    """Copy every weight of the trained ``.keras`` model at ``path`` into ``model``.
+
+    Raises:
+        KsegError: the file is missing or holds another architecture (named by the first layer
+            whose weights do not fit).
+    """
+    from pathlib import Path
+
+    from kseg.evaluate import load_model
+
+    src = load_model(Path(path))
+    mine, theirs = model.weights, src.weights
+    if len(mine) != len(theirs):
+        raise KsegError(
+            f"model.init_from {path} has {len(theirs)} weight tensors but this {model.name} has {len(mine)}; "
+            "it is another architecture — start from a checkpoint trained with the same model config"
+        )
+    for a, b in zip(mine, theirs):
+        if tuple(a.shape) != tuple(b.shape):
+            raise KsegError(
+                f"model.init_from {path}: weight {b.path} is {tuple(b.shape)} but this model's {a.path} is "
+                f"{tuple(a.shape)}; use a checkpoint with the same classes and model kwargs"
+            )
+    model.set_weights(src.get_weights())
 
 
 def make_schedule(cfg: RunConfig, steps_per_epoch: int):

@@ -99,3 +99,25 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path, shapes):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "mirrored strategy: 2 replicas" in r.stdout
     assert _epochs(tmp_path / "runs" / "mirror") == [0]
+
+
+def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp_path, shapes, capsys):
+    import keras
+
+    cfg = _config(tmp_path, shapes, epochs=1, name="first")
+    assert main(["train", "--config", str(cfg)]) == 0
+    best = tmp_path / "runs" / "first" / "best.keras"
+    from kseg.config import load_config
+    from kseg.train import build_from_config
+
+    ft = _config(tmp_path, shapes, epochs=1, name="ft",
+                 model=f"model: {{name: unet, kwargs: {{filters: 4, depth: 2}}, init_from: '{best}'}}\n")
+    model = build_from_config(load_config(ft), num_classes=3)
+    src = keras.saving.load_model(best)
+    for a, b in zip(model.get_weights(), src.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = _config(tmp_path, shapes, epochs=1, name="ft2",
+                    model=f"model: {{name: unet, kwargs: {{filters: 8, depth: 2}}, init_from: '{best}'}}\n")
+    assert main(["train", "--config", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init_from" in err[0] and "first/best.keras" in err[0]
