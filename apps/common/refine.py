@@ -101,72 +101,108 @@ def guided_coefficients(guide, src, radius, eps, bufs=None):
     return mean_a, mean_b
 
 
-def color_guided_coefficients(guide, src, radius, eps, bufs=None):
-    """Box-averaged coefficients of the guided filter with a colour guide.
+class ColorGuidedFilter:
+    """The guided filter with a colour guide, split so that one guide serves several masks.
 
     ``q = a·I + b`` with ``a = (Σ + eps·U)⁻¹ cov(I, p)`` per pixel (``Σ`` the 3×3 colour
     covariance of the window), so an edge between two colours of equal brightness (an orange
     jumper on a light wall) still stops the smoothing, which a grey guide cannot do.
+    ``set_guide`` computes everything that depends on the guide alone (window means and the
+    inverse covariance); ``coefficients`` then costs a few box filters per mask. All arrays
+    are contiguous channel planes.
+
+    Args:
+        radius: window radius in pixels.
+        eps: regularization.
+
+    Example:
+        gf = ColorGuidedFilter(2, 1e-3)
+        gf.set_guide(small_rgb_float)        # (h, w, 3) in [0, 1]
+        mean_a, mean_b = gf.coefficients(mask)
+        q = (mean_a * small_rgb_float).sum(-1) + mean_b
+
+    Reference:
+        He, Sun, Tang. "Guided Image Filtering", ECCV 2010 (section 3.5, colour guide).
+    """
+
+    def __init__(self, radius: int, eps: float):
+        self.radius = int(radius)
+        self.eps = float(eps)
+        self.planes = self.means = self.inv = None
+
+    def set_guide(self, guide: np.ndarray) -> None:
+        """Precompute the guide's window means and inverse regularized covariance."""
+        import cv2
+
+        r = self.radius
+        planes = cv2.split(guide)
+        means = cv2.split(_box(guide, r))
+        (ir, ig, ib), (mr, mg, mb) = planes, means
+
+        def var(x, y, mx, my, reg):
+            v = _box(x * y, r)
+            v -= mx * my
+            if reg:
+                v += self.eps
+            return v
+
+        a_ = var(ir, ir, mr, mr, True)
+        b_ = var(ir, ig, mr, mg, False)
+        c_ = var(ir, ib, mr, mb, False)
+        d_ = var(ig, ig, mg, mg, True)
+        e_ = var(ig, ib, mg, mb, False)
+        f_ = var(ib, ib, mb, mb, True)
+        i_rr = d_ * f_ - e_ * e_
+        i_rg = c_ * e_ - b_ * f_
+        i_rb = b_ * e_ - c_ * d_
+        i_gg = a_ * f_ - c_ * c_
+        i_gb = b_ * c_ - a_ * e_
+        i_bb = a_ * d_ - b_ * b_
+        inv_det = a_ * i_rr
+        inv_det += b_ * i_rg
+        inv_det += c_ * i_rb
+        np.divide(1.0, inv_det, out=inv_det)
+        for m in (i_rr, i_rg, i_rb, i_gg, i_gb, i_bb):
+            m *= inv_det
+        self.planes, self.means = planes, means
+        self.inv = (i_rr, i_rg, i_rb, i_gg, i_gb, i_bb)
+
+    def coefficients(self, src: np.ndarray):
+        """``(mean_a, mean_b)``, ``(h, w, 3)`` and ``(h, w)`` float32, for a ``(h, w)`` mask."""
+        import cv2
+
+        r = self.radius
+        (ir, ig, ib), (mr, mg, mb) = self.planes, self.means
+        i_rr, i_rg, i_rb, i_gg, i_gb, i_bb = self.inv
+        mean_p = _box(src, r)
+        cr = _box(ir * src, r)
+        cr -= mr * mean_p
+        cg = _box(ig * src, r)
+        cg -= mg * mean_p
+        cb = _box(ib * src, r)
+        cb -= mb * mean_p
+        a_r = cr * i_rr + cg * i_rg + cb * i_rb
+        a_g = cr * i_rg + cg * i_gg + cb * i_gb
+        a_b = cr * i_rb + cg * i_gb + cb * i_bb
+        b = mean_p - a_r * mr - a_g * mg - a_b * mb
+        return _box(cv2.merge([a_r, a_g, a_b]), r), _box(b, r)
+
+
+def color_guided_coefficients(guide, src, radius, eps):
+    """Box-averaged coefficients ``(mean_a, mean_b)`` of the colour-guide guided filter.
 
     Args:
         guide: ``(h, w, 3)`` float32 colour guide in ``[0, 1]``.
         src: ``(h, w)`` float32 input.
         radius: window radius in pixels.
         eps: regularization.
-        bufs: optional dict of reusable arrays.
 
     Returns:
-        ``(mean_a, mean_b)``: ``(h, w, 3)`` and ``(h, w)`` float32.
-
-    Reference:
-        He, Sun, Tang. "Guided Image Filtering", ECCV 2010 (section 3.5, colour guide).
+        ``(mean_a, mean_b)``: ``(h, w, 3)`` and ``(h, w)`` float32; ``q = Σ_c mean_a_c·I_c + mean_b``.
     """
-    import cv2
-
-    bufs = {} if bufs is None else bufs
-
-    def buf(name, shape):
-        arr = bufs.get(name)
-        if arr is None or arr.shape != shape:
-            arr = bufs[name] = np.empty(shape, np.float32)
-        return arr
-
-    h, w = src.shape
-    mean_i = _box(guide, radius, buf("mean_i", (h, w, 3)))
-    mean_p = _box(src, radius, buf("mean_p", (h, w)))
-    ip = np.multiply(guide, src[..., None], out=buf("ip", (h, w, 3)))
-    cov = _box(ip, radius, buf("cov", (h, w, 3)))
-    cov -= mean_i * mean_p[..., None]
-    # the six distinct entries of the windowed colour covariance, in two 3-channel box filters
-    r_, g_, b_ = guide[..., 0], guide[..., 1], guide[..., 2]
-    p_lo, p_hi = buf("p_lo", (h, w, 3)), buf("p_hi", (h, w, 3))
-    for dst, (x, y) in zip((p_lo[..., 0], p_lo[..., 1], p_lo[..., 2], p_hi[..., 0], p_hi[..., 1], p_hi[..., 2]),
-                           ((r_, r_), (r_, g_), (r_, b_), (g_, g_), (g_, b_), (b_, b_))):
-        np.multiply(x, y, out=dst)
-    lo = _box(p_lo, radius, buf("s_lo", (h, w, 3)))
-    hi = _box(p_hi, radius, buf("s_hi", (h, w, 3)))
-    mr, mg, mb = mean_i[..., 0], mean_i[..., 1], mean_i[..., 2]
-    a_ = lo[..., 0] - mr * mr + eps
-    b_ = lo[..., 1] - mr * mg
-    c_ = lo[..., 2] - mr * mb
-    d_ = hi[..., 0] - mg * mg + eps
-    e_ = hi[..., 1] - mg * mb
-    f_ = hi[..., 2] - mb * mb + eps
-    i_rr = d_ * f_ - e_ * e_
-    i_rg = c_ * e_ - b_ * f_
-    i_rb = b_ * e_ - c_ * d_
-    i_gg = a_ * f_ - c_ * c_
-    i_gb = b_ * c_ - a_ * e_
-    i_bb = a_ * d_ - b_ * b_
-    det = a_ * i_rr + b_ * i_rg + c_ * i_rb
-    cr, cg, cb = cov[..., 0], cov[..., 1], cov[..., 2]
-    a = buf("a", (h, w, 3))
-    np.divide(cr * i_rr + cg * i_rg + cb * i_rb, det, out=a[..., 0])
-    np.divide(cr * i_rg + cg * i_gg + cb * i_gb, det, out=a[..., 1])
-    np.divide(cr * i_rb + cg * i_gb + cb * i_bb, det, out=a[..., 2])
-    b = buf("b", (h, w))
-    np.subtract(mean_p, a[..., 0] * mr + a[..., 1] * mg + a[..., 2] * mb, out=b)
-    return _box(a, radius, buf("mean_a", (h, w, 3))), _box(b, radius, buf("mean_b", (h, w)))
+    gf = ColorGuidedFilter(radius, eps)
+    gf.set_guide(np.ascontiguousarray(guide, np.float32))
+    return gf.coefficients(np.ascontiguousarray(src, np.float32))
 
 
 class TemporalSmoother:
@@ -269,7 +305,7 @@ class MaskEstimator:
         self.person_fraction = 0.0
         self._plan = [self._resolve(n) for n in self.names]
         self._bufs = {}
-        self._gf = {}
+        self._gf = None
         self.infer_ms = self.refine_ms = 0.0
 
     @property
@@ -467,8 +503,12 @@ class MaskEstimator:
             b_up = self._buf("b_up", (ah, aw))
             prod = self._buf("prod", (ah, aw, 3))
             ones = np.ones((1, 3), np.float32)
+            gf = self._gf
+            if gf is None or gf.radius != r or gf.eps != self.eps:
+                gf = self._gf = ColorGuidedFilter(r, self.eps)
+            gf.set_guide(guide)  # once per frame, whatever the number of masks
             for j in range(k):
-                mean_a, mean_b = color_guided_coefficients(guide, np.ascontiguousarray(masks[..., j]), r, self.eps, self._gf)
+                mean_a, mean_b = gf.coefficients(np.ascontiguousarray(masks[..., j]))
                 mean_a *= np.float32(1 / 255)  # applied to the uint8 frame directly
                 cv2.resize(mean_a, (aw, ah), dst=a_up, interpolation=cv2.INTER_LINEAR)
                 cv2.resize(mean_b, (aw, ah), dst=b_up, interpolation=cv2.INTER_LINEAR)
