@@ -7,7 +7,9 @@ Usage:
 
 Sections:
     1. each effect, threaded pipeline and sequential loop: decode → segment → refine → effect
-       (no output encoding: a NullSink), median of ``--repeats`` runs, median stage times;
+       (no output encoding: a NullSink), median of ``--repeats`` runs, median stage times, and
+       the process's CPU time per frame (all threads), which bounds the rate on idle cores
+       (2 cores: at most 2000 / CPU ms frames/s) when the machine is shared;
     2. a plain sequential baseline on the same machine at the same time: ``Segmenter.segment``
        (probabilities upsampled to 640×480) + 55×55 Gaussian background blur + float composite,
        the loop the issue's MediaPipe reference used;
@@ -69,7 +71,12 @@ def run_effect(app, name, clip, frames, threaded):
     est.reset()
     pipe = Pipeline(VideoSource(clip, loop=True), [NullSink()], app.effect, est, hud=None,
                     threaded=threaded, max_frames=frames)
-    return pipe.run()
+    t0 = os.times()
+    stats = pipe.run()
+    t1 = os.times()
+    # CPU time of the whole process (all threads: decoder, interpreter, OpenCV) per frame
+    stats.cpu_ms = ((t1.user - t0.user) + (t1.system - t0.system)) * 1e3 / max(stats.frames, 1)
+    return stats
 
 
 def baseline(seg, clip, frames):
@@ -152,8 +159,8 @@ def main(argv=None) -> int:
           f"640×480, {args.frames} frames per run, median of {args.repeats}\n")
 
     if args.effects:
-        print("| effect | mode | interpreter threads | frames/s | capture | infer | refine | effect | output (ms, median) |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| effect | mode | interpreter threads | frames/s | CPU ms/frame | capture | infer | refine | effect | output (ms, median) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for threads in (thread_counts if args.effects else []):
         app = make_app(threads)
         for name in args.effects:
@@ -166,10 +173,11 @@ def main(argv=None) -> int:
                 mid = runs[int(np.argsort([r.fps for r in runs])[len(runs) // 2])]
                 ms = mid.stage_ms
                 mode = "threaded" if threaded else "sequential"
+                cpu = float(np.median([r.cpu_ms for r in runs]))
                 report["effects"].setdefault(name, {})[f"{mode}/{threads}"] = {
-                    "fps": fps, "all_fps": [r.fps for r in runs], "stage_ms": ms}
+                    "fps": fps, "all_fps": [r.fps for r in runs], "cpu_ms_per_frame": cpu, "stage_ms": ms}
                 cells = " | ".join(f"{ms.get(k, 0):.2f}" for k in ("capture", "infer", "refine", "effect", "output"))
-                print(f"| {name} | {mode} | {threads} | {fps:.1f} | {cells} |", flush=True)
+                print(f"| {name} | {mode} | {threads} | {fps:.1f} | {cpu:.2f} | {cells} |", flush=True)
         app.close()
     app = make_app(thread_counts[0])
 
