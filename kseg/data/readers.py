@@ -565,7 +565,8 @@ def open_pets(path, border="ignore", breeds=False, strict=True) -> SegDataset:
     """Oxford-IIIT Pets trimaps: 1 pet, 2 background, 3 border.
 
     Args:
-        border: ``"ignore"`` (255, the usual choice) or ``"pet"``.
+        border: ``"ignore"`` (255, the usual choice), ``"pet"``, or ``"class"``: the trimap's
+            three classes (background, pet, border) as in the TensorFlow segmentation tutorial.
         breeds: ``False`` → classes (background, pet); ``True`` → background + one class per
             breed found in the file names (``Abyssinian_12.jpg`` → Abyssinian), sorted; on
             the shared sample that is ("background", "Abyssinian", "Bengal",
@@ -577,17 +578,19 @@ def open_pets(path, border="ignore", breeds=False, strict=True) -> SegDataset:
     """
     root = Path(path)
     _require_dir(root, "dataset")
-    if border not in ("ignore", "pet"):
-        raise KsegError(f"pets border={border!r}: use ignore or pet")
+    if border not in ("ignore", "pet", "class"):
+        raise KsegError(f"pets border={border!r}: use ignore, pet or class")
     pairs = pair_folders(root / "images", root / "trimaps", strict=strict)
 
     def breed(p: Path) -> str:
         return p.stem.rsplit("_", 1)[0]
 
+    if border == "class" and breeds:
+        raise KsegError("pets border='class' with breeds=True is not supported; use border ignore or pet with breeds")
     if not breeds:
-        names = ("background", "pet")
+        names = ("background", "pet", "border") if border == "class" else ("background", "pet")
         lut = np.full(256, UNKNOWN, np.uint8)
-        lut[1], lut[2], lut[3], lut[255] = 1, 0, (IGNORE if border == "ignore" else 1), IGNORE
+        lut[1], lut[2], lut[3], lut[255] = 1, 0, {"ignore": IGNORE, "pet": 1, "class": 2}[border], IGNORE
         samples = [SegSample(str(i), str(m)) for i, m in pairs]
         return SegDataset(root.name, names, samples, lut[None], (root.name,))
     kinds = sorted({breed(i) for i, _ in pairs})

@@ -57,11 +57,12 @@ def test_camvid_void_is_ignore(tmp_path):
         open_dataset(root, "camvid", split="dev")
 
 
-@pytest.mark.parametrize("border,value", [("ignore", 255), ("pet", 1)])
+@pytest.mark.parametrize("border,value", [("ignore", 255), ("pet", 1), ("class", 2)])
 def test_pets_trimaps(tmp_path, border, value):
     ds = open_dataset(F.pets_folder(tmp_path / "p"), "pets", border=border)
     _, m = ds.load(0)
     assert m[0, 0] == 0 and m[5, 6] == 1 and m[3, 4] == value
+    assert ds.class_names == (("background", "pet", "border") if border == "class" else ("background", "pet"))
     breeds = open_dataset(tmp_path / "p", "pets", breeds=True)
     assert breeds.class_names == ("background", "Abyssinian", "american_bulldog")
     assert breeds.load(3)[1][5, 6] == 2  # the bulldog's pet pixels get its class
