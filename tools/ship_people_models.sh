@@ -33,17 +33,21 @@ if [[ $WHAT == portrait || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == parsing || $WHAT == all ]]; then
+  # two stages: configs/parsing.yaml, then configs/parsing_finetune.yaml (init_from the first)
   [[ -f runs/parsing/best.keras ]] || { step train parsing; $K train --config configs/parsing.yaml; }
-  [[ -f runs/parsing/qat256/qat_model.h5 ]] || { step QAT parsing;
-    $K quantize runs/parsing/best.keras --config configs/parsing.yaml --epochs "$QAT_EPOCHS" --lr 1e-5 \
-      --batch-size 16 --out runs/parsing/qat256; }
+  [[ -f runs/parsing_finetune/best.keras && -f runs/parsing_finetune/.done ]] || { step train parsing_finetune;
+    $K train --config configs/parsing_finetune.yaml && touch runs/parsing_finetune/.done; }
+  P=runs/parsing_finetune
+  [[ -f $P/qat256/qat_model.h5 ]] || { step QAT parsing;
+    $K quantize $P/best.keras --config configs/parsing_finetune.yaml --epochs "$QAT_EPOCHS" --lr 1e-5 \
+      --batch-size 16 --out $P/qat256; }
   step export parsing
-  $K export runs/parsing/qat256 --quantization qat --config configs/parsing.yaml \
-    --keras-model runs/parsing/best.keras --licence "$PARSING_LICENCE" --parity 40 --out exports/parsing.tflite
+  $K export $P/qat256 --quantization qat --config configs/parsing_finetune.yaml \
+    --keras-model $P/best.keras --licence "$PARSING_LICENCE" --parity 40 --out exports/parsing.tflite
   for q in float32 float16 dynamic int8; do
     step export parsing $q
-    $K export runs/parsing/best.keras --quantization $q --config configs/parsing.yaml \
-      --licence "$PARSING_LICENCE" --parity 40 --out runs/parsing/tflite/parsing_$q.tflite
+    $K export $P/best.keras --quantization $q --config configs/parsing_finetune.yaml \
+      --licence "$PARSING_LICENCE" --parity 40 --out $P/tflite/parsing_$q.tflite
   done
 fi
 step done
