@@ -95,7 +95,7 @@ def _add_dataset_args(p):
     p.add_argument("--format", default="auto", help="masks, ccp, camvid, pets, coco, auto")
     p.add_argument("--split", help="camvid: train|val|test; coco: train|val")
     p.add_argument("--groups", help="ccp: suggested|person|raw|PATH.json")
-    p.add_argument("--border", choices=["ignore", "pet"], help="pets trimap border")
+    p.add_argument("--border", choices=["ignore", "pet", "class"], help="pets trimap border (class: 3 classes)")
     p.add_argument("--categories", help="coco: comma-separated category names (default person)")
 
 
