@@ -27,7 +27,7 @@ def before_after(before: np.ndarray, after: np.ndarray, labels=("before", "after
 
 
 def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait",
-             strength: float = 0.6, threads: int = 2, frame_index: int | None = None, segmenter_factory=None):
+             strength: float = 0.6, threads: int = 1, frame_index: int | None = None, segmenter_factory=None):
     """Run ``effect`` over ``source`` headless; write the video and the before/after PNG.
 
     Args:
@@ -84,7 +84,7 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
 
 
 def main(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait", strength=0.6,
-         threads=2) -> int:
+         threads=1) -> int:
     """Run the demo and print what it wrote and its frames/s; the ``kseg demo`` command."""
     stats, video, png = run_demo(out_dir, model, source, effect, strength, threads)
     print(f"{effect} on {source}: {stats.format_line()}")

@@ -46,7 +46,9 @@ class App:
         model: the person/background model (``.tflite``/``.keras``).
         parsing_model: the clothes/hair model for try-on (may be missing).
         fast_model: an optional faster person model (key ``m`` cycles through the models).
-        threads: interpreter threads.
+        threads: interpreter threads (1: the threaded pipeline already keeps both cores busy;
+            on 2 cores a second interpreter thread competed with capture and rendering and
+            lowered frames/s, see docs/results.md).
         effect: the effect to start with.
         effect_args: keyword arguments for ``make_effect`` (strength, background, color, ...).
         smoothing: temporal smoothing strength; refine: guided-filter edges.
@@ -56,7 +58,7 @@ class App:
     """
 
     def __init__(self, model=DEFAULT_MODEL, parsing_model=DEFAULT_PARSING_MODEL, fast_model=DEFAULT_FAST_MODEL,
-                 threads: int | None = 2, effect: str = "portrait", effect_args: dict | None = None,
+                 threads: int | None = 1, effect: str = "portrait", effect_args: dict | None = None,
                  smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None):
         from apps.effects import make_effect
 
@@ -229,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast-model", default=DEFAULT_FAST_MODEL, help="second person model for key m, if present")
     p.add_argument("--parsing-model", default=DEFAULT_PARSING_MODEL,
                    help=f"clothes/hair model for tryon (default {DEFAULT_PARSING_MODEL})")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="interpreter threads (default 1: the pipeline's threads already use both cores)")
     p.add_argument("--out", help="write the result to a video file (.mp4 or .avi)")
     p.add_argument("--frames", help="write every result frame as PNG into this folder")
     p.add_argument("--virtual-cam", action="store_true", help="send the result to a virtual camera (pyvirtualcam)")

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--clip", default="assets/book.mkv")
     p.add_argument("--frames", type=int, default=600, help="frames per effect run (the clip loops)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, nargs="+", default=[2], help="interpreter threads (several: one table row each)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="interpreter threads (several: one table row each)")
     p.add_argument("--skip-stability", action="store_true")
     p.add_argument("--effects", nargs="*", default=["portrait", "swap", "tryon", "mask"], help="effects to time (none: skip)")
     p.add_argument("--long", type=int, default=0, help="frames of the memory run (0: skip)")

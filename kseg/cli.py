@@ -202,7 +202,7 @@ def _add_demo(sub):
     p.add_argument("--source", default="assets/book.mkv", help="video to process (default the bundled clip)")
     p.add_argument("--effect", choices=["portrait", "swap", "mask"], default="portrait")
     p.add_argument("--strength", type=float, default=0.6, help="effect strength 0..1 (default 0.6)")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.set_defaults(func=_run_demo)
 
 
