@@ -15,6 +15,9 @@ from apps.effects.base import Compositor, Effect, parse_color
 
 PALETTE = ["#2a6fdb", "#d62839", "#2bb673", "#f2c14e", "#7d3cff", "#ffffff", "#202020"]
 HAIR_PALETTE = [None, "#b03a2e", "#e8c07d", "#6c3483", "#1f77b4"]
+# hair masks are softer and less certain than garment masks (a strand is hard to see); recolour
+# from a probability of 0.35, fully from 0.75, so skin next to the hair keeps its colour
+HAIR_RAMP = (0.35, 0.75)
 
 
 def _lab_of(rgb_color) -> np.ndarray:
@@ -170,13 +173,16 @@ class TryOn(Effect):
             self._tiled = np.ascontiguousarray(np.tile(self.texture, reps)[: shape[0], : shape[1]])
         return self._tiled
 
-    def _paint(self, out, mask, color, lightness, keep_chroma, opacity, texture=False):
-        box = _bbox(mask, 0.05, 4)
+    def _paint(self, out, mask, color, lightness, keep_chroma, opacity, texture=False, ramp=None):
+        box = _bbox(mask, 0.05 if ramp is None else ramp[0], 4)
         if box is None:
             return
         y0, y1, x0, x1 = box
         region = out[y0:y1, x0:x1]
         wgt = mask[y0:y1, x0:x1]
+        if ramp is not None:  # only confident pixels: weak responses (hands by the face) stay as they are
+            lo, hi = ramp
+            wgt = np.clip((wgt - lo) * (1.0 / (hi - lo)), 0.0, 1.0)
         if texture:
             tex = np.ascontiguousarray(self._tiled_texture(out.shape)[y0:y1, x0:x1])
             new = retexture(np.ascontiguousarray(region), wgt, tex)
@@ -194,5 +200,5 @@ class TryOn(Effect):
             masks = masks[..., None]
         self._paint(out, masks[..., 0], self.color, self.lightness, 0.25, self.strength, self.texture is not None)
         if self.hair_color is not None and masks.shape[-1] > 1:
-            self._paint(out, masks[..., 1], self.hair_color, 0.35, 0.4, 0.8 * self.strength)
+            self._paint(out, masks[..., 1], self.hair_color, 0.35, 0.4, 0.8 * self.strength, ramp=HAIR_RAMP)
         return out
