@@ -118,6 +118,10 @@ def _add_evaluate(sub):
                    help="input size for models with a free input size")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--held-out", type=float, metavar="FRACTION",
+                   help="score only the validation split kseg train held out with this data.val_fraction "
+                        "(and --seed), e.g. 0.15")
+    p.add_argument("--seed", type=int, default=0, help="split seed for --held-out (train.seed of the run)")
     p.add_argument("--out", help="folder for confusion.png, overlays/ and metrics.json")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_run_evaluate)
@@ -132,6 +136,8 @@ def _run_evaluate(args) -> int:
     from kseg.evaluate import evaluate, load_model
 
     ds = open_dataset(resolve_data_path(args.data), args.format, **_dataset_options(args))
+    if args.held_out is not None:
+        ds = ds.split(args.held_out, seed=args.seed)[1]
     model = load_model(args.model)
     report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
                       batch_size=args.batch_size, out_dir=args.out, limit=args.limit)

@@ -81,6 +81,12 @@ def test_evaluate_and_predict(tmp_path, shapes, capsys):
     assert cm.shape == (3, 3) and cm.sum() == 6 * 48 * 64  # scored at label resolution
     assert abs(report["pixel_accuracy"] - np.trace(cm) / cm.sum()) < 1e-9
     assert (out / "confusion.png").is_file() and len(list((out / "overlays").glob("*.png"))) == 6
+    # --held-out 0.25: exactly the validation split kseg train held out (24 images → 6)
+    assert main(["evaluate", str(best), str(shapes), "--format", "masks", "--held-out", "0.25", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "ev" / "history.csv")))
+    assert held["num_images"] == 6
+    assert abs(held["miou"] - float(rows[-1]["val_mean_iou"])) < 0.2  # same images (train scores at 32×32)
     img = sorted((shapes / "images").glob("*.png"))[0]
     assert main(["predict", str(best), str(img), "--out", str(tmp_path / "pred")]) == 0
     import cv2

@@ -76,17 +76,18 @@ def main(argv=None):
             image, _ = ds.load(int(i))
             prob = portrait.segment(image).confidence[..., portrait.person_index]
             shown = overlay_person(image, prob)
-            label = f"{name} #{int(i)}  IoU {ious[int(i)]:.2f}"
-            scale = image.shape[0] / 500
-            cv2.putText(shown, label, (8, int(30 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale,
-                        (255, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+            label = (f"{name} #{int(i)}: portrait person IoU {ious[int(i)]:.2f} "
+                     f"({'hardest' if i == order[0] else 'median'} of {len(ds)})")
             tiles = [image, shown]
             if parsing is not None:
                 tiles.append(overlay_classes(image, parsing.segment(image).category_mask, parsing.colors))
             h = args.height
             tiles = [cv2.resize(t, (int(round(t.shape[1] * h / t.shape[0])), h), interpolation=cv2.INTER_AREA)
                      for t in tiles]
-            rows.append(np.concatenate(tiles, axis=1))
+            row = np.concatenate(tiles, axis=1)
+            strip = np.full((26, row.shape[1], 3), 255, np.uint8)
+            cv2.putText(strip, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.concatenate([strip, row], axis=0))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     grid = np.concatenate(rows, axis=0)
