@@ -32,8 +32,6 @@ import os
 import platform
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,29 +165,6 @@ def _check_path(path) -> Path:
     return check_tflite_file(p)
 
 
-def _iter_samples(ds, indices, skipped, workers=2, depth=4):
-    """``(i, image, mask)`` in order, read ahead by at most ``depth`` samples (bounded memory)."""
-
-    def load(i):
-        try:
-            return i, *ds.load(i), None
-        except KsegError as e:
-            return i, None, None, str(e)
-
-    it = iter(indices)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque(pool.submit(load, i) for _, i in zip(range(depth), it))
-        while pending:
-            i, image, mask, err = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            if err:
-                skipped.append(err)
-                continue
-            yield i, image, mask
-
-
 def _person_class(names) -> int | None:
     lowered = [str(n).lower() for n in names]
     for key in ("person", "foreground", "people", "human"):
@@ -225,8 +200,10 @@ def evaluate_segmenter(seg, ds, limit=None) -> dict:
     cm = np.zeros((n, n), np.int64)
     person_ious = []
     skipped: list[str] = []
+    from kseg.evaluate import iter_loaded
+
     indices = range(min(len(ds), limit) if limit else len(ds))
-    for _, image, mask in _iter_samples(ds, indices, skipped):
+    for _, image, mask in iter_loaded(ds, indices, skipped, workers=2, ahead=4):  # bounded read-ahead
         pred = seg.segment(image).category_mask
         cm += confusion_matrix(mask, pred, n)
         if person is not None:
