@@ -16,8 +16,9 @@ from apps.effects.base import Compositor, Effect, parse_color
 PALETTE = ["#2a6fdb", "#d62839", "#2bb673", "#f2c14e", "#7d3cff", "#ffffff", "#202020"]
 HAIR_PALETTE = [None, "#b03a2e", "#e8c07d", "#6c3483", "#1f77b4"]
 # hair masks are softer and less certain than garment masks (a strand is hard to see); recolour
-# from a probability of 0.35, fully from 0.75, so skin next to the hair keeps its colour
-HAIR_RAMP = (0.35, 0.75)
+# from a probability of 0.5, fully from 0.9, so skin next to the hair (hands held by the face,
+# which the shipped parsing model gives P(hair) ≈ 0.4) keeps its colour
+HAIR_RAMP = (0.5, 0.9)
 
 
 def _lab_of(rgb_color) -> np.ndarray:
