@@ -42,7 +42,9 @@ def main(argv=None):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
     for ax, name in zip(axes, ("people-parsing", "people-masks")):
         for path, ms, sets in points:
-            label = path.split("/")[-1].replace(".tflite", "")
+            stem = path.split("/")[-1].replace(".tflite", "")
+            label = (f"{stem} (QAT int8, shipped)" if path.startswith("exports/")
+                     else stem.replace("_int8", " PTQ int8").replace("_float32", " float32"))
             ax.scatter(ms, sets[name]["mean_image_iou"], color="tab:blue", zorder=3)
             ax.annotate(label, (ms, sets[name]["mean_image_iou"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.scatter(MEDIAPIPE["latency_ms"], MEDIAPIPE[name], marker="*", s=180, color="tab:orange",
