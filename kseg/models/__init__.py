@@ -54,3 +54,15 @@ def build_model(name: str, **kwargs):
 
 
 __all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus"]
+
+
+def __getattr__(name):
+    """``kseg.models.MaskRCNN`` (instance segmentation, ``kseg.models.mask_rcnn``), imported on use.
+
+    It is not in ``MODELS``: the registry holds semantic models (logits ``(B, H, W, C)``).
+    """
+    if name == "MaskRCNN":
+        from kseg.models.mask_rcnn import MaskRCNN
+
+        return MaskRCNN
+    raise AttributeError(f"module 'kseg.models' has no attribute {name!r}")

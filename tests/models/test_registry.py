@@ -25,3 +25,11 @@ def test_registry_builds_the_named_model():
 def test_registry_variant_is_fixed_by_the_name():
     with pytest.raises(KsegError, match="model fcn8s has no argument 'variant'"):
         build_model("fcn8s", num_classes=2, variant="32s")
+
+
+def test_mask_rcnn_is_exported_but_not_a_semantic_registry_entry():
+    import kseg.models
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    assert kseg.models.MaskRCNN is MaskRCNN
+    assert "mask_rcnn" not in kseg.models.MODELS
