@@ -124,11 +124,15 @@ class App:
 
         effect = effect or self.effect
         path = self.model_for(effect)
-        key = (path, tuple(effect.needs))
+        # try-on: the parsing masks are kept only where the person model sees a person
+        gate_path = self.person_models[self.model_i] if effect.model == "parsing" else None
+        if gate_path == path or (gate_path is not None and self.segmenter(gate_path).person_index is None):
+            gate_path = None  # no separate person model: the parsing model alone
+        key = (path, tuple(effect.needs), gate_path)
         if key not in self._estimators:
             self._estimators[key] = MaskEstimator(
                 self.segmenter(path), names=effect.needs, work_scale=self.work_scale, refine=self.refine,
-                smoothing=self.smoothing,
+                smoothing=self.smoothing, gate=self.segmenter(gate_path) if gate_path is not None else None,
             )
         est = self._estimators[key]
         est.smoothing = self.smoothing

@@ -292,8 +292,14 @@ class MaskEstimator:
 
     def __init__(self, segmenter, names=("person",), work_scale: float = 0.25, apply_scale: float = 0.5,
                  refine: bool = True, radius: float = 0.0125, eps: float = 1e-3, smoothing: float = 0.6,
-                 adaptive: bool = True):
+                 adaptive: bool = True, gate=None):
         self.segmenter = segmenter
+        # a person model whose person probability multiplies every mask: the parsing model alone
+        # takes walls and furniture for clothes when nobody is in view
+        self.gate = gate
+        if gate is not None and getattr(gate, "person_index", None) is None:
+            raise KsegError(f"{getattr(gate, 'path', None) or 'the gate model'} has no person class; "
+                            "gate try-on with a person model such as exports/portrait.tflite")
         self.names = tuple(names)
         self.work_scale = float(work_scale)
         self.apply_scale = float(apply_scale)
@@ -428,6 +434,18 @@ class MaskEstimator:
                               interpolation=cv2.INTER_LINEAR)
         return model_in, half
 
+    def _gate_probability(self, gate_logits, size_hw):
+        """The gate model's person probability at ``size_hw`` (softmax over its classes)."""
+        import cv2
+
+        g = np.asarray(gate_logits, np.float32)
+        if getattr(self.gate, "output_kind", "logits") != "probabilities":
+            g = g - g.max(axis=-1, keepdims=True)
+            np.exp(g, out=g)
+            g /= g.sum(axis=-1, keepdims=True)
+        p = np.ascontiguousarray(g[..., int(self.gate.person_index)])
+        return cv2.resize(p, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
+
     def infer(self, rgb: np.ndarray, half: np.ndarray | None = None):
         """Stage 1, the model: logits at the model's resolution for frame ``rgb``.
 
@@ -443,6 +461,8 @@ class MaskEstimator:
         t0 = time.perf_counter()
         model_in, half = self._model_input(rgb, half)
         logits = self.segmenter.logits(model_in)
+        if self.gate is not None:
+            logits = (logits, self.gate.logits(model_in))
         self.infer_ms = (time.perf_counter() - t0) * 1e3
         return logits, half
 
@@ -475,10 +495,15 @@ class MaskEstimator:
         h, w = rgb.shape[:2]
         wh, ww = max(8, round(h * self.work_scale)), max(8, round(w * self.work_scale))
         k = len(self._plan)
+        gate_logits = None
+        if isinstance(logits, tuple):
+            logits, gate_logits = logits
         small = cv2.resize(logits, (ww, wh), dst=self._buf("logits_small", (wh, ww) + logits.shape[2:]),
                            interpolation=cv2.INTER_LINEAR)
         masks = self._buf("masks", (wh, ww, k))
         self._probabilities(small.reshape(wh, ww, -1), masks)
+        if gate_logits is not None:
+            masks *= self._gate_probability(gate_logits, (wh, ww))[..., None]
         masks = self.smoother(masks)
         self.person_fraction = float(masks[..., 0].mean())
         if out is None or out.shape != (h, w, k) or out.dtype != np.float32:

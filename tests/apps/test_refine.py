@@ -95,3 +95,24 @@ def test_estimator_flicker_reduced_by_smoothing():
     raw, smooth = flicker(0.0), flicker(0.6)
     assert smooth < 0.5 * raw
     assert smooth == pytest.approx(raw * 0.4 / 1.6, rel=0.35)  # EMA amplitude ratio w/(2-w) for w=0.4
+
+
+def test_person_gate_removes_parsing_masks_where_nobody_is():
+    """Try-on's masks are multiplied by the person model's probability: clothes the parsing model
+    'sees' where the person model sees nobody (walls, furniture) are dropped."""
+    from kseg.errors import KsegError
+
+    nobody_left = (112, 256, 128, 176)  # the person model finds a person only in the right part of the clothes
+    gate = FakeSegmenter(regions={"person": nobody_left})
+    est = MaskEstimator(parsing_segmenter(), names=("upper_clothes",), refine=False, smoothing=0, gate=gate)
+    m = est(textured_frame())[..., 0]
+    p_gate = np.exp(8) / (np.exp(8) + 1)
+    p_clothes = np.exp(8) / (np.exp(8) + 7)
+    ys, xs = interior(nobody_left, 8)
+    np.testing.assert_allclose(m[ys, xs], p_clothes * p_gate, atol=1e-3)  # both agree: kept
+    ys, xs = interior((112, 256, 80, 120), 8)  # clothes to the parsing model, nobody to the gate
+    assert m[ys, xs].max() < 1e-3
+    ungated = MaskEstimator(parsing_segmenter(), names=("upper_clothes",), refine=False, smoothing=0)(textured_frame())
+    assert ungated[ys, xs, 0].min() > 0.99
+    with pytest.raises(KsegError, match="no person class"):
+        MaskEstimator(parsing_segmenter(), names=("hair",), gate=parsing_segmenter())
