@@ -124,7 +124,8 @@ def parse_reference(text) -> dict:
     return {"name": name, "median_ms": lat, "score": score}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or platform.processor())."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -137,7 +138,7 @@ def _cpu_name() -> str:
 
 def machine() -> dict:
     """The machine the figures were measured on."""
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform()}
 
 

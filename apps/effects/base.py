@@ -62,6 +62,14 @@ def looks_like_color(spec) -> bool:
         return False
 
 
+def reusable(bufs: dict, name: str, shape, dtype=np.uint8) -> np.ndarray:
+    """``bufs[name]`` if it has this shape and dtype, else a new empty array kept there (no per-frame allocation)."""
+    arr = bufs.get(name)
+    if arr is None or arr.shape != shape or arr.dtype != dtype:
+        arr = bufs[name] = np.empty(shape, dtype)
+    return arr
+
+
 class Compositor:
     """``out = alpha·fg + (1 - alpha)·bg`` for uint8 RGB images and a float alpha in ``[0, 1]``.
 
@@ -77,10 +85,7 @@ class Compositor:
         self._bufs = {}
 
     def _buf(self, name, shape, dtype=np.uint8):
-        arr = self._bufs.get(name)
-        if arr is None or arr.shape != shape or arr.dtype != dtype:
-            arr = self._bufs[name] = np.empty(shape, dtype)
-        return arr
+        return reusable(self._bufs, name, shape, dtype)
 
     def __call__(self, fg, bg, alpha, out=None):
         import cv2
@@ -119,10 +124,7 @@ class Effect:
         self._bufs = {}
 
     def _buf(self, name, shape, dtype=np.uint8):
-        arr = self._bufs.get(name)
-        if arr is None or arr.shape != shape or arr.dtype != dtype:
-            arr = self._bufs[name] = np.empty(shape, dtype)
-        return arr
+        return reusable(self._bufs, name, shape, dtype)
 
     def adjust(self, delta: float) -> None:
         """Change ``strength`` by ``delta``, kept in ``[0, 1]``."""

@@ -15,19 +15,13 @@ from __future__ import annotations
 from keras import ops
 
 from kseg.ops import fpn_level
+from kseg.ops.roi_align import _bilinear_coords
 
 
 def _bilinear(coord, size):
-    """torchvision's bilinear_interpolate along one axis; ``size`` broadcasts against ``coord``."""
-    valid = ops.logical_and(coord >= -1.0, coord <= size)
-    c = ops.maximum(coord, 0.0)
-    low = ops.floor(c)
-    at_end = low >= size - 1.0
-    low = ops.where(at_end, size - 1.0, low)
-    high = ops.where(at_end, size - 1.0, low + 1.0)
-    c = ops.where(at_end, low, c)
-    frac = c - low
-    return ops.cast(low, "int32"), ops.cast(high, "int32"), 1.0 - frac, frac, ops.cast(valid, "float32")
+    """``kseg.ops.roi_align``'s bilinear coordinates (``size`` broadcasts against ``coord``), validity as 0/1."""
+    low, high, w_low, w_high, valid = _bilinear_coords(coord, size)
+    return low, high, w_low, w_high, ops.cast(valid, "float32")
 
 
 def multilevel_roi_align(features, boxes, box_indices, levels, strides, output_size, sampling_ratio=2, aligned=True):
