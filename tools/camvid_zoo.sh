@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CamVid zoo table of docs/results.md: for each trained run, the test-split evaluation of the
-# Keras model, QAT, the five TFLite variants (parity on 40 val images each) and their latency and
+# Keras model, QAT, the five TFLite variants (parity on 20 val images each) and their latency and
 # test mIoU through kseg benchmark. Each step is skipped when its output exists; run from the
 # repository root after the trainings (benchmarks/run_trainings.sh configs/camvid_*.yaml):
 #   bash tools/camvid_zoo.sh camvid_unet_lite0 camvid_deeplab_v3_plus_lite0 ...
@@ -21,10 +21,10 @@ for name in "$@"; do
     $K quantize $R/best.keras --config $C --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 8 --out $R/qat; }
   [[ -f $R/tflite/${name}_qat.tflite ]] || { step export $name qat;
     $K export $R/qat --quantization qat --config $C --keras-model $R/best.keras --licence "$LICENCE" \
-      --parity 40 --out $R/tflite/${name}_qat.tflite; }
+      --parity 20 --out $R/tflite/${name}_qat.tflite; }
   for q in float32 float16 dynamic int8; do
     [[ -f $R/tflite/${name}_$q.tflite ]] || { step export $name $q;
-      $K export $R/best.keras --quantization $q --config $C --licence "$LICENCE" --parity 40 \
+      $K export $R/best.keras --quantization $q --config $C --licence "$LICENCE" --parity 20 \
         --out $R/tflite/${name}_$q.tflite; }
   done
   [[ -f runs/eval/${name}_bench.json ]] || { step benchmark $name;
