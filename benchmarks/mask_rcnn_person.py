@@ -188,19 +188,105 @@ def cmd_export(args):
         model.predict_on_batch(np.asarray(im, np.float32)[None])
         t.append(time.perf_counter() - t0)
     report["keras_latency_s"] = float(np.median(t[5:]))
-    (out / "export.json").write_text(json.dumps(report, indent=1))
+    old = json.loads((out / "export.json").read_text()) if (out / "export.json").is_file() else {}
+    (out / "export.json").write_text(json.dumps({**old, **report}, indent=1))
     print(f"keras predict_on_batch median {report['keras_latency_s']:.2f} s", flush=True)
+
+
+def _fake_quantize(model, part):
+    """Round the Conv/Dense kernels of one part of ``model`` to int8 per output channel (symmetric,
+    as the converter's dynamic-range quantization stores them); activations stay float."""
+    import numpy as np
+
+    parts = {"backbone": [model.backbone], "box_head": [model.box_head], "mask_head": [model.mask_head]}
+    subs = parts.get(part, [model.backbone, model.box_head, model.mask_head])
+    for sub in subs:
+        for layer in sub.layers:
+            if not hasattr(layer, "kernel") or layer.kernel is None:
+                continue
+            w = np.asarray(layer.kernel)
+            # output channels: last axis (Conv2D/Dense/Depthwise multiplier), Conv2DTranspose: axis -2
+            axis = w.ndim - 2 if layer.__class__.__name__ == "Conv2DTranspose" else w.ndim - 1
+            if layer.__class__.__name__ == "DepthwiseConv2D":
+                axis = w.ndim - 2
+            red = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.maximum(np.abs(w).max(axis=red, keepdims=True), 1e-12) / 127.0
+            layer.kernel.assign(np.round(w / scale).clip(-127, 127) * scale)
+
+
+def cmd_quant(args):
+    """Which part of the network makes int8 weights change the detections (Keras simulation)."""
+    from kseg.data.instances import letterbox
+    from kseg.data.readers import read_image
+    from kseg.models.mask_rcnn.export import parity
+
+    cfg = load_cfg(args.config)
+    out = ROOT / "runs" / cfg["name"]
+    model = build(cfg, pretrained=False)
+    model.load_weights(out / "last.weights.h5")
+    _, vals = coco_train_and_val(cfg)
+    paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
+    images = [letterbox(read_image(p), cfg["data"]["size"])[0] for p in paths]
+
+    class KerasRunner:
+        def __init__(self, m):
+            self.m = m
+
+        def detect(self, image):
+            import numpy as np
+
+            return {k: np.asarray(v)[0] for k, v in self.m.predict_on_batch(np.asarray(image, np.float32)[None]).items()}
+
+    report = {}
+    for part in ("backbone", "box_head", "mask_head", "all"):
+        q = build(cfg, pretrained=False)
+        q.load_weights(out / "last.weights.h5")
+        _fake_quantize(q, part)
+        report[part] = parity(model, KerasRunner(q), images)
+        print(part, json.dumps(report[part]), flush=True)
+    (out / "quant_study.json").write_text(json.dumps(report, indent=1))
+
+
+def cmd_parity(args):
+    """Parity (all detections and score >= 0.5) and COCO mask AP of each exported variant."""
+    from kseg.data.instances import letterbox
+    from kseg.data.readers import read_image
+    from kseg.models.mask_rcnn.commands import evaluate_instances, load_instance_model
+    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, parity
+
+    cfg = load_cfg(args.config)
+    out = ROOT / "runs" / cfg["name"]
+    model = build(cfg, pretrained=False)
+    model.load_weights(out / "last.weights.h5")
+    _, vals = coco_train_and_val(cfg)
+    paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
+    images = [letterbox(read_image(p), cfg["data"]["size"])[0] for p in paths]
+    report = {}
+    for q in args.quantization:
+        f = out / f"{cfg['name']}_{q}.tflite"
+        runner = TFLiteMaskRCNN(f, num_threads=2)
+        r = {"size_mb": round(f.stat().st_size / 2**20, 2)}
+        for ms in (0.0, 0.5):
+            r[f"parity_score_{ms}"] = parity(model, runner, images, min_score=ms)
+        m = load_instance_model(f)
+        m.class_names = ("background", "person")
+        for sub in ("coco-tiny", "coco-mini"):
+            e = evaluate_instances(m, f"coco/{sub}", "val", categories=("person",))
+            r[f"{sub}_val"] = {"mask_AP": e["segm"]["AP"], "box_AP": e["bbox"]["AP"], "images": e["images"]}
+        report[q] = r
+        print(q, json.dumps(r), flush=True)
+    (out / "parity_study.json").write_text(json.dumps(report, indent=1))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "eval", "export"))
+    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity"))
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--minutes", type=float, default=None, help="train: stop after the epoch that passes this")
     p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"], help="export: one file each")
     p.add_argument("--parity-images", type=int, default=20, help="export: val images for Keras/TFLite parity")
     args = p.parse_args(argv)
-    {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}[args.command](args)
+    {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity}[args.command](args)
 
 
 if __name__ == "__main__":

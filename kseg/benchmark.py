@@ -8,6 +8,9 @@ For each model (``.tflite``, or ``.keras`` through the same ``Segmenter``):
   a frame already at the input size.
 - **size** of the file (MB), **parameters** when the model card records them (``.keras``: counted),
   **op check** (builtin ops only, else which ops are not), input size and I/O dtypes.
+- instance models (Mask R-CNN ``.tflite`` with its card, ``.keras``): the same latency, size and
+  op check, and with a COCO ``--data`` pycocotools **mask and box AP**
+  (``kseg.models.mask_rcnn.commands.benchmark_instance``).
 - with a dataset: **mIoU** (and per-class IoU) at label resolution, streamed through
   ``Segmenter.segment`` and ``kseg.metrics``; for person models also the **mean per-image person
   IoU** (IoU of the person class in each image, averaged; an image where neither prediction nor
@@ -346,10 +349,15 @@ def benchmark(paths, threads: int = 2, runs: int = 50, warmup: int = 10, data=No
         raise KsegError("no model given; pass one or more .tflite/.keras files")
     if runs < 1 or warmup < 0:
         raise KsegError(f"runs={runs}, warmup={warmup}: use runs >= 1 and warmup >= 0")
+    from kseg.models.mask_rcnn.commands import benchmark_instance, model_kind
+
     for p in paths:  # fail before spending minutes on the first models
         _check_path(p)
-    ds = _open(data, format, split=split, **data_options)
-    return [benchmark_model(p, threads, runs, warmup, ds, limit, clock) for p in paths]
+    instance = {p for p in paths if model_kind(p) == "instance"}  # Mask R-CNN: COCO mask AP instead of mIoU
+    ds = _open(data, format, split=split, **data_options) if len(instance) < len(paths) else None
+    return [benchmark_instance(p, threads, runs, warmup, data, split, data_options.get("categories"), limit,
+                               clock=clock) if p in instance
+            else benchmark_model(p, threads, runs, warmup, ds, limit, clock) for p in paths]
 
 
 # --------------------------------------------------------------------------------------
@@ -402,6 +410,11 @@ def format_table(rows) -> str:
             if any(x["person_iou"] is not None for x in scored):
                 note += "; person IoU: IoU of the person class per image, averaged (both empty = 1)"
             notes.append(note)
+        for r in rows:
+            if r.get("task") == "instance_segmentation":
+                ap = (f"mask AP {r['mask_ap']:.3f}, AP50 {r['mask_ap50']:.3f}, box AP {r['box_ap']:.3f} on {r['data']} "
+                      f"({r['num_images']} images, pycocotools)" if r.get("mask_ap") is not None else "no --data: not scored")
+                notes.append(f"{r['model']}: instance segmentation (Mask R-CNN, {r['format']}): {ap}")
         lines += [""] + notes
     return "\n".join(lines)
 

@@ -4,7 +4,8 @@ Commands:
     kseg data check PATH --format F     counts, histogram, sizes, every bad sample
     kseg data preview PATH --format F   PNG grid of augmented samples with their masks
     kseg train --config configs/X.yaml  train with model.fit (resumes after a kill)
-    kseg evaluate MODEL DATA            per-class IoU, mIoU, accuracy, Dice, confusion matrix
+    kseg evaluate MODEL DATA            per-class IoU, mIoU, accuracy, Dice, confusion matrix;
+                                        Mask R-CNN on COCO: box and mask AP/AR (pycocotools)
     kseg predict MODEL IMAGE...         masks and overlays
     kseg quantize MODEL --data D        quantization-aware fine-tuning (tfmot, tf_keras twin)
     kseg export MODEL --quantization Q  .tflite + model card, parity against the Keras model
@@ -110,9 +111,10 @@ def _dataset_options(args) -> dict:
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...)")
-    p.add_argument("model", help=".keras model")
-    p.add_argument("data", help="dataset folder")
+    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; "
+                       "Mask R-CNN: COCO box/mask AP)")
+    p.add_argument("model", help=".keras model; instance models also .weights.h5 (with --config) or an exported .tflite")
+    p.add_argument("data", help="dataset folder; instance models: a COCO folder (--split, default val) or an instances JSON")
     _add_dataset_args(p)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="input size for models with a free input size")
@@ -124,13 +126,61 @@ def _add_evaluate(sub):
     p.add_argument("--seed", type=int, default=0, help="split seed for --held-out (train.seed of the run)")
     p.add_argument("--out", help="folder for confusion.png, overlays/ and metrics.json")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    inst = p.add_argument_group("instance models (Mask R-CNN)")
+    inst.add_argument("--config", help="the configs/mask_rcnn_*.yaml a .weights.h5 file was trained with")
+    inst.add_argument("--results", metavar="FILE.json", help="write the detections in COCO result format")
+    inst.add_argument("--images", help="image folder of an annotation JSON (default: guessed beside it)")
     p.set_defaults(func=_run_evaluate)
+
+
+def _instance_branch(args) -> bool:
+    """Whether a command's MODEL is a Mask R-CNN (and its DATA COCO), failing in one line on a mix."""
+    from kseg.models.mask_rcnn.commands import INSTANCE_HINT, model_kind
+
+    kind = model_kind(args.model)
+    data = getattr(args, "data", None)
+    if kind != "instance" and data and str(data).endswith(".json"):
+        if kind == "semantic":
+            raise KsegError(f"{args.model} is a semantic segmentation model; a COCO annotation JSON scores "
+                            f"instances (box/mask AP) and needs {INSTANCE_HINT}")
+        return True  # let the instance loader say what is wrong with the file
+    return kind == "instance"
+
+
+def _run_instance_evaluate(args) -> int:
+    import json
+
+    from kseg.models.mask_rcnn.commands import evaluate_instances, format_instance_report, load_instance_model
+
+    model = load_instance_model(args.model, config=args.config)
+    cats = _dataset_options(args).get("categories")
+    report = evaluate_instances(model, args.data, split=args.split, categories=cats, images=args.images,
+                                limit=args.limit, results_path=args.results)
+    if args.results:
+        report["results_file"] = args.results
+    if args.out:
+        from kseg.paths import atomic_path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(args.out) / "metrics.json") as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_instance_report(report))
+        if args.results:
+            print(f"detections (COCO result format) written to {args.results}")
+    return 0
 
 
 def _run_evaluate(args) -> int:
     _quiet_tf()
     import json
 
+    if _instance_branch(args):
+        return _run_instance_evaluate(args)
+    if args.results or args.config or args.images:
+        raise KsegError(f"--results/--config/--images are for instance models; {args.model} is a semantic model")
     from kseg.config import resolve_data_path
     from kseg.data.readers import open_dataset
     from kseg.evaluate import evaluate, load_model
@@ -174,6 +224,30 @@ def _run_predict(args) -> int:
     paths = predict(model, args.images, args.out, class_names=names, colors=colors,
                     size=tuple(args.size) if args.size else None)
     print(f"wrote {len(paths)} files to {args.out}")
+    return 0
+
+
+def _run_export(args) -> int:
+    """``kseg export``: a Mask R-CNN goes to ``kseg.models.mask_rcnn.commands``, the rest to ``kseg.export``."""
+    _quiet_tf()
+    from kseg import export
+
+    if not _instance_branch(args):
+        return export.run_cli(args)
+    import shlex
+
+    from kseg.models.mask_rcnn.commands import export_instance_model, load_instance_model
+
+    model = load_instance_model(args.model, config=args.config)
+    card = export_instance_model(model, args.out, args.quantization, data=args.data, parity_count=args.parity,
+                                 threads=args.threads, licence=args.licence,
+                                 command=shlex.join(["kseg", *sys.argv[1:]]))
+    par = card.get("parity")
+    line = f"wrote {args.out} ({card['size_bytes'] / 2**20:.1f} MB, {args.quantization}, builtin ops only) and its card"
+    if par:
+        line += (f"; parity vs Keras on {par['images']} images: {par['matched']}/{par['keras_detections']} detections "
+                 f"matched, median box Δ {par['median_box_diff']:.2f} px, mean mask IoU {par['mean_mask_iou']:.3f}")
+    print(line)
     return 0
 
 
@@ -237,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kseg import export
 
     export.add_cli(sub)  # kseg export, kseg quantize
+    sub.choices["export"].set_defaults(func=_run_export)  # Mask R-CNN files go to their own exporter
     from kseg import benchmark
 
     benchmark.add_cli(sub)  # kseg benchmark

@@ -267,13 +267,16 @@ COCO_STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
-def coco_mask_ap(gt_json, results) -> dict:
+def coco_mask_ap(gt_json, results, cat_ids=None) -> dict:
     """COCO mask AP/AR (``iouType="segm"``) of instance-mask results, via pycocotools.
 
     Args:
         gt_json: path of a COCO ground-truth file (``images``, ``annotations``, ``categories``).
         results: path of a COCO results JSON or a list of dicts ``{"image_id", "category_id",
             "segmentation" (RLE or polygons), "score"}``.
+        cat_ids: COCO category ids to score (``None``: every category of ``gt_json``, as
+            pycocotools does; AP is the mean over these categories, so a person model scored on
+            a full COCO file needs ``cat_ids=[1]``).
 
     Returns:
         dict of the twelve COCO summary numbers (``AP`` = AP@[.50:.95], ``AP50``, ``AP75``, …,
@@ -309,6 +312,8 @@ def coco_mask_ap(gt_json, results) -> dict:
         gt = COCO(str(gt_json))
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, iouType="segm")
+        if cat_ids is not None:
+            ev.params.catIds = sorted(int(c) for c in cat_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -120,34 +120,40 @@ class TFLiteMaskRCNN:
         return float(np.median(times))
 
 
-def parity(model, runner, images, threshold=0.5):
+def parity(model, runner, images, threshold=0.5, min_score=0.0):
     """Keras vs TFLite detections on letterboxed images.
 
     Each Keras detection is matched to the unmatched TFLite detection of the same class with
-    the highest box IoU (at least 0.5).
+    the highest box IoU (at least 0.5). A detection scoring near the threshold or an NMS tie
+    can change which boxes survive, so the maxima can come from one such flip; the medians
+    and ``within_1px`` say how the rest agree.
 
     Args:
-        model: the ``MaskRCNN``.
-        runner: a ``TFLiteMaskRCNN`` of its export.
+        model: the ``MaskRCNN`` (or anything with a ``predict_on_batch`` like it).
+        runner: a ``TFLiteMaskRCNN`` of its export (anything with ``detect``).
         images: iterable of ``(H, W, 3)`` images at the model's input size.
         threshold: mask probability threshold for the mask IoU.
+        min_score: only Keras detections scoring at least this are compared (TFLite
+            detections of any score can match them); ``same_count`` counts these too.
 
     Returns:
-        dict ``images``, ``same_count`` (share of images with as many detections),
-        ``keras_detections``, ``matched`` (Keras detections with a TFLite match),
-        ``max_box_diff`` (pixels, matched), ``max_score_diff`` and ``mean_mask_iou`` (pasted
-        masks of matched detections).
+        dict ``images``, ``min_score``, ``same_count`` (share of images with as many
+        detections), ``keras_detections``, ``matched`` (Keras detections with a TFLite match),
+        ``within_1px`` (matched with every box side within 1 px), ``max_box_diff`` and
+        ``median_box_diff`` (pixels, matched), ``max_score_diff``, ``mean_mask_iou`` and
+        ``median_mask_iou`` (pasted masks of matched detections).
     """
     from kseg.models.mask_rcnn.boxes import box_iou
     from kseg.models.mask_rcnn.postprocess import paste_masks
 
-    same, matched, total, box_diff, score_diff, ious, n = 0, 0, 0, 0.0, 0.0, [], 0
+    same, matched, total, score_diff, ious, diffs, n = 0, 0, 0, 0.0, [], [], 0
     for image in images:
         n += 1
         ref = {k: np.asarray(v)[0] for k, v in model.predict_on_batch(np.asarray(image, np.float32)[None]).items()}
         lite = runner.detect(image)
-        a, b = int(ref["num_detections"]), int(lite["num_detections"])
-        same += a == b
+        a = int(np.sum(ref["scores"][: int(ref["num_detections"])] >= min_score))  # scores are sorted
+        b = int(lite["num_detections"])
+        same += a == int(np.sum(lite["scores"][:b] >= min_score))
         total += a
         if not a or not b:
             continue
@@ -162,11 +168,14 @@ def parity(model, runner, images, threshold=0.5):
             k = int(order[0])
             used.add(k)
             matched += 1
-            box_diff = max(box_diff, float(np.abs(ref["boxes"][j] - lite["boxes"][k]).max()))
+            diffs.append(float(np.abs(ref["boxes"][j] - lite["boxes"][k]).max()))
             score_diff = max(score_diff, float(abs(ref["scores"][j] - lite["scores"][k])))
             ma = paste_masks(ref["masks"][j:j + 1], ref["boxes"][j:j + 1], size, threshold)[0].astype(bool)
             mb = paste_masks(lite["masks"][k:k + 1], lite["boxes"][k:k + 1], size, threshold)[0].astype(bool)
             union = (ma | mb).sum()
             ious.append(float((ma & mb).sum() / union) if union else 1.0)
-    return {"images": n, "same_count": same / max(n, 1), "keras_detections": total, "matched": matched, "max_box_diff": box_diff,
-            "max_score_diff": score_diff, "mean_mask_iou": float(np.mean(ious)) if ious else None}
+    return {"images": n, "min_score": min_score, "same_count": same / max(n, 1), "keras_detections": total,
+            "matched": matched, "within_1px": int(np.sum(np.asarray(diffs) < 1.0)),
+            "max_box_diff": max(diffs, default=0.0), "median_box_diff": float(np.median(diffs)) if diffs else None,
+            "max_score_diff": score_diff, "mean_mask_iou": float(np.mean(ious)) if ious else None,
+            "median_mask_iou": float(np.median(ious)) if ious else None}

@@ -84,16 +84,17 @@ def coco_results(image_id, boxes, scores, classes, masks, category_ids=None):
     return out
 
 
-def coco_eval(gt_json, results, iou_type="segm"):
+def coco_eval(gt_json, results, iou_type="segm", cat_ids=None):
     """COCO AP/AR of results (``"segm"`` or ``"bbox"``) via pycocotools, as a dict.
 
     ``"segm"`` goes through ``kseg.metrics.coco_mask_ap``; ``"bbox"`` runs the same pycocotools
-    evaluation on boxes. Keys as ``kseg.metrics.COCO_STATS``.
+    evaluation on boxes. ``cat_ids``: the COCO categories to average over (``None``: all of the
+    ground truth's). Keys as ``kseg.metrics.COCO_STATS``.
     """
     from kseg.metrics import COCO_STATS, coco_mask_ap
 
     if iou_type == "segm":
-        return coco_mask_ap(gt_json, results)
+        return coco_mask_ap(gt_json, results, cat_ids=cat_ids)
     if iou_type != "bbox":
         raise KsegError(f"coco_eval iou_type={iou_type!r}: use segm or bbox")
     results = list(results)
@@ -105,6 +106,8 @@ def coco_eval(gt_json, results, iou_type="segm"):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_json))
         ev = COCOeval(gt, gt.loadRes(results), iouType="bbox")
+        if cat_ids is not None:
+            ev.params.catIds = sorted(int(c) for c in cat_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
