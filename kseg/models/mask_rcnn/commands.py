@@ -586,9 +586,10 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
         data: COCO folder/JSON whose images measure parity (default: the config's COCO val images).
         parity_count: images for parity (0: skip).
         threads: interpreter threads for the latency figure.
-        licence: the training data's licence (default: the config's ``licence``).
+        licence: the training data's licence (default: the config's ``card: data_licence``).
         command: the command line to record.
-        **card_fields: more card fields (``metrics``, ``limitations``, ``intended_use``...).
+        **card_fields: more card fields (``metrics``, ``limitations``, ``intended_use``...); the
+            config's ``card:`` section supplies defaults.
 
     Returns:
         The card dict.
@@ -624,15 +625,18 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
     if images:
         par = parity(model.model, runner, images)
         par["images_from"] = where
+        # the detections an app keeps (score >= 0.5): NMS/threshold flips among weak ones excluded
+        par["score_at_least_0.5"] = parity(model.model, runner, images, min_score=0.5)
     lat = runner.latency(runs=10, warmup=2)
+    card_fields = {**(model.config.get("card") or {}), **card_fields}  # the config's notes for the card
     data_cfg = model.config.get("data") or {}
-    training = model.config.get("training_data") or (
+    training = card_fields.pop("training_data", None) or (
         ", ".join(f"coco/{s} train" for s in data_cfg.get("coco_subsets", [])) or None)
     card = instance_card(out, model.model, quantization, names,
                          ops=info["ops"], builtin_only=not info["non_builtin"], parity=par,
                          latency_ms={"invoke_median_ms": round(lat * 1000, 1), "threads": threads,
                                      "timed": "one detect() on a zero image (median of 10 after 2 warm-up)"},
-                         training_data=training, data_licence=licence or model.config.get("licence"),
+                         training_data=training, data_licence=licence or card_fields.pop("data_licence", None),
                          source=str(model.path),
                          command=command or " ".join(["kseg", *sys.argv[1:]]), **card_fields)
     write_instance_card(out, card)
