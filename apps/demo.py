@@ -27,7 +27,8 @@ def before_after(before: np.ndarray, after: np.ndarray, labels=("before", "after
 
 
 def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait",
-             strength: float = 0.6, threads: int = 1, frame_index: int | None = None, segmenter_factory=None):
+             strength: float = 0.6, threads: int = 1, frame_index: int | None = None, segmenter_factory=None,
+             keep: str = "all", instance_model=None, keeper_factory=None):
     """Run ``effect`` over ``source`` headless; write the video and the before/after PNG.
 
     Args:
@@ -38,6 +39,10 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
         strength: effect strength.
         threads: interpreter threads.
         frame_index: the frame shown in the PNG (default: the middle of the clip).
+        keep: portrait: which people stay sharp (``all``, ``largest``, ``nearest``, ``center``;
+            see ``apps.common.keep``).
+        instance_model: the person instance model for ``keep`` (default
+            ``exports/person-instances.tflite``).
 
     Returns:
         ``(RunStats, video_path, png_path)``.
@@ -59,7 +64,8 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
     if not clip.exists():
         raise KsegError(f"demo clip {source} not found; it ships in assets/ — is this a complete checkout?")
     app = App(model=model, parsing_model=None, fast_model=None, threads=threads, effect=effect,
-              effect_args={"strength": strength}, segmenter_factory=segmenter_factory)
+              effect_args={"strength": strength}, segmenter_factory=segmenter_factory, keep=keep,
+              instance_model=instance_model, keeper_factory=keeper_factory)
     src = open_source(clip)
     pick = frame_index if frame_index is not None else (src.frame_count or 2) // 2
     kept = {}
@@ -84,9 +90,10 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
 
 
 def main(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait", strength=0.6,
-         threads=1) -> int:
+         threads=1, keep="all", instance_model=None) -> int:
     """Run the demo and print what it wrote and its frames/s; the ``kseg demo`` command."""
-    stats, video, png = run_demo(out_dir, model, source, effect, strength, threads)
+    stats, video, png = run_demo(out_dir, model, source, effect, strength, threads, keep=keep,
+                                 instance_model=instance_model)
     print(f"{effect} on {source}: {stats.format_line()}")
     print(f"frames/s (decode + segment + refine + effect + mp4 encode, 3 threads): {stats.fps:.1f}")
     print(f"wrote {video} and {png}")

@@ -7,6 +7,7 @@ Examples:
     python -m apps.webcam --effect tryon --texture tartan.jpg
     python -m apps.webcam --source assets/book.mkv --out out.mp4 --no-window
     python -m apps.webcam --virtual-cam                    # use it in a video call
+    python -m apps.webcam --keep largest                   # portrait: only the largest person sharp
 
 Keys (in the window): ``e``/Tab next effect, ``1``–``4`` portrait/swap/tryon/mask, ``m`` next
 model, ``+``/``-`` strength, ``c``/``v`` garment/hair colour (try-on), ``s`` temporal smoothing
@@ -52,14 +53,24 @@ class App:
         effect: the effect to start with.
         effect_args: keyword arguments for ``make_effect`` (strength, background, color, ...).
         smoothing: temporal smoothing strength; refine: guided-filter edges.
+        keep: portrait mode keeps only these people sharp: ``all`` (default), ``largest``,
+            ``nearest`` or ``center`` (``apps.common.keep``; the last three need the instance
+            model).
+        instance_model: the person instance model for ``keep`` (default
+            ``exports/person-instances.tflite``).
+        keeper_factory: ``(instance_model, keep) -> PersonKeeper`` (tests: a fake detector).
 
     Raises:
-        KsegError: the model cannot be loaded, or try-on is asked for without a parsing model.
+        KsegError: the model cannot be loaded, try-on is asked for without a parsing model, or
+            ``keep`` is asked for without the instance model.
     """
 
     def __init__(self, model=DEFAULT_MODEL, parsing_model=DEFAULT_PARSING_MODEL, fast_model=DEFAULT_FAST_MODEL,
                  threads: int | None = 1, effect: str = "portrait", effect_args: dict | None = None,
-                 smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None):
+                 smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None,
+                 keep: str = "all", instance_model=None, keeper_factory=None):
+        from apps.common.keep import DEFAULT_INSTANCE_MODEL, KEEP_CHOICES
+
         from apps.effects import make_effect
 
         self.threads = threads
@@ -88,9 +99,21 @@ class App:
         if not self.person_models:
             raise KsegError(f"no model found ({model}); give --model PATH")
         self.model_i = 0
+        if keep not in KEEP_CHOICES:
+            raise KsegError(f"--keep {keep}: choose one of {', '.join(KEEP_CHOICES)}")
+        self.keep = keep
+        self.keeper = None
+        if keep != "all":
+            self.keeper = (keeper_factory or self._keeper)(instance_model or DEFAULT_INSTANCE_MODEL, keep)
+            self.effect_args["keeper"] = self.keeper  # portrait takes it; the other effects ignore it
         self.effects = {}
         self.make_effect = make_effect
         self.effect = self.get_effect(effect)
+
+    def _keeper(self, instance_model, keep):
+        from apps.common.keep import PersonKeeper, load_instance_detector
+
+        return PersonKeeper(load_instance_detector(instance_model, num_threads=1), keep=keep)
 
     def _load(self, path):
         from kseg.runtime import Segmenter
@@ -144,9 +167,11 @@ class App:
         return self.model_for(self.effect).name
 
     def close(self):
-        """Close the effects (a background video)."""
+        """Close the effects (a background video) and the keeper's detection thread."""
         for e in self.effects.values():
             e.close()
+        if self.keeper is not None:
+            self.keeper.close()
 
     # ------------------------------------------------------------ keys
 
@@ -237,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"clothes/hair model for tryon (default {DEFAULT_PARSING_MODEL})")
     p.add_argument("--threads", type=int, default=1,
                    help="interpreter threads (default 1: the pipeline's threads already use both cores)")
+    from apps.common.keep import DEFAULT_INSTANCE_MODEL, KEEP_CHOICES, KEEP_HELP
+
+    p.add_argument("--keep", choices=KEEP_CHOICES, default="all",
+                   help=f"portrait: which people stay sharp (default all). {KEEP_HELP}")
+    p.add_argument("--instance-model", default=DEFAULT_INSTANCE_MODEL,
+                   help=f"person instance model for --keep (default {DEFAULT_INSTANCE_MODEL})")
     p.add_argument("--out", help="write the result to a video file (.mp4 or .avi)")
     p.add_argument("--frames", help="write every result frame as PNG into this folder")
     p.add_argument("--virtual-cam", action="store_true", help="send the result to a virtual camera (pyvirtualcam)")
@@ -288,7 +319,8 @@ def run(args) -> int:
                    "hair_color": args.hair_color, "texture": args.texture}
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
-              smoothing=args.smoothing, refine=not args.no_refine)
+              smoothing=args.smoothing, refine=not args.no_refine, keep=args.keep,
+              instance_model=args.instance_model)
     try:
         source = open_source(args.source, loop=args.loop, size=tuple(args.size))
         try:

@@ -37,16 +37,20 @@ class Portrait(Effect):
         scale: resolution the blur runs at, as a fraction of the frame (0.25).
         gamma: the blur averages ``(x/255)^gamma``; larger makes highlights bloom more (2.2
             is about sRGB's light response).
+        keeper: an ``apps.common.keep.PersonKeeper``: only the person it chooses stays sharp
+            (``None``: every person).
 
     Example:
         out = Portrait(strength=0.6).apply(rgb, person_mask[..., None])
+        only_one = Portrait(keeper=PersonKeeper(load_instance_detector(), keep="largest"))
     """
 
     name = "portrait"
     needs = ("person",)
 
-    def __init__(self, strength: float = 0.5, scale: float = 0.25, gamma: float = 2.2):
+    def __init__(self, strength: float = 0.5, scale: float = 0.25, gamma: float = 2.2, keeper=None):
         super().__init__(strength)
+        self.keeper = keeper
         self.scale = float(scale)
         self.gamma = float(gamma)
         self._lut = ((np.arange(256, dtype=np.float32) / 255.0) ** self.gamma).reshape(1, 256)
@@ -91,6 +95,16 @@ class Portrait(Effect):
         bg_small = cv2.convertScaleAbs(rgb_lin, dst=self._buf("bg_small", (sh, sw, 3)), alpha=255.0)
         return cv2.resize(bg_small, (w, h), dst=self._buf("bg", (h, w, 3)), interpolation=cv2.INTER_LINEAR)
 
+    def describe(self) -> str:
+        """One line for the HUD (with the keep rule when only chosen people stay sharp)."""
+        line = super().describe()
+        return line if self.keeper is None else f"{line}, keep {self.keeper.keep}"
+
+    def close(self) -> None:
+        """Stop the keeper's detection thread."""
+        if self.keeper is not None:
+            self.keeper.close()
+
     def _lut_for(self, channels):
         lut = self._bufs.get(("lut", channels))
         if lut is None:
@@ -99,5 +113,7 @@ class Portrait(Effect):
 
     def apply(self, frame, masks, out=None):
         alpha = masks[..., 0] if masks.ndim == 3 else masks
+        if self.keeper is not None:
+            alpha = self.keeper(frame, np.ascontiguousarray(alpha, np.float32))
         bg = self.background(frame, alpha)
         return self.compositor(frame, bg, alpha, out)
