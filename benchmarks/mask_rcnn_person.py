@@ -198,11 +198,15 @@ def _fake_quantize(model, part):
     as the converter's dynamic-range quantization stores them); activations stay float."""
     import numpy as np
 
-    parts = {"backbone": [model.backbone], "box_head": [model.box_head], "mask_head": [model.mask_head]}
+    parts = {"backbone": [model.backbone], "box_head": [model.box_head], "mask_head": [model.mask_head],
+             "encoder": [model.backbone], "fpn_rpn": [model.backbone]}
     subs = parts.get(part, [model.backbone, model.box_head, model.mask_head])
     for sub in subs:
         for layer in sub.layers:
             if not hasattr(layer, "kernel") or layer.kernel is None:
+                continue
+            head = layer.name.startswith(("fpn_", "rpn_"))
+            if (part == "encoder" and head) or (part == "fpn_rpn" and not head):
                 continue
             w = np.asarray(layer.kernel)
             # output channels: last axis (Conv2D/Dense/Depthwise multiplier), Conv2DTranspose: axis -2
@@ -238,13 +242,14 @@ def cmd_quant(args):
             return {k: np.asarray(v)[0] for k, v in self.m.predict_on_batch(np.asarray(image, np.float32)[None]).items()}
 
     report = {}
-    for part in ("backbone", "box_head", "mask_head", "all"):
+    for part in args.parts:
         q = build(cfg, pretrained=False)
         q.load_weights(out / "last.weights.h5")
         _fake_quantize(q, part)
         report[part] = parity(model, KerasRunner(q), images)
         print(part, json.dumps(report[part]), flush=True)
-    (out / "quant_study.json").write_text(json.dumps(report, indent=1))
+    old = json.loads((out / "quant_study.json").read_text()) if (out / "quant_study.json").is_file() else {}
+    (out / "quant_study.json").write_text(json.dumps({**old, **report}, indent=1))
 
 
 def cmd_parity(args):
@@ -278,15 +283,64 @@ def cmd_parity(args):
     (out / "parity_study.json").write_text(json.dumps(report, indent=1))
 
 
+def cmd_app_fps(args):
+    """Frames/s of portrait mode on the bundled clip: every person sharp vs --keep (instance model on
+    its own thread), threaded pipeline, no output encoding (benchmarks/app_fps.py's run_effect)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from app_fps import machine, run_effect
+
+    from apps.webcam import App, resolve
+
+    clip = resolve("assets/book.mkv")
+    print(f"# {machine()}; {args.frames} frames per run, median of {args.repeats}", flush=True)
+    print("| portrait | frames/s | CPU ms/frame | instance detections/s | detect ms (last call) |")
+    print("|---|---:|---:|---:|---:|")
+    report = {"machine": machine(), "frames": args.frames}
+    for keep in args.keep:
+        app = App(model="exports/portrait.tflite", parsing_model=None, fast_model=None, threads=1, effect="portrait",
+                  effect_args={"strength": 0.6}, keep=keep)
+        runs, rates, dms = [], [], []
+        for _ in range(args.repeats):
+            if app.keeper is not None:
+                app.keeper.reset()
+                n0 = app.keeper.detections
+            t0 = time.perf_counter()
+            r = run_effect(app, "portrait", clip, args.frames, True)
+            dt = time.perf_counter() - t0
+            runs.append(r)
+            if app.keeper is not None:
+                rates.append((app.keeper.detections - n0) / dt)
+                dms.append(app.keeper.detect_ms)
+        app.close()
+        fps = float(np.median([r.fps for r in runs]))
+        cpu = float(np.median([r.cpu_ms for r in runs]))
+        rate = float(np.median(rates)) if rates else None
+        dm = float(np.median(dms)) if dms else None
+        report[keep] = {"fps": fps, "all_fps": [r.fps for r in runs], "cpu_ms_per_frame": cpu,
+                        "detections_per_s": rate, "detect_ms_last": dm}
+        print(f"| keep {keep} | {fps:.1f} | {cpu:.2f} | {'-' if rate is None else f'{rate:.1f}'} | "
+              f"{'-' if dm is None else f'{dm:.0f}'} |", flush=True)
+    out = ROOT / "runs" / "mask_rcnn_person_lite0" / "app_fps_keep.json"
+    out.write_text(json.dumps(report, indent=1))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity"))
+    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "app-fps"))
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--minutes", type=float, default=None, help="train: stop after the epoch that passes this")
     p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"], help="export: one file each")
     p.add_argument("--parity-images", type=int, default=20, help="export: val images for Keras/TFLite parity")
+    p.add_argument("--frames", type=int, default=300, help="app-fps: frames per run")
+    p.add_argument("--repeats", type=int, default=2, help="app-fps: runs per setting")
+    p.add_argument("--keep", nargs="+", default=["all", "largest"], help="app-fps: portrait --keep settings")
+    p.add_argument("--parts", nargs="+", default=["backbone", "box_head", "mask_head", "all"],
+                   help="quant: parts whose weights are rounded to int8 (backbone, encoder, fpn_rpn, box_head, mask_head, all)")
     args = p.parse_args(argv)
-    {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity}[args.command](args)
+    {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity,
+     "app-fps": cmd_app_fps}[args.command](args)
 
 
 if __name__ == "__main__":

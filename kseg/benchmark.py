@@ -414,7 +414,8 @@ def format_table(rows) -> str:
             if r.get("task") == "instance_segmentation":
                 ap = (f"mask AP {r['mask_ap']:.3f}, AP50 {r['mask_ap50']:.3f}, box AP {r['box_ap']:.3f} on {r['data']} "
                       f"({r['num_images']} images, pycocotools)" if r.get("mask_ap") is not None else "no --data: not scored")
-                notes.append(f"{r['model']}: instance segmentation (Mask R-CNN, {r['format']}): {ap}")
+                notes.append(f"{r['model']}: instance segmentation (Mask R-CNN, {r['format']}; latency: "
+                             f"{r['latency']['timed']}): {ap}")
         lines += [""] + notes
     return "\n".join(lines)
 
