@@ -59,6 +59,7 @@ class App:
         instance_model: the person instance model for ``keep`` (default
             ``exports/person-instances.tflite``).
         keeper_factory: ``(instance_model, keep) -> PersonKeeper`` (tests: a fake detector).
+        keep_rate: at most this many instance detections per second (``None``: back to back).
 
     Raises:
         KsegError: the model cannot be loaded, try-on is asked for without a parsing model, or
@@ -68,7 +69,7 @@ class App:
     def __init__(self, model=DEFAULT_MODEL, parsing_model=DEFAULT_PARSING_MODEL, fast_model=DEFAULT_FAST_MODEL,
                  threads: int | None = 1, effect: str = "portrait", effect_args: dict | None = None,
                  smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None,
-                 keep: str = "all", instance_model=None, keeper_factory=None):
+                 keep: str = "all", instance_model=None, keeper_factory=None, keep_rate: float | None = None):
         from apps.common.keep import DEFAULT_INSTANCE_MODEL, KEEP_CHOICES
 
         from apps.effects import make_effect
@@ -102,6 +103,7 @@ class App:
         if keep not in KEEP_CHOICES:
             raise KsegError(f"--keep {keep}: choose one of {', '.join(KEEP_CHOICES)}")
         self.keep = keep
+        self.keep_rate = keep_rate
         self.keeper = None
         if keep != "all":
             self.keeper = (keeper_factory or self._keeper)(instance_model or DEFAULT_INSTANCE_MODEL, keep)
@@ -113,7 +115,7 @@ class App:
     def _keeper(self, instance_model, keep):
         from apps.common.keep import PersonKeeper, load_instance_detector
 
-        return PersonKeeper(load_instance_detector(instance_model, num_threads=1), keep=keep)
+        return PersonKeeper(load_instance_detector(instance_model, num_threads=1), keep=keep, max_rate=self.keep_rate)
 
     def _load(self, path):
         from kseg.runtime import Segmenter
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--keep", choices=KEEP_CHOICES, default="all",
                    help=f"portrait: which people stay sharp (default all). {KEEP_HELP}")
+    p.add_argument("--keep-rate", type=float,
+                   help="--keep: at most this many instance detections per second (default: as fast as they run)")
     p.add_argument("--instance-model", default=DEFAULT_INSTANCE_MODEL,
                    help=f"person instance model for --keep (default {DEFAULT_INSTANCE_MODEL})")
     p.add_argument("--out", help="write the result to a video file (.mp4 or .avi)")
@@ -320,7 +324,7 @@ def run(args) -> int:
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
               smoothing=args.smoothing, refine=not args.no_refine, keep=args.keep,
-              instance_model=args.instance_model)
+              instance_model=args.instance_model, keep_rate=args.keep_rate)
     try:
         source = open_source(args.source, loop=args.loop, size=tuple(args.size))
         try:

@@ -193,6 +193,8 @@ class PersonKeeper:
         grow: dilation of the restriction, as a fraction of the working width (covers soft
             semantic edges and motion since the detection).
         feather: blur of the restriction's edge, as a fraction of the working width.
+        max_rate: at most this many detections per second (``None``: back to back); on a
+            2-core machine the detection thread takes CPU from the pipeline.
 
     Attributes:
         detections: detector results used so far; ``detect_ms``: the last detector call's ms.
@@ -207,8 +209,9 @@ class PersonKeeper:
 
     def __init__(self, detector, keep: str = "largest", threaded: bool = True, detect_scale: float = 0.5,
                  work_width: int = 160, hold: int = 3, min_iou: float = 0.3, grow: float = 0.02,
-                 feather: float = 0.02):
+                 feather: float = 0.02, max_rate: float | None = None):
         self.detector = detector
+        self.max_rate = max_rate
         self.keep = keep
         self.tracker = PersonTracker(keep, min_iou=min_iou, hold=hold)
         self.threaded = bool(threaded)
@@ -247,13 +250,20 @@ class PersonKeeper:
         return {"boxes": boxes, "masks": np.asarray(det["masks"]), "shape": (h, w)}
 
     def _loop(self):
+        last = None
         while True:
+            if self.max_rate and last is not None:  # wait out the interval (new frames wake us), then the newest
+                deadline = last + 1.0 / self.max_rate
+                with self._wake:
+                    while not self._stop and deadline - time.perf_counter() > 0:
+                        self._wake.wait(deadline - time.perf_counter())
             with self._wake:
                 while self._pending is None and not self._stop:
                     self._wake.wait()
                 if self._stop:
                     return
                 frame, self._pending = self._pending, None
+            last = time.perf_counter()
             try:
                 result = self._detect(frame)
             except Exception as e:  # reported on the next call, in the caller's thread

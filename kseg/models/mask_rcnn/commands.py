@@ -603,9 +603,9 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
     if model.format != "keras":
         raise KsegError(f"{model.path} is already a .tflite; export the .keras model or the .weights.h5 with its --config")
     if quantization not in WHAT_STAYS_FLOAT:
-        raise KsegError(f"Mask R-CNN export --quantization {quantization}: use float32, float16 or dynamic "
-                        "(full-int8 and QAT are not offered for Mask R-CNN: box coordinates and RoIAlign weights "
-                        "share no int8 scale)")
+        default = " (kseg export's default, for semantic models)" if quantization == "int8" else ""
+        raise KsegError(f"Mask R-CNN export --quantization {quantization}{default}: use float16 (the shipped "
+                        "variant), float32 or dynamic; full-int8 and QAT are not offered for Mask R-CNN")
     out = Path(out)
     if out.suffix != ".tflite":
         raise KsegError(f"--out {out}: give a .tflite path, e.g. exports/person-instances.tflite")
