@@ -169,6 +169,16 @@ def _check_path(path) -> Path:
     return check_tflite_file(p)
 
 
+def _maybe_instance(p: Path) -> bool:
+    """False when ``p`` is surely a semantic model: a .tflite whose card names another task."""
+    if p.suffix != ".tflite":
+        return True
+    from kseg.runtime import read_card
+
+    task = str((read_card(p) or {}).get("task") or "")
+    return not task or "instance" in task
+
+
 def _person_class(names) -> int | None:
     lowered = [str(n).lower() for n in names]
     for key in ("person", "foreground", "people", "human"):
@@ -349,11 +359,13 @@ def benchmark(paths, threads: int = 2, runs: int = 50, warmup: int = 10, data=No
         raise KsegError("no model given; pass one or more .tflite/.keras files")
     if runs < 1 or warmup < 0:
         raise KsegError(f"runs={runs}, warmup={warmup}: use runs >= 1 and warmup >= 0")
-    from kseg.models.mask_rcnn.commands import benchmark_instance, model_kind
-
     for p in paths:  # fail before spending minutes on the first models
         _check_path(p)
-    instance = {p for p in paths if model_kind(p) == "instance"}  # Mask R-CNN: COCO mask AP instead of mIoU
+    instance = set()  # Mask R-CNN: COCO mask AP instead of mIoU
+    if any(_maybe_instance(p) for p in paths):  # (kseg.models imports Keras: only when it may be needed)
+        from kseg.models.mask_rcnn.commands import benchmark_instance, model_kind
+
+        instance = {p for p in paths if model_kind(p) == "instance"}
     ds = _open(data, format, split=split, **data_options) if len(instance) < len(paths) else None
     return [benchmark_instance(p, threads, runs, warmup, data, split, data_options.get("categories"), limit,
                                clock=clock) if p in instance
