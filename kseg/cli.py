@@ -283,6 +283,10 @@ def _add_demo(sub):
     p.add_argument("--effect", choices=["portrait", "swap", "mask"], default="portrait")
     p.add_argument("--strength", type=float, default=0.6, help="effect strength 0..1 (default 0.6)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--keep", choices=["all", "largest", "nearest", "center"], default="all",
+                   help="portrait: which people stay sharp (needs the instance model; default all)")
+    p.add_argument("--instance-model", default=None,
+                   help="person instance model for --keep (default exports/person-instances.tflite)")
     p.set_defaults(func=_run_demo)
 
 
@@ -290,7 +294,8 @@ def _run_demo(args) -> int:
     _quiet_tf()
     from apps.demo import main as demo_main
 
-    return demo_main(args.out, args.model, args.source, args.effect, args.strength, args.threads)
+    return demo_main(args.out, args.model, args.source, args.effect, args.strength, args.threads,
+                     keep=args.keep, instance_model=args.instance_model)
 
 
 # --------------------------------------------------------------------------------------

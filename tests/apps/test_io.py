@@ -284,6 +284,17 @@ def test_kseg_demo_reports_a_missing_model_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="exports/portrait.tflite not shipped yet")
+def test_kseg_demo_keep_names_a_missing_instance_model(tmp_path, capsys):
+    from kseg.cli import main
+
+    missing = tmp_path / "people.tflite"
+    assert main(["demo", "--keep", "largest", "--instance-model", str(missing), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "people.tflite" in err and "\n" not in err
+    assert not (tmp_path / "portrait.mp4").exists()
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="exports/portrait.tflite not shipped yet")
 def test_kseg_demo_with_the_shipped_model(tmp_path, capsys):
     from kseg.cli import main
 
