@@ -134,6 +134,14 @@ def _upsample(probs: np.ndarray, size_hw) -> np.ndarray:
     return np.stack([cv2.resize(probs[..., i], (w, h), interpolation=cv2.INTER_LINEAR) for i in range(c)], -1)
 
 
+def _card_task(path: Path):
+    """The ``task`` of the model card beside ``path``, or None (no card, unreadable card)."""
+    try:
+        return json.loads(Path(path).with_suffix(".json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class _TFLiteBackend:
     def __init__(self, path: Path, num_threads):
         from ai_edge_litert.interpreter import Interpreter
@@ -148,6 +156,10 @@ class _TFLiteBackend:
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
+            if _card_task(path) == "instance_segmentation":
+                raise KsegError(f"{path} is an instance-segmentation model (Mask R-CNN), not a semantic one; load "
+                                f"it with apps.common.keep.load_instance_detector or kseg.models.mask_rcnn.commands."
+                                f"load_instance_model")
             raise KsegError(f"{path} has {len(inp)} inputs and {len(out)} outputs; a kseg segmenter has one of each")
         self.inp, self.out = inp[0], out[0]
         shape = [int(v) for v in self.inp["shape"]]

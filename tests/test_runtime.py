@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,12 @@ def test_runtime_does_not_import_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert out.stdout.split() == ["False", "False"]
+
+
+SHIPPED_INSTANCES = Path(__file__).resolve().parents[1] / "exports" / "person-instances.tflite"
+
+
+@pytest.mark.skipif(not SHIPPED_INSTANCES.is_file(), reason="exports/person-instances.tflite not shipped")
+def test_instance_model_is_named_as_such():
+    with pytest.raises(KsegError, match=r"person-instances.tflite is an instance-segmentation model"):
+        Segmenter(SHIPPED_INSTANCES)
