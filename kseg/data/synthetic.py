@@ -82,7 +82,7 @@ def _boxes(masks):
     boxes = np.zeros((len(masks), 4), np.float32)
     for i, m in enumerate(masks):
         ys, xs = np.nonzero(m)
-        boxes[i] = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+        boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     return boxes
 
 
@@ -115,7 +115,7 @@ def make_instances(n, size=(64, 64), num_classes=3, seed=0, max_shapes=3):
 
     Returns:
         A list of dicts with ``image`` (H, W, 3) uint8, ``masks`` (K, H, W) uint8 0/1 (visible
-        part of each shape), ``boxes`` (K, 4) float32 ``(y1, x1, y2, x2)`` in pixels (y2, x2
+        part of each shape), ``boxes`` (K, 4) float32 ``(x1, y1, x2, y2)`` in pixels (x2, y2
         exclusive), ``class_ids`` (K,) int32 in 1..num_classes-1, and ``semantic`` (H, W) uint8.
         Arrays are identical to ``make_shapes`` with the same arguments.
     """

@@ -39,9 +39,9 @@ def test_instances_match_semantic_masks_and_boxes():
         rebuilt = (d["masks"] * d["class_ids"][:, None, None]).sum(axis=0)
         covered = d["masks"].sum(axis=0) > 0
         np.testing.assert_array_equal(rebuilt[covered], masks[i][covered])
-        for m, (y1, x1, y2, x2) in zip(d["masks"], d["boxes"]):
+        for m, (x1, y1, x2, y2) in zip(d["masks"], d["boxes"]):
             ys, xs = np.nonzero(m)
-            assert (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1) == (y1, x1, y2, x2)
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2)
 
 
 def test_written_dataset_loads_back_exactly(tmp_path):

@@ -148,7 +148,7 @@ def test_keras_round_trip(tmp_path):
 
 def _synthetic_instances(n, size, seed):
     samples = make_instances(n, size=(size, size), num_classes=3, seed=seed, max_shapes=3)
-    targets = [{"masks": s["masks"], "boxes": s["boxes"][:, [1, 0, 3, 2]], "category_ids": s["class_ids"],
+    targets = [{"masks": s["masks"], "boxes": s["boxes"], "category_ids": s["class_ids"],
                 "iscrowd": np.zeros(len(s["class_ids"]), bool)} for s in samples]
     return samples, targets
 
