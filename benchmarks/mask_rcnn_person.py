@@ -218,11 +218,11 @@ def _fake_quantize(model, part):
             layer.kernel.assign(np.round(w / scale).clip(-127, 127) * scale)
 
 
-def cmd_quant(args):
-    """Which part of the network makes int8 weights change the detections (Keras simulation)."""
+def _trained_and_val_images(args):
+    """The config, run folder, trained model and the first ``args.parity_images`` COCO val images
+    (letterboxed to the model's size) that the quantization and parity studies compare on."""
     from kseg.data.instances import letterbox
     from kseg.data.readers import read_image
-    from kseg.models.mask_rcnn.export import parity
 
     cfg = load_cfg(args.config)
     out = ROOT / "runs" / cfg["name"]
@@ -230,7 +230,14 @@ def cmd_quant(args):
     model.load_weights(out / "last.weights.h5")
     _, vals = coco_train_and_val(cfg)
     paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
-    images = [letterbox(read_image(p), cfg["data"]["size"])[0] for p in paths]
+    return cfg, out, model, [letterbox(read_image(p), cfg["data"]["size"])[0] for p in paths]
+
+
+def cmd_quant(args):
+    """Which part of the network makes int8 weights change the detections (Keras simulation)."""
+    from kseg.models.mask_rcnn.export import parity
+
+    cfg, out, model, images = _trained_and_val_images(args)
 
     class KerasRunner:
         def __init__(self, m):
@@ -254,18 +261,10 @@ def cmd_quant(args):
 
 def cmd_parity(args):
     """Parity (all detections and score >= 0.5) and COCO mask AP of each exported variant."""
-    from kseg.data.instances import letterbox
-    from kseg.data.readers import read_image
     from kseg.models.mask_rcnn.commands import evaluate_instances, load_instance_model
     from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, parity
 
-    cfg = load_cfg(args.config)
-    out = ROOT / "runs" / cfg["name"]
-    model = build(cfg, pretrained=False)
-    model.load_weights(out / "last.weights.h5")
-    _, vals = coco_train_and_val(cfg)
-    paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
-    images = [letterbox(read_image(p), cfg["data"]["size"])[0] for p in paths]
+    cfg, out, model, images = _trained_and_val_images(args)
     report = {}
     for q in args.quantization:
         f = out / f"{cfg['name']}_{q}.tflite"
