@@ -432,6 +432,9 @@ def add_cli(subparsers) -> None:
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     q.add_argument("--val-fraction", type=float, default=0.1)
+    q.add_argument("--loss", choices=["config", "ce"], default="config",
+                   help="config: the training config's loss and class weights (default with --config); "
+                        "ce: plain cross-entropy (the default with --data)")
     q.add_argument("--out", required=True, help="output folder, e.g. runs/NAME/qat")
     q.set_defaults(func=run_cli, kseg_command="quantize")
 
@@ -468,6 +471,22 @@ def _config_data(args, size, training: bool):
     return train_set, train_ds, val_ds, names
 
 
+def _config_loss(config_path, train_set):
+    """The training config's loss (class weights computed from ``train_set`` as ``kseg train``
+    does) as a plain ``(y_true, y_pred)`` function for the tf_keras QAT model, and its name."""
+    from kseg.config import load_config
+    from kseg.train import make_loss
+
+    cfg = load_config(config_path)
+    loss = make_loss(cfg, len(train_set.class_names), train_set)
+
+    def config_loss(y_true, y_pred):
+        return loss(y_true, y_pred)
+
+    t = cfg.train
+    return config_loss, t.loss + (f" with {t.class_weights} class weights" if t.class_weights else "")
+
+
 def _open_data(args):
     from kseg.data.readers import open_dataset
 
@@ -497,16 +516,20 @@ def run_cli(args) -> int:
         model = _load_keras(Path(args.model))
         size = tuple(args.size) if args.size else _input_size(model, None)
         model = _at_size(model, size)
+        loss, loss_name = None, "ce"
         if args.config:
             ds, train_ds, val_ds, data_name = _config_data(args, size, training=True)
+            if args.loss == "config":
+                loss, loss_name = _config_loss(args.config, ds)
         else:
             ds = _open_data(args)
             data_name = args.data
             train, val = ds.split(args.val_fraction) if args.val_fraction > 0 else (ds, None)
             train_ds = make_dataset(train, size=size, batch_size=args.batch_size, training=True)
             val_ds = make_dataset(val, size=size, batch_size=args.batch_size, training=False) if val else None
-        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2)
-        info = {"source_model": str(args.model), "data": data_name, "format": args.format,
+        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2,
+                      loss=loss)
+        info = {"source_model": str(args.model), "data": data_name, "format": args.format, "loss": loss_name,
                 "class_names": list(ds.class_names), "colors": ds.colors.tolist(), "command": command,
                 "input_size": list(size), "config": args.config}
         with atomic_path(Path(args.out) / "qat.json") as tmp:

@@ -233,3 +233,39 @@ def test_spread_indices_cover_the_set():
 
     assert _spread(10, 3) == [0, 4, 9] or _spread(10, 3) == [0, 5, 9]
     assert _spread(3, 10) == [0, 1, 2] and _spread(0, 5) == []
+
+
+def test_quantize_fine_tunes_with_the_configs_loss_and_class_weights(tmp_path):
+    """kseg quantize --config fine-tunes with the training loss (median-frequency weights
+    computed from the training split as kseg train does), usable by the tf_keras QAT model."""
+    import tensorflow as tf
+
+    from kseg.data.readers import open_dataset
+    from kseg.data.synthetic import write_shapes_dataset
+    from kseg.export import _config_loss
+    from kseg.losses import get_loss
+    from kseg.quantize.twin import tf_keras_module
+    from kseg.train import dataset_class_weights
+
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 12, size=(SIZE, SIZE), num_classes=3, seed=8)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n  size: [{SIZE}, {SIZE}]\n"
+                   "train:\n  loss: ce\n  class_weights: median_frequency\n")
+    train_set = open_dataset(data, "masks")
+    fn, name = _config_loss(cfg, train_set)
+    assert name == "ce with median_frequency class weights"
+    weights = dataset_class_weights(train_set, 3, "median_frequency")
+    assert not np.allclose(weights, weights[0])  # the shapes' classes are not balanced
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, (2, 8, 8)).astype("int32")
+    y_true[0, 0, :4] = 255  # ignored pixels
+    y_pred = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    want = float(get_loss("ce", class_weights=[float(w) for w in weights])(y_true, y_pred))
+    assert float(fn(tf.constant(y_true), tf.constant(y_pred))) == pytest.approx(want, rel=1e-5)
+    # and a tf_keras model trains with it
+    tfk = tf_keras_module()
+    m = tfk.Sequential([tfk.layers.Conv2D(3, 1, input_shape=(8, 8, 3))])
+    m.compile(tfk.optimizers.Adam(1e-3), loss=fn)
+    hist = m.fit(y_pred, y_true, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
