@@ -306,7 +306,7 @@ def _flatten(x):
         yield x
 
 
-def to_tf_keras(model, check_inputs=None, atol: float = 1e-5, rtol: float = 1e-6):
+def to_tf_keras(model, check_inputs=None, atol: float = 1e-5, rtol: float = 1e-5):
     """Rebuild a Keras 3 functional model in tf_keras with the same weights.
 
     Nested models (a ``keras.Model`` used as a layer) are flattened into the twin's graph; a
@@ -355,12 +355,13 @@ def twin_max_abs_diff(model, twin, x) -> float:
     return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
 
 
-def assert_twin_equal(model, twin, x, atol: float = 1e-5, rtol: float = 1e-6) -> float:
+def assert_twin_equal(model, twin, x, atol: float = 1e-5, rtol: float = 1e-5) -> float:
     """Check that the twin reproduces the original; return the max absolute difference.
 
     The bound is ``atol + rtol * max|model(x)|``: float32 round-off grows with the outputs'
-    magnitude (a ResNet-50 U-Net with outputs near 26 differed by 2.3e-5, i.e. 9e-7 relative),
-    while a config that did not carry over changes outputs by far more.
+    magnitude and depth (a ResNet-50 U-Net with outputs near 26 differed by 2.3e-5, i.e. 9e-7
+    relative; SegNet trained on CamVid, 26 convolutions deep, by 2.95e-5 at outputs near 7.5, 4e-6
+    relative), while a config that did not carry over changes outputs by 1e-3 relative or more.
 
     Args:
         model: the Keras 3 model.
