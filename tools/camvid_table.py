@@ -3,7 +3,9 @@
 Per run: the Keras model's test-split scores (``runs/eval/NAME_test.json``), parameters,
 forward GFLOPs at the training size, epochs and training time (``runs/NAME/history.csv``), and
 each TFLite variant's size, latency and test mIoU (``runs/eval/NAME_bench.json``) with its
-Keras/TFLite parity on validation images (the model card):
+Keras/TFLite parity on validation images (the model card). Latency comes from
+``runs/eval/camvid_latency.json`` when it exists (one ``kseg benchmark --json`` of every
+variant, taken with nothing else running), else from each model's benchmark:
 
     .venv/bin/python tools/camvid_table.py camvid_unet_lite0 camvid_deeplab_v3_plus_lite0 ...
 """
@@ -35,6 +37,8 @@ def main(argv=None):
     import kseg.models  # noqa: F401  (registers the model classes)
 
     zoo, per_class, quant = [], [], []
+    idle = ROOT / "runs" / "eval" / "camvid_latency.json"
+    latency = {Path(r["path"]).name: r for r in json.loads(idle.read_text())["models"]} if idle.exists() else {}
     for name in names:
         run, ev = ROOT / "runs" / name, ROOT / "runs" / "eval"
         test = json.loads((ev / f"{name}_test.json").read_text())
@@ -53,10 +57,11 @@ def main(argv=None):
         if bench.exists():
             for row in json.loads(bench.read_text())["models"]:
                 path = Path(row["path"])
+                lat = latency.get(path.name, row)
                 card = json.loads((ROOT / path).with_suffix(".json").read_text())
                 m = card.get("metrics", {})
                 quant.append(f"| {name.removeprefix('camvid_')} | {VARIANTS[card['quantization']]} | "
-                             f"{card['size_bytes'] / 1e6:.2f} MB | {row['median_ms']:.1f} ms | {row['p90_ms']:.1f} ms | "
+                             f"{card['size_bytes'] / 1e6:.2f} MB | {lat['median_ms']:.1f} ms | {lat['p90_ms']:.1f} ms | "
                              f"{100 * row['miou']:.2f} | {100 * m.get('parity_pixel_agreement', float('nan')):.2f}% |")
     print("| model | parameters | GFLOPs | epochs | training time | best val mIoU | test mIoU | class avg. acc. | global acc. |")
     print("|---|---|---|---|---|---|---|---|---|")
