@@ -162,18 +162,9 @@ def cmd_eval(args):
 def cmd_export(args):
     import numpy as np
 
-    from kseg.data.instances import letterbox
-    from kseg.data.readers import read_image
     from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, export_tflite, parity
 
-    cfg = load_cfg(args.config)
-    out = ROOT / "runs" / cfg["name"]
-    model = build(cfg, pretrained=False)
-    model.load_weights(out / "last.weights.h5")
-    _, vals = coco_train_and_val(cfg)
-    paths = [p for _, va in vals for p in va.image_paths][: args.parity_images]
-    size = cfg["data"]["size"]
-    images = [letterbox(read_image(p), size)[0] for p in paths]
+    cfg, out, model, images = _trained_and_val_images(args)
     report = {}
     for q in args.quantization:
         info = export_tflite(model, out / f"{cfg['name']}_{q}.tflite", quantization=q)
