@@ -235,6 +235,27 @@ def _apply_override(tree: dict, item: str):
     node[parts[-1]] = value
 
 
+def read_yaml(path: str | os.PathLike, hint: str = "see configs/ for examples") -> dict:
+    """A YAML config file as a dict, with one-line errors for a missing file or bad syntax.
+
+    Args:
+        path: the YAML file.
+        hint: what to do when the file is missing (ends the error message).
+
+    Raises:
+        KsegError: missing file or invalid YAML (with its line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise KsegError(f"config file {p} not found; {hint}")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise KsegError(f"config file {p} is not valid YAML{at}: fix the syntax") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or start from defaults) and apply ``key=value`` overrides.
 
@@ -251,14 +272,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     tree: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise KsegError(f"config file {p} not found; see configs/ for examples")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            at = f" at line {line + 1}" if line is not None else ""
-            raise KsegError(f"config file {p} is not valid YAML{at}: fix the syntax") from None
+        tree = read_yaml(p)
         if "name" not in tree:
             tree["name"] = p.stem
     for item in overrides or []:

@@ -132,15 +132,10 @@ def _semantic_error(p: Path, what: str) -> KsegError:
 
 
 def _load_config(config) -> dict:
-    import yaml
+    from kseg.config import read_yaml
 
     c = Path(config)
-    if not c.is_file():
-        raise KsegError(f"config {c} not found; pass the YAML the model was trained with, e.g. configs/mask_rcnn_person_lite0.yaml")
-    try:
-        cfg = yaml.safe_load(c.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise KsegError(f"config {c} is not valid YAML ({str(e).splitlines()[0]})") from None
+    cfg = read_yaml(c, "pass the YAML the model was trained with, e.g. configs/mask_rcnn_person_lite0.yaml")
     if not isinstance(cfg.get("model"), dict):
         raise KsegError(f"config {c} has no model: section of MaskRCNN arguments; is it a configs/mask_rcnn_*.yaml?")
     return cfg
