@@ -22,6 +22,17 @@ def conv_bn_relu(x, filters, kernel=3, name="conv", dilation=1, strides=1, relu6
     return layers.ReLU(6.0 if relu6 else None, name=f"{name}_relu")(x)
 
 
+def separable_bn_relu(x, filters, kernel=3, name="sep"):
+    """DepthwiseConv2D → BN → ReLU → 1×1 Conv2D → BN → ReLU (MobileNet's separable block).
+
+    Two layers that tfmot quantizes as they are (unlike ``SeparableConv2D``, which it splits).
+    """
+    x = layers.DepthwiseConv2D(kernel, padding="same", use_bias=False, name=f"{name}_dw_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    return conv_bn_relu(x, filters, 1, name=f"{name}_pw")
+
+
 def upsample(x, factor, name, interpolation="bilinear"):
     """Resize by an integer factor (``UpSampling2D``; bilinear with half-pixel centres)."""
     if isinstance(factor, int):

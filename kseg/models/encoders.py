@@ -100,7 +100,7 @@ def _bn(name):
     return layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
 
-def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
+def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, stages=None):
     """EfficientNet-Lite0 features on ``inputs`` (float RGB 0..255), as flat layers.
 
     Stem 3×3/2 (32), 16 MBConv blocks without squeeze-excite (``LITE0_STAGES``), ReLU6,
@@ -113,9 +113,13 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
         prefix: prepended to every layer name (a second copy in one model; such layers do not
             receive pretrained weights).
         include_head: also build the 1×1 1280-channel head of the ImageNet classifier.
+        stages: build only the first ``stages`` of the seven MBConv stages (``None``: all).
+            A truncated encoder is cheaper (the portrait models' budget): its pyramid stops
+            at the stride its last stage reaches, e.g. ``stages=4`` gives P1..P4 with P4 the
+            80-channel stride-16 features, ``stages=5`` the 112-channel ones.
 
     Returns:
-        ``(pyramid, head)``: the P1..P5 dict, and the 1280-channel head conv output if
+        ``(pyramid, head)``: the P1..P5 dict (P1..P4 or fewer when truncated), and the 1280-channel head conv output if
         ``include_head`` (for the ImageNet classifier), else ``None``.
 
     Example:
@@ -126,6 +130,11 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
         Tan & Le, "EfficientNet", ICML 2019; EfficientNet-Lite (TensorFlow TPU repository, 2020).
     """
     _check_stride(output_stride)
+    n_stages = len(LITE0_STAGES) if stages is None else int(stages)
+    if not 1 <= n_stages <= len(LITE0_STAGES):
+        raise KsegError(f"EfficientNet-Lite0 has {len(LITE0_STAGES)} stages; encoder_stages must be 1..{len(LITE0_STAGES)}, got {stages}")
+    if include_head and n_stages != len(LITE0_STAGES):
+        raise KsegError("the ImageNet head needs all seven EfficientNet-Lite0 stages")
     p = prefix
     x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name=f"{p}rescale")(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name=f"{p}stem_conv")(x)
@@ -135,7 +144,7 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
     pyramid = {}
     block = 0
     in_ch = 32
-    for expand, kernel, s, out_ch, repeats in LITE0_STAGES:
+    for expand, kernel, s, out_ch, repeats in LITE0_STAGES[:n_stages]:
         for r in range(repeats):
             st = s if r == 0 else 1
             rate = dilation
@@ -162,7 +171,8 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False):
             x = y
             in_ch = out_ch
             block += 1
-    pyramid["P5"] = x
+    # the last stage's output is the top level: P5 for the full encoder
+    pyramid[f"P{nominal.bit_length() - 1}"] = x
     head = None
     if include_head:
         h = layers.Conv2D(1280, 1, padding="same", use_bias=False, name=f"{p}head_conv")(x)
@@ -394,7 +404,7 @@ ENCODERS = {
 }
 
 
-def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=None) -> dict:
+def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=None, stages=None) -> dict:
     """Build encoder ``name`` on ``inputs`` and return its pyramid ``{"P1".."P5"}``.
 
     Args:
@@ -407,6 +417,8 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
         weights: a local weights file: for efficientnet_lite0 a ``.weights.h5`` of
             ``efficientnet_lite0_classifier``; for mobilenet_v2/resnet50/vgg16 a file saved by
             keras.applications with ``include_top=False``.
+        stages: efficientnet_lite0 only: build only its first ``stages`` MBConv stages
+            (see ``efficientnet_lite0``); the pyramid then stops below P5.
 
     Returns:
         dict ``{"P1": stride 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}`` of Keras tensors built
@@ -428,12 +440,15 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
             f"no pretrained weights ship for {name}, and kseg never downloads; pass weights=PATH "
             "to a local weights file, or use efficientnet_lite0"
         )
+    if stages is not None and name != "efficientnet_lite0":
+        raise KsegError(f"encoder_stages (a truncated encoder) is supported for efficientnet_lite0 only, not {name}")
     if name == "efficientnet_lite0":
-        pyramid, _ = efficientnet_lite0(inputs, output_stride)
+        pyramid, _ = efficientnet_lite0(inputs, output_stride, stages=stages)
         if pretrained:
-            model = keras.Model(inputs, pyramid["P5"])
+            model = keras.Model(inputs, pyramid[max(pyramid)])
             n = _load_lite0_into(model.layers, Path(weights) if weights else EFFICIENTNET_LITE0_WEIGHTS)
-            if n < 3 * LITE0_BLOCKS:
+            blocks = sum(st[4] for st in LITE0_STAGES[: stages or len(LITE0_STAGES)])
+            if n < 3 * blocks:
                 raise KsegError(f"only {n} EfficientNet-Lite0 layers received pretrained weights; the weights file does not match")
         return pyramid
     if name == "vgg16":

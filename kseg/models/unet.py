@@ -6,7 +6,8 @@ import keras
 from keras import layers
 
 from kseg.models.base import SegmentationModel, check_input_shape
-from kseg.models.blocks import conv_bn_relu, upsample
+from kseg.errors import KsegError
+from kseg.models.blocks import conv_bn_relu, separable_bn_relu, upsample
 from kseg.models.encoders import build_encoder
 
 
@@ -20,6 +21,11 @@ class UNet(SegmentationModel):
     with the defaults). With an encoder (e.g. ``"efficientnet_lite0"``), its pyramid P1…P5
     feeds a lighter decoder of ``decoder_filters`` channels.
 
+    For an on-device budget (MediaPipe's selfie segmenter does about 58M multiply-adds per
+    frame), ``encoder_stages`` truncates EfficientNet-Lite0 (``4``: stride 16, 80 channels) and
+    ``decoder_block="separable"`` replaces each level's two 3×3 convolutions by a 1×1
+    convolution and one depthwise-separable 3×3 (about 8× fewer multiply-adds at P1).
+
     Args:
         num_classes: output channels (logits).
         input_shape: ``(H, W, 3)``; H, W multiples of 2^depth (or 32 with an encoder), or None.
@@ -27,7 +33,11 @@ class UNet(SegmentationModel):
         filters: paper config: channels of the first level.
         depth: paper config: number of poolings.
         batch_norm: paper config: add BatchNormalization after each convolution.
-        decoder_filters: encoder variant: channels of the decoder stages P4…P1.
+        decoder_filters: encoder variant: channels of the decoder stages, top level down to P1
+            (four for a full encoder; one per level below the top for a truncated one).
+        encoder_stages: efficientnet_lite0 only: build only its first N MBConv stages (None: all 7).
+        decoder_block: ``"conv"`` (two 3×3 conv-BN-ReLU per level) or ``"separable"`` (1×1, then
+            depthwise 3×3 + 1×1).
         pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
@@ -41,9 +51,12 @@ class UNet(SegmentationModel):
 
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), encoder=None, filters=64, depth=4,
                  batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, encoder_weights=None,
-                 **kwargs):
-        input_shape = check_input_shape(input_shape, 2 ** depth if encoder is None else 32, "UNet")
+                 encoder_stages=None, decoder_block="conv", **kwargs):
+        multiple = 2 ** depth if encoder is None else (32 if encoder_stages in (None, 6, 7) else 16)
+        input_shape = check_input_shape(input_shape, multiple, "UNet")
         decoder_filters = tuple(decoder_filters)
+        if decoder_block not in ("conv", "separable"):
+            raise KsegError(f"UNet decoder_block must be 'conv' or 'separable', got {decoder_block!r}")
 
         # === Layers ===
         # per-level layers are made while wiring (their number follows ``depth``); the
@@ -66,20 +79,32 @@ class UNet(SegmentationModel):
                 x = layers.Concatenate(name=f"up{level}_concat")([skips[level], x])
                 x = self._double_conv(x, filters * 2 ** level, f"up{level}", batch_norm)
         else:
-            pyr = build_encoder(encoder, inputs, pretrained=pretrained, weights=encoder_weights)
-            x = pyr["P5"]
-            for i, (level, f) in enumerate(zip(("P4", "P3", "P2", "P1"), decoder_filters)):
+            pyr = build_encoder(encoder, inputs, pretrained=pretrained, weights=encoder_weights,
+                                stages=encoder_stages)
+            top = max(pyr)
+            below = sorted((k for k in pyr if k != top), reverse=True)  # e.g. P4, P3, P2, P1
+            if len(decoder_filters) != len(below):
+                raise KsegError(
+                    f"UNet with this encoder has {len(below)} decoder levels ({', '.join(below)}); "
+                    f"decoder_filters has {len(decoder_filters)} values: give one per level"
+                )
+            x = pyr[top]
+            for i, (level, f) in enumerate(zip(below, decoder_filters)):
                 x = upsample(x, 2, f"dec{i}_up")
                 x = layers.Concatenate(name=f"dec{i}_concat")([x, pyr[level]])
-                x = conv_bn_relu(x, f, 3, name=f"dec{i}_a")
-                x = conv_bn_relu(x, f, 3, name=f"dec{i}_b")
+                if decoder_block == "conv":
+                    x = conv_bn_relu(x, f, 3, name=f"dec{i}_a")
+                    x = conv_bn_relu(x, f, 3, name=f"dec{i}_b")
+                else:
+                    x = conv_bn_relu(x, f, 1, name=f"dec{i}_a")
+                    x = separable_bn_relu(x, f, 3, name=f"dec{i}_b")
             x = upsample(x, 2, "dec_final_up")
         outputs = head(x)
         super().__init__(
             inputs, outputs, name=kwargs.pop("name", "unet"),
             config=dict(num_classes=num_classes, input_shape=input_shape, encoder=encoder, filters=filters,
                         depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained,
-                        encoder_weights=encoder_weights),
+                        encoder_weights=encoder_weights, encoder_stages=encoder_stages, decoder_block=decoder_block),
             **kwargs,
         )
 
@@ -92,6 +117,8 @@ class UNet(SegmentationModel):
         self.decoder_filters = decoder_filters
         self.pretrained = pretrained
         self.encoder_weights = encoder_weights
+        self.encoder_stages = encoder_stages
+        self.decoder_block = decoder_block
 
     @staticmethod
     def _double_conv(x, f, name, batch_norm):

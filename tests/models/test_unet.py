@@ -58,3 +58,50 @@ def test_with_input_size_keeps_weights_and_outputs():
     back = with_input_size(small, (64, 64))
     np.testing.assert_allclose(back.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
     assert with_input_size(m, (64, 64)) is m
+
+
+def test_unet_truncated_encoder_separable_decoder(tmp_path):
+    """The portrait budget variant: Lite0 cut after stage 4 (P4 = 80 channels at stride 16),
+    three separable decoder levels; inputs need only be multiples of 16."""
+    run_model_tests(UNet, {"num_classes": 2, "encoder": "efficientnet_lite0", "encoder_stages": 4,
+                           "decoder_filters": (16, 8, 8), "decoder_block": "separable"},
+                    input_shapes=((48, 48), (64, 80)), tmp_path=tmp_path)
+
+
+def test_unet_truncated_encoder_multiply_adds_and_pretrained_weights():
+    """The portrait_small config at 192x192 does 134M multiply-adds (MediaPipe selfie: 58M at
+    256x256; the U-Net-Lite0 portrait model: 763M at 224), and its truncated encoder still
+    receives the ImageNet weights."""
+    import keras
+    import numpy as np
+
+    from kseg.models.encoders import efficientnet_lite0_classifier
+
+    m = UNet(num_classes=2, input_shape=(192, 192, 3), encoder="efficientnet_lite0", encoder_stages=4,
+             decoder_filters=(32, 24, 16), decoder_block="separable", pretrained=True)
+    macs = 0
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            o, k = layer.output.shape, layer.kernel_size
+            macs += o[1] * o[2] * o[3] * k[0] * k[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            o, k = layer.output.shape, layer.kernel_size
+            macs += o[1] * o[2] * o[3] * k[0] * k[1] * layer.input.shape[-1]
+    # stem alone: 96*96 outputs x 32 channels x 3*3*3 = 7,962,624
+    assert 130e6 < macs < 140e6, macs
+    assert m.get_layer("block7_project_conv").output.shape[1:] == (12, 12, 80)
+    with_missing = {l.name for l in m.layers} & {"block8_expand_conv", "head_conv"}
+    assert not with_missing
+    clf = efficientnet_lite0_classifier()
+    np.testing.assert_array_equal(m.get_layer("block7_project_conv").get_weights()[0],
+                                  clf.get_layer("block7_project_conv").get_weights()[0])
+
+
+def test_unet_decoder_filters_must_match_the_levels():
+    from kseg.errors import KsegError
+
+    with pytest.raises(KsegError, match="3 decoder levels"):
+        UNet(num_classes=2, input_shape=(64, 64, 3), encoder="efficientnet_lite0", encoder_stages=4,
+             decoder_filters=(16, 16, 8, 8))
+    with pytest.raises(KsegError, match="decoder_block"):
+        UNet(num_classes=2, input_shape=(64, 64, 3), encoder="efficientnet_lite0", decoder_block="dense")
