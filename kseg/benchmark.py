@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ PARAM_KEYS = ("params", "num_params", "parameters", "param_count")
 __all__ = [
     "benchmark", "benchmark_model", "evaluate_segmenter", "latency_stats", "time_calls", "person_iou",
     "parse_reference", "machine",
-    "format_table", "write_json", "plot_pareto", "add_cli", "run_cli",
+    "format_table", "write_json", "plot_pareto",
 ]
 
 
@@ -526,56 +525,3 @@ def plot_pareto(rows, out, references=(), metric: str = "auto", title: str | Non
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return out
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-
-
-def add_cli(subparsers) -> None:
-    """Add ``kseg benchmark`` to an argparse subparsers object."""
-    from kseg.cli import _add_dataset_args
-
-    p = subparsers.add_parser(
-        "benchmark", help="latency, size, op check and mIoU of .tflite/.keras models; Pareto chart",
-        description="Median/p90 latency per frame after warm-up (.tflite: Interpreter.invoke only), "
-                    "file size, parameters, builtin-op check and, with --data, mIoU (and person IoU) "
-                    "at label resolution. Prints a markdown table.",
-    )
-    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .keras files")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--data", help="dataset folder to score the models on")
-    _add_dataset_args(p)
-    p.add_argument("--limit", type=int, help="only the first N samples of --data")
-    p.add_argument("--json", dest="json_out", metavar="OUT.json", help="write every figure as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="Pareto chart: score against median latency")
-    p.add_argument("--metric", default="auto", choices=("auto", "miou", "person_iou"), help="y axis of --plot")
-    p.add_argument("--reference", action="append", default=[], metavar="NAME:LAT_MS:SCORE",
-                   help='a reference point for --plot, e.g. "MediaPipe selfie:3.8:0.878" (repeatable)')
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> int:
-    """Run ``kseg benchmark`` from parsed arguments; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    refs = [parse_reference(r) for r in args.reference]  # bad input fails before the slow part
-    if args.plot and not args.data and not refs:
-        raise KsegError("--plot needs --data (a score per model) or --reference points")
-    options = {k: getattr(args, k, None) for k in ("groups", "border")}
-    if getattr(args, "categories", None):
-        options["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
-    rows = benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup, data=args.data,
-                     format=args.format, split=args.split, limit=args.limit, **options)
-    print(format_table(rows))
-    for line in (rows[0].get("skipped") or []) if rows else []:  # the same samples for every model
-        print(f"skipped: {line}", file=sys.stderr)
-    if args.json_out:
-        settings = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "data": args.data,
-                    "format": args.format, "split": args.split, "limit": args.limit,
-                    "command": " ".join(["kseg", *sys.argv[1:]])}
-        print(f"wrote {write_json(rows, args.json_out, refs, settings)}")
-    if args.plot:
-        print(f"wrote {plot_pareto(rows, args.plot, refs, metric=args.metric)}")
-    return 0

@@ -156,10 +156,12 @@ def test_card_refuses_wrong_class_count(int8_path):
 def _cli(argv):
     import argparse
 
-    from kseg.export import add_cli
+    from kseg.cli import export, quantize
 
     parser = argparse.ArgumentParser(prog="kseg")
-    add_cli(parser.add_subparsers(dest="command"))
+    sub = parser.add_subparsers(dest="command")
+    export.add(sub)
+    quantize.add(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -229,7 +231,7 @@ def test_cli_quantize_without_data_is_one_line_error(trained, tmp_path):
 
 
 def test_spread_indices_cover_the_set():
-    from kseg.export import _spread
+    from kseg.cli.export import _spread
 
     assert _spread(10, 3) == [0, 4, 9] or _spread(10, 3) == [0, 5, 9]
     assert _spread(3, 10) == [0, 1, 2] and _spread(0, 5) == []
@@ -242,7 +244,7 @@ def test_quantize_fine_tunes_with_the_configs_loss_and_class_weights(tmp_path):
 
     from kseg.data.readers import open_dataset
     from kseg.data.synthetic import write_shapes_dataset
-    from kseg.export import _config_loss
+    from kseg.cli.quantize import config_loss as _config_loss
     from kseg.losses import get_loss
     from kseg.quantize.twin import tf_keras_module
     from kseg.train import dataset_class_weights

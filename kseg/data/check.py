@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
@@ -178,33 +177,3 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
         print(file=sys.stderr)
     return CheckReport(ds.name, fmt, ds.class_names, len(ds), pixels, images, ignored, sizes, bad,
                        time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-
-
-def add_cli(subparsers) -> None:
-    """Add ``check`` to a ``kseg data`` subparsers object (options: --format, --split,
-    --groups, --border, --categories, --json)."""
-    from kseg.cli import _add_dataset_args
-
-    p = subparsers.add_parser(
-        "check", help="counts, class histogram, sizes, and every bad sample (exit 1 if any)",
-        description="Read every sample; report counts, class histogram, resolutions and every bad "
-        "sample (unreadable file, size mismatch, label out of range, missing pair).",
-    )
-    p.add_argument("path", help="dataset folder")
-    _add_dataset_args(p)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> int:
-    """Run ``kseg data check``: print the report; return 1 when any sample is bad, else 0."""
-    from kseg.cli import _dataset_options
-    from kseg.config import resolve_data_path
-
-    report = check_dataset(resolve_data_path(args.path), args.format, **_dataset_options(args))
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
-    return 0 if report.ok else 1

@@ -144,36 +144,3 @@ def write_preview(ds, out_png, n=16, size=(256, 256), seed=0, augment=None, cols
         if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
             raise KsegError(f"cannot write {out_png}; check the folder is writable")
     return images, masks
-
-
-def add_cli(subparsers):
-    """Add ``preview`` to the ``kseg data`` sub-commands."""
-    from kseg.cli import _add_dataset_args
-
-    p = subparsers.add_parser("preview", help="PNG grid of augmented samples with their masks")
-    p.add_argument("path", help="dataset folder")
-    _add_dataset_args(p)
-    p.add_argument("--out", default="preview.png", help="output PNG (default preview.png)")
-    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--size", type=int, default=256, help="side of each sample in pixels (default 256)")
-    p.add_argument("--portrait", action="store_true", help="head-and-shoulders crops of people")
-    p.add_argument("--no-augment", action="store_true", help="show the validation resize instead")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run_cli)
-    return p
-
-
-def run_cli(args) -> int:
-    """Run ``kseg data preview``; returns the exit status."""
-    from kseg.cli import _dataset_options
-    from kseg.data.pipeline import Augment
-    from kseg.data.readers import open_dataset
-
-    if args.n < 1 or args.size < 8:
-        raise KsegError(f"--n {args.n} --size {args.size}: need at least 1 sample of at least 8 pixels")
-    ds = open_dataset(args.path, args.format, **_dataset_options(args))
-    augment = Augment(portrait=1.0 if args.portrait else 0.0)
-    write_preview(ds, args.out, n=args.n, size=(args.size, args.size), seed=args.seed, augment=augment,
-                  training=not args.no_augment)
-    print(f"wrote {args.out} ({min(args.n, len(ds))} samples of {ds.name})")
-    return 0

@@ -37,10 +37,12 @@ def test_grid_layout():
 
 
 def test_write_preview_from_cli(tmp_path):
+    from kseg.cli.data import add_preview
+
     write_shapes_dataset(tmp_path / "shapes", 6, size=(40, 40), seed=0)
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    preview.add_cli(sub)
+    add_preview(sub)
     out = tmp_path / "p.png"
     args = parser.parse_args(["preview", str(tmp_path / "shapes"), "--format", "masks", "--out", str(out),
                               "--n", "4", "--size", "32", "--seed", "1"])

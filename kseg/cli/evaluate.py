@@ -1,0 +1,84 @@
+"""``kseg evaluate``: score a semantic model on a dataset, or a Mask R-CNN on COCO annotations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from kseg.cli.common import add_dataset_args, dataset_options, instance_branch, quiet_tf
+from kseg.errors import KsegError
+
+
+def add(sub) -> None:
+    """Add ``kseg evaluate``."""
+    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; "
+                       "Mask R-CNN: COCO box/mask AP)")
+    p.add_argument("model", help=".keras model; instance models also .weights.h5 (with --config) or an exported .tflite")
+    p.add_argument("data", help="dataset folder; instance models: a COCO folder (--split, default val) or an instances JSON")
+    add_dataset_args(p)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size for models with a free input size")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--held-out", type=float, metavar="FRACTION",
+                   help="score only the validation split kseg train held out with this data.val_fraction "
+                        "(and --seed), e.g. 0.15")
+    p.add_argument("--seed", type=int, default=0, help="split seed for --held-out (train.seed of the run)")
+    p.add_argument("--out", help="folder for confusion.png, overlays/ and metrics.json")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    inst = p.add_argument_group("instance models (Mask R-CNN)")
+    inst.add_argument("--config", help="the configs/mask_rcnn_*.yaml a .weights.h5 file was trained with")
+    inst.add_argument("--results", metavar="FILE.json", help="write the detections in COCO result format")
+    inst.add_argument("--images", help="image folder of an annotation JSON (default: guessed beside it)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Run ``kseg evaluate``: a Mask R-CNN goes to the COCO evaluation, the rest to ``kseg.evaluate``."""
+    quiet_tf()
+    if instance_branch(args):
+        return _run_instances(args)
+    if args.results or args.config or args.images:
+        raise KsegError(f"--results/--config/--images are for instance models; {args.model} is a semantic model")
+    from kseg.config import resolve_data_path
+    from kseg.data.readers import open_dataset
+    from kseg.evaluate import evaluate, load_model
+
+    ds = open_dataset(resolve_data_path(args.data), args.format, **dataset_options(args))
+    if args.held_out is not None:
+        ds = ds.split(args.held_out, seed=args.seed)[1]
+    model = load_model(args.model)
+    report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
+                      batch_size=args.batch_size, out_dir=args.out, limit=args.limit)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.format_text())
+        for line in report.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+    return 0
+
+
+def _run_instances(args) -> int:
+    from kseg.models.mask_rcnn.commands import evaluate_instances, format_instance_report, load_instance_model
+
+    model = load_instance_model(args.model, config=args.config)
+    cats = dataset_options(args).get("categories")
+    report = evaluate_instances(model, args.data, split=args.split, categories=cats, images=args.images,
+                                limit=args.limit, results_path=args.results)
+    if args.results:
+        report["results_file"] = args.results
+    if args.out:
+        from kseg.paths import atomic_path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(args.out) / "metrics.json") as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_instance_report(report))
+        if args.results:
+            print(f"detections (COCO result format) written to {args.results}")
+    return 0
