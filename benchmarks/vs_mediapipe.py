@@ -1,0 +1,283 @@
+"""kseg people models side by side with MediaPipe's selfie segmenter, in one run on one machine.
+
+For every model: multiply-adds and parameters (counted from the ``.tflite`` graph), invoke
+latency with 1 and with 2 threads (median over several interleaved rounds, so that a burst
+of load hits every model alike), and person IoU on held-out images with masks: the image is
+squashed to the model's input, the output upsampled to the image and thresholded at 0.5, IoU
+per image, averaged (the protocol of ``../shared/data/README.md``; an image whose ground truth
+and prediction are both empty counts 1).
+
+Validation sets are the 10% held out (seed 0) of each shared set, which no kseg people config
+trains on: ``people-masks`` (close-ups), ``people-parsing`` (full body), ``portraits``
+(webcam-like), ``faces`` (CelebAMask-HQ, person = any label) and COCO val persons.
+
+    .venv/bin/python benchmarks/vs_mediapipe.py exports/portrait.tflite exports/portrait-fast.tflite
+    .venv/bin/python benchmarks/vs_mediapipe.py runs/x/model.tflite --sets portraits --rounds 5 --json out.json
+
+MediaPipe's model (``../shared/peers/selfie_segmentation.tflite``, float32 RGB in [0, 1] at
+256×256, one sigmoid person probability) always runs as the first row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SETS = ("people-masks", "people-parsing", "portraits", "faces", "coco-val")
+
+
+# --------------------------------------------------------------------------------------
+# Graph statistics
+
+
+def graph_stats(path) -> dict:
+    """Multiply-adds and parameters of a ``.tflite`` file, from its operators' tensor shapes.
+
+    Counts CONV_2D (out H·W·C × kh·kw·C_in), DEPTHWISE_CONV_2D (out H·W·C × kh·kw),
+    TRANSPOSE_CONV (in H·W × weight size) and FULLY_CONNECTED; parameters are the elements of
+    every constant tensor that is an operator's weight or bias.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    shapes = {t["index"]: tuple(int(v) for v in t["shape"]) for t in it.get_tensor_details()}
+    produced = set()
+    ops = it._get_ops_details()
+    # float16 weights reach their operator through a DEQUANTIZE of a constant (MediaPipe's)
+    dequantized = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"}
+    for op in ops:
+        produced.update(int(i) for i in op["outputs"])
+    inputs = {d["index"] for d in it.get_input_details()}
+    macs, params = 0, set()
+    for op in ops:
+        name, ins, outs = op["op_name"], [int(i) for i in op["inputs"]], [int(i) for i in op["outputs"]]
+        out = shapes[outs[0]]
+        if name == "CONV_2D":
+            w = shapes[ins[1]]
+            macs += int(np.prod(out[1:])) * int(np.prod(w[1:]))
+        elif name == "DEPTHWISE_CONV_2D":
+            w = shapes[ins[1]]
+            macs += int(np.prod(out[1:])) * w[1] * w[2]
+        elif name == "TRANSPOSE_CONV":
+            w, x = shapes[ins[1]], shapes[ins[2]]
+            macs += int(np.prod(x[1:3])) * int(np.prod(w))
+        elif name == "FULLY_CONNECTED":
+            w = shapes[ins[1]]
+            macs += int(np.prod(out[:-1])) * int(np.prod(w))
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED"):
+            for i in ins:
+                i = dequantized.get(i, i)
+                if i >= 0 and i not in produced and i not in inputs and len(shapes[i]) >= 1:
+                    params.add(i)
+    if any(op["op_name"] == "TRANSPOSE_CONV" for op in ops):
+        # TRANSPOSE_CONV's first input is the output shape, not a weight
+        params -= {int(op["inputs"][0]) for op in ops if op["op_name"] == "TRANSPOSE_CONV"}
+    n_params = sum(int(np.prod(shapes[i])) for i in params)
+    return {"macs": macs, "params": n_params, "ops": sorted({op["op_name"] for op in ops})}
+
+
+# --------------------------------------------------------------------------------------
+# Models
+
+
+class MediaPipeSelfie:
+    """MediaPipe's selfie segmenter on LiteRT: RGB squashed to its input, person probability out."""
+
+    name = "MediaPipe selfie"
+
+    def __init__(self, path, num_threads=2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.it = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]
+        self.out = self.it.get_output_details()[0]
+        self.size = tuple(int(v) for v in self.inp["shape"][1:3])
+
+    def feed(self):
+        return np.random.default_rng(0).uniform(0, 1, self.inp["shape"]).astype(np.float32)
+
+    def person(self, rgb):
+        import cv2
+
+        h, w = rgb.shape[:2]
+        x = cv2.resize(rgb, self.size[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        self.it.set_tensor(self.inp["index"], x[None])
+        self.it.invoke()
+        p = self.it.get_tensor(self.out["index"])[0, ..., 0]
+        return cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+class KsegModel:
+    """A kseg semantic export through ``kseg.Segmenter`` (person = class 1, argmax = p > 0.5)."""
+
+    def __init__(self, path, num_threads=2):
+        from kseg.runtime import Segmenter
+
+        self.path = Path(path)
+        self.name = self.path.stem
+        self.seg = Segmenter(str(path), num_threads=num_threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]
+        self.size = tuple(int(v) for v in self.inp["shape"][1:3])
+
+    def feed(self):
+        rng = np.random.default_rng(0)
+        if self.inp["dtype"] == np.uint8:
+            return rng.integers(0, 256, self.inp["shape"], dtype=np.uint8)
+        return rng.uniform(0, 255, self.inp["shape"]).astype(self.inp["dtype"])
+
+    def person(self, rgb):
+        return self.seg.segment(rgb).category_mask == 1
+
+
+def invoke_ms(path, feed, threads, n):
+    """Median invoke time (ms) of ``n`` invokes after 5 warm-ups, on a fresh interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    idx = it.get_input_details()[0]["index"]
+    it.set_tensor(idx, feed)
+    for _ in range(5):
+        it.invoke()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        it.invoke()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+# --------------------------------------------------------------------------------------
+# Data
+
+
+def val_sets(names, limit=None):
+    """The held-out validation split (10%, seed 0) of each named shared set."""
+    from kseg.data.readers import open_ccp, open_masks, people_dataset
+    from kseg.paths import shared_data_dir
+
+    root = shared_data_dir()
+    out = {}
+    people = None
+    for name in names:
+        if name in ("people-masks", "people-parsing", "coco-val"):
+            if people is None:
+                people = people_dataset(root, val_fraction=0.1, seed=0)[1]
+            ds = people[name]
+        elif name == "portraits":
+            ds = open_masks(root / "portraits", class_names=("background", "person"), binary=True).split(0.1, 0)[1]
+        elif name == "faces":
+            ds = open_ccp(root / "faces", groups="person").split(0.1, 0)[1]
+        else:
+            raise SystemExit(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+        if limit:
+            ds = ds.subset(list(range(min(limit, len(ds)))))
+        out[name] = ds
+    return out
+
+
+def person_iou(model, ds) -> float:
+    from kseg.evaluate import iter_loaded
+
+    ious, skipped = [], {}
+    for _, image, label in iter_loaded(ds, range(len(ds)), skipped):
+        gt = label == 1
+        pred = model.person(image)
+        valid = label != 255
+        inter = np.logical_and(pred, gt)[valid].sum()
+        union = np.logical_or(pred, gt)[valid].sum()
+        ious.append(1.0 if union == 0 else inter / union)
+    if skipped:
+        print(f"note: {len(skipped)} unreadable images skipped in {ds.name}", file=sys.stderr)
+    return float(np.mean(ious))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+        extra = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "avx512f", "avx2") if f" {f}" in flags]
+        if extra:
+            cpu += f" ({', '.join(extra)})"
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", default=["exports/portrait.tflite", "exports/portrait-fast.tflite"])
+    ap.add_argument("--mediapipe", default=str(ROOT.parent / "shared" / "peers" / "selfie_segmentation.tflite"))
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    ap.add_argument("--limit", type=int, default=None, help="at most N images per set")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    ap.add_argument("--invokes", type=int, default=100, help="invokes per round")
+    ap.add_argument("--skip-iou", action="store_true")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+
+    models = [MediaPipeSelfie(args.mediapipe)] + [KsegModel(p) for p in args.models]
+    rows = []
+    for m in models:
+        st = graph_stats(m.path)
+        rows.append({"model": m.name, "file": str(m.path), "input": list(m.size), "macs": st["macs"],
+                     "params": st["params"], "ms": {1: [], 2: []}, "iou": {}})
+    feeds = [m.feed() for m in models]
+    for _ in range(args.rounds):
+        for threads in (1, 2):
+            for m, row, feed in zip(models, rows, feeds):
+                row["ms"][threads].append(invoke_ms(m.path, feed, threads, args.invokes))
+    if not args.skip_iou:
+        sets = val_sets(args.sets, args.limit)
+        for m, row in zip(models, rows):
+            for name, ds in sets.items():
+                row["iou"][name] = person_iou(m, ds)
+                row.setdefault("n", {})[name] = len(ds)
+
+    mp = rows[0]
+    mp_ms = {t: float(np.median(mp["ms"][t])) for t in (1, 2)}
+    print(f"machine: {machine()}; {args.rounds} interleaved rounds x {args.invokes} invokes, median")
+    head = f"{'model':<22} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7} {'x MP 1T':>7} {'x MP 2T':>7}"
+    names = list(rows[0]["iou"])
+    print(head + "".join(f" {n[:14]:>14}" for n in names))
+    for row in rows:
+        ms = {t: float(np.median(row["ms"][t])) for t in (1, 2)}
+        row["median_ms"] = ms
+        row["ratio_to_mediapipe"] = {t: ms[t] / mp_ms[t] for t in (1, 2)}
+        line = (f"{row['model']:<22} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
+                f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f} {ms[1] / mp_ms[1]:>7.2f} {ms[2] / mp_ms[2]:>7.2f}")
+        print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
+    if names:
+        print("images per set: " + ", ".join(f"{n} {rows[0]['n'][n]}" for n in names))
+    if args.json:
+        from kseg.paths import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            Path(tmp).write_text(json.dumps({"machine": machine(), "rounds": args.rounds, "invokes": args.invokes,
+                                             "rows": rows}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
