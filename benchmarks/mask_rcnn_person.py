@@ -130,7 +130,7 @@ def cmd_eval(args):
     import numpy as np
 
     from kseg.data.instances import subset_coco_json
-    from kseg.models.mask_rcnn.postprocess import coco_eval, predict_coco
+    from kseg.evaluate_instances import coco_eval, predict_coco
 
     cfg = load_cfg(args.config)
     out = ROOT / "runs" / cfg["name"]
@@ -162,7 +162,8 @@ def cmd_eval(args):
 def cmd_export(args):
     import numpy as np
 
-    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, export_tflite, parity
+    from kseg.export_instances import export_tflite, parity
+    from kseg.runtime import TFLiteMaskRCNN
 
     cfg, out, model, images = _trained_and_val_images(args)
     report = {}
@@ -226,7 +227,7 @@ def _trained_and_val_images(args):
 
 def cmd_quant(args):
     """Which part of the network makes int8 weights change the detections (Keras simulation)."""
-    from kseg.models.mask_rcnn.export import parity
+    from kseg.export_instances import parity
 
     cfg, out, model, images = _trained_and_val_images(args)
 
@@ -252,8 +253,9 @@ def cmd_quant(args):
 
 def cmd_parity(args):
     """Parity (all detections and score >= 0.5) and COCO mask AP of each exported variant."""
-    from kseg.models.mask_rcnn.commands import evaluate_instances, load_instance_model
-    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, parity
+    from kseg.evaluate_instances import evaluate_instances
+    from kseg.export_instances import parity
+    from kseg.runtime import TFLiteMaskRCNN, load_instance_model
 
     cfg, out, model, images = _trained_and_val_images(args)
     report = {}

@@ -9,8 +9,7 @@ For each model (``.tflite``, or ``.keras`` through the same ``Segmenter``):
 - **size** of the file (MB), **parameters** when the model card records them (``.keras``: counted),
   **op check** (builtin ops only, else which ops are not), input size and I/O dtypes.
 - instance models (Mask R-CNN ``.tflite`` with its card, ``.keras``): the same latency, size and
-  op check, and with a COCO ``--data`` pycocotools **mask and box AP**
-  (``kseg.models.mask_rcnn.commands.benchmark_instance``).
+  op check, and with a COCO ``--data`` pycocotools **mask and box AP** (``benchmark_instance``).
 - with a dataset: **mIoU** (and per-class IoU) at label resolution, streamed through
   ``Segmenter.segment`` and ``kseg.metrics``; for person models also the **mean per-image person
   IoU** (IoU of the person class in each image, averaged; an image where neither prediction nor
@@ -44,7 +43,7 @@ from kseg.paths import atomic_path
 PARAM_KEYS = ("params", "num_params", "parameters", "param_count")
 
 __all__ = [
-    "benchmark", "benchmark_model", "evaluate_segmenter", "latency_stats", "time_calls", "person_iou",
+    "benchmark", "benchmark_model", "benchmark_instance", "evaluate_segmenter", "latency_stats", "time_calls", "person_iou",
     "parse_reference", "machine",
     "format_table", "write_json", "plot_pareto",
 ]
@@ -152,11 +151,6 @@ def _params_from_card(card: dict):
     return None
 
 
-def _nonbuiltin(ops) -> list[str]:
-    # the rule of kseg.export.assert_builtin_ops: Flex (select TF) ops and custom ops
-    return sorted({op for op in ops if op.startswith("Flex") or not op.isupper()})
-
-
 def _check_path(path) -> Path:
     from kseg.runtime import check_tflite_file
 
@@ -166,16 +160,6 @@ def _check_path(path) -> Path:
             raise KsegError(f"model file {p} not found; give the path of a .tflite or .keras file")
         return p
     return check_tflite_file(p)
-
-
-def _maybe_instance(p: Path) -> bool:
-    """False when ``p`` is surely a semantic model: a .tflite whose card names another task."""
-    if p.suffix != ".tflite":
-        return True
-    from kseg.runtime import read_card
-
-    task = str((read_card(p) or {}).get("task") or "")
-    return not task or "instance" in task
 
 
 def _person_class(names) -> int | None:
@@ -259,7 +243,7 @@ def benchmark_model(path, threads: int = 2, runs: int = 50, warmup: int = 10, da
                     clock=None) -> dict:
     """Benchmark one ``.tflite`` or ``.keras`` model; see ``benchmark`` for the row's keys."""
     from kseg.export import measure_latency
-    from kseg.runtime import Segmenter, tflite_ops
+    from kseg.runtime import Segmenter, nonbuiltin_ops, tflite_ops
 
     p = _check_path(path)
     is_tflite = p.suffix != ".keras"
@@ -286,7 +270,7 @@ def benchmark_model(path, threads: int = 2, runs: int = 50, warmup: int = 10, da
             raise
         except Exception as e:  # the flatbuffer parser on a damaged file
             raise KsegError(f"cannot read the op list of {p} ({type(e).__name__}); the file is damaged — export it again") from None
-        bad = _nonbuiltin(ops)
+        bad = nonbuiltin_ops(ops)
         row.update({"ops": sorted(set(ops)), "builtin_only": not bad, "nonbuiltin_ops": bad})
         if clock is None:
             lat = measure_latency(p, num_threads=threads, runs=runs, warmup=warmup)
@@ -309,6 +293,61 @@ def benchmark_model(path, threads: int = 2, runs: int = 50, warmup: int = 10, da
     if dataset is not None:
         row.update(evaluate_segmenter(seg, dataset, limit=limit))
         row["data"] = dataset.name
+    return row
+
+
+def benchmark_instance(path, threads=2, runs=50, warmup=10, data=None, split=None, categories=None, limit=None,
+                       config=None, clock=None) -> dict:
+    """A ``kseg benchmark`` row for an instance model (``.tflite`` or ``.keras``).
+
+    Latency is one forward pass on a zero image (``.tflite``: one signature-runner call,
+    i.e. invoke plus copying the small outputs; ``.keras``: ``predict_on_batch``), median and p90 after warm-up; with ``data`` (COCO) also
+    pycocotools mask and box AP (``mask_ap``, ``box_ap``, ``mask_ap50``).
+
+    Returns:
+        dict with the keys of ``kseg.benchmark.benchmark_model``'s rows (``miou`` etc. ``None``)
+        plus ``task``, ``mask_ap``, ``box_ap``, ``mask_ap50``, ``num_images``.
+    """
+    from kseg.runtime import load_instance_model
+
+    m = load_instance_model(path, config=config, num_threads=threads)
+    p = Path(path)
+    clock = clock or time.perf_counter
+    s = m.input_size
+    row = {
+        "model": p.stem if not p.name.endswith(".weights.h5") else p.name[: -len(".weights.h5")],
+        "path": str(p), "format": m.format, "task": "instance_segmentation",
+        "quantization": m.card.get("quantization") or ("float32" if m.format == "keras" else None),
+        "size_mb": p.stat().st_size / 1e6,
+        "params": m.card.get("params") or (int(m.model.count_params()) if m.format == "keras" else None),
+        "input_size": [s, s], "num_classes": len(m.class_names) if m.class_names else None,
+        "class_names": list(m.class_names) if m.class_names else None, "person_index": None,
+        "input_dtype": "float32", "output_dtype": "float32",
+    }
+    if m.format == "tflite":
+        from kseg.runtime import nonbuiltin_ops, tflite_ops
+
+        ops = sorted(set(tflite_ops(p)))
+        bad = nonbuiltin_ops(ops)
+        row.update({"ops": ops, "builtin_only": not bad, "nonbuiltin_ops": bad})
+        x = np.zeros((s, s, 3), np.float32)
+        fn, timed = (lambda: m.model.detect(x)), "one signature-runner call: set input, invoke, read the 5 outputs (XNNPACK)"
+    else:
+        row.update({"ops": None, "builtin_only": None, "nonbuiltin_ops": None})
+        x = np.zeros((1, s, s, 3), np.float32)
+        fn, timed = (lambda: m.model.predict_on_batch(x)), "Keras predict_on_batch (batch 1)"
+    lat = latency_stats(time_calls(fn, runs, warmup, clock))
+    lat.update({"threads": threads, "timed": timed, "warmup": warmup})
+    row["latency"] = lat
+    row["median_ms"], row["p90_ms"] = lat["median_ms"], lat["p90_ms"]
+    row.update({"miou": None, "person_iou": None, "pixel_accuracy": None, "per_class_iou": None,
+                "num_images": None, "skipped": None, "mask_ap": None, "box_ap": None, "mask_ap50": None})
+    if data is not None:
+        from kseg.evaluate_instances import evaluate_instances
+
+        r = evaluate_instances(m, data, split=split, categories=categories, limit=limit)
+        row.update({"mask_ap": r["segm"]["AP"], "mask_ap50": r["segm"]["AP50"], "box_ap": r["bbox"]["AP"],
+                    "num_images": r["images"], "data": r["data"], "coco": {"segm": r["segm"], "bbox": r["bbox"]}})
     return row
 
 
@@ -360,11 +399,9 @@ def benchmark(paths, threads: int = 2, runs: int = 50, warmup: int = 10, data=No
         raise KsegError(f"runs={runs}, warmup={warmup}: use runs >= 1 and warmup >= 0")
     for p in paths:  # fail before spending minutes on the first models
         _check_path(p)
-    instance = set()  # Mask R-CNN: COCO mask AP instead of mIoU
-    if any(_maybe_instance(p) for p in paths):  # (kseg.models imports Keras: only when it may be needed)
-        from kseg.models.mask_rcnn.commands import benchmark_instance, model_kind
+    from kseg.runtime import model_kind
 
-        instance = {p for p in paths if model_kind(p) == "instance"}
+    instance = {p for p in paths if model_kind(p) == "instance"}  # Mask R-CNN: COCO mask AP instead of mIoU
     ds = _open(data, format, split=split, **data_options) if len(instance) < len(paths) else None
     return [benchmark_instance(p, threads, runs, warmup, data, split, data_options.get("categories"), limit,
                                clock=clock) if p in instance

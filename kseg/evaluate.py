@@ -3,6 +3,7 @@
 Evaluation streams the dataset (a few images in memory at a time), predicts at the model's
 input size, upsamples the logits to each label's own resolution, and accumulates one
 confusion matrix, from which every score is derived (``kseg.metrics.scores_from_confusion``).
+Mask R-CNN models are scored on COCO by ``kseg.evaluate_instances``.
 
 Example:
     from kseg.evaluate import evaluate, load_model

@@ -9,7 +9,8 @@ internally (its ``Rescaling`` layer), and the runtime dequantizes the logits.
 
 Every ``.tflite`` gets a model card ``NAME.json`` beside it (``write_model_card``): task,
 classes and colours, input and output tensors with their quantization, training data, metrics,
-latency, size, data licence and the command that made it.
+latency, size, data licence and the command that made it. Mask R-CNN models export through
+``kseg.export_instances``.
 
 Example:
     from kseg.export import to_tflite, parity
@@ -31,11 +32,10 @@ import numpy as np
 
 from kseg.errors import KsegError
 from kseg.paths import atomic_path
-from kseg.runtime import Segmenter, card_path, check_tflite_file, read_card, tflite_ops
+from kseg.runtime import CARD_FORMAT, Segmenter, card_path, check_tflite_file, nonbuiltin_ops, read_card, tflite_ops
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "qat")
 IO_DTYPES = ("uint8", "int8", "float32")
-CARD_FORMAT = "kseg-model-card/1"
 
 __all__ = [
     "QUANTIZATIONS", "to_tflite", "tflite_ops", "assert_builtin_ops", "write_model_card",
@@ -226,7 +226,7 @@ def _convert(converter, model, quantization, representative_data, size, io_dtype
 def assert_builtin_ops(path) -> list[str]:
     """Raise ``KsegError`` if the model uses Flex (TF select) or custom ops; return its op names."""
     ops = tflite_ops(path)
-    bad = sorted({op for op in ops if op.startswith("Flex") or not op.isupper()})
+    bad = nonbuiltin_ops(ops)
     if bad:
         raise KsegError(
             f"{path} uses non-builtin ops {bad}; the LiteRT runtime needs builtin ops only — "

@@ -11,9 +11,10 @@ import yaml
 from kseg.cli import main
 from kseg.data.instances import write_coco_gt
 from kseg.data.synthetic import make_instances
+from kseg.evaluate_instances import evaluate_instances
 from kseg.metrics import coco_mask_ap
 from kseg.models.mask_rcnn import MaskRCNN
-from kseg.models.mask_rcnn.commands import InstanceModel, evaluate_instances, model_kind
+from kseg.runtime import InstanceModel, model_kind
 
 TINY = dict(encoder="tiny", fpn_channels=16, anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_train=200,
             rpn_post_nms_train=64, rpn_pre_nms_test=200, rpn_post_nms_test=64, rpn_batch_size=128,

@@ -432,8 +432,7 @@ def load_instance_detector(path=DEFAULT_INSTANCE_MODEL, num_threads: int = 1, mi
             "runs/mask_rcnn_person_lite0/last.weights.h5 --config configs/mask_rcnn_person_lite0.yaml "
             f"--quantization float16 --out {DEFAULT_INSTANCE_MODEL}` (or use --keep all)"
         )
-    from kseg.models.mask_rcnn.commands import load_instance_model
-    from kseg.models.mask_rcnn.postprocess import detect_instances
+    from kseg.runtime import detect_instances, load_instance_model
 
     model = load_instance_model(p, num_threads=num_threads)
     names = [str(n).lower() for n in (model.class_names or ("background", "person"))]

@@ -42,7 +42,7 @@ def dataset_options(args) -> dict:
 
 def instance_branch(args) -> bool:
     """Whether a command's MODEL is a Mask R-CNN (and its DATA COCO), failing in one line on a mix."""
-    from kseg.models.mask_rcnn.commands import INSTANCE_HINT, model_kind
+    from kseg.runtime import INSTANCE_HINT, model_kind
 
     kind = model_kind(args.model)
     data = getattr(args, "data", None)

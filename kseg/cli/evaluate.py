@@ -61,7 +61,8 @@ def run(args) -> int:
 
 
 def _run_instances(args) -> int:
-    from kseg.models.mask_rcnn.commands import evaluate_instances, format_instance_report, load_instance_model
+    from kseg.evaluate_instances import evaluate_instances, format_instance_report
+    from kseg.runtime import load_instance_model
 
     model = load_instance_model(args.model, config=args.config)
     cats = dataset_options(args).get("categories")

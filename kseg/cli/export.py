@@ -117,7 +117,8 @@ def _run_semantic(args) -> int:
 
 
 def _run_instances(args) -> int:
-    from kseg.models.mask_rcnn.commands import export_instance_model, load_instance_model
+    from kseg.export_instances import export_instance_model
+    from kseg.runtime import load_instance_model
 
     model = load_instance_model(args.model, config=args.config)
     card = export_instance_model(model, args.out, args.quantization, data=args.data, parity_count=args.parity,

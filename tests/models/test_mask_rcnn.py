@@ -12,10 +12,11 @@ from kseg.data.readers import InstanceDataset
 from kseg.data.synthetic import make_instances
 from kseg.errors import KsegError
 from kseg.models.mask_rcnn import MaskRCNN, box_iou, decode_boxes, encode_boxes, make_anchors, multilevel_roi_align
-from kseg.models.mask_rcnn.postprocess import coco_eval, coco_results, paste_masks, predict_coco
+from kseg.evaluate_instances import coco_eval, coco_results, predict_coco
 from kseg.models.mask_rcnn.rpn import nms_padded
 from kseg.models.mask_rcnn.targets import roi_targets, rpn_targets, sample_balanced
 from kseg.ops import roi_align
+from kseg.runtime import paste_masks
 
 TINY = dict(encoder="tiny", fpn_channels=16, anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_train=200,
             rpn_post_nms_train=64, rpn_pre_nms_test=200, rpn_post_nms_test=64, rpn_batch_size=128,
@@ -263,7 +264,8 @@ def test_predict_coco_masks_at_original_size(monkeypatch):
 
 
 def test_tflite_export_builtin_ops_and_parity(tmp_path):
-    from kseg.models.mask_rcnn.export import TFLiteMaskRCNN, export_tflite
+    from kseg.export_instances import export_tflite
+    from kseg.runtime import TFLiteMaskRCNN
 
     model = MaskRCNN(num_classes=3, input_shape=(64, 64, 3), score_threshold=0.0, **TINY)
     info = export_tflite(model, tmp_path / "m.tflite")
@@ -276,7 +278,7 @@ def test_tflite_export_builtin_ops_and_parity(tmp_path):
     np.testing.assert_allclose(lite["boxes"], ref["boxes"], atol=1e-3)
     np.testing.assert_allclose(lite["masks"], ref["masks"], atol=1e-4)
     # one call from an RGB frame of any size to image-size instances, Keras or TFLite alike
-    from kseg.models.mask_rcnn.postprocess import detect_instances
+    from kseg.runtime import detect_instances
 
     frame = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     a = detect_instances(model, frame, min_score=0.0)

@@ -37,7 +37,7 @@ class MaskRCNN(keras.Model):
     ``(x1, y1, x2, y2)`` pixels, ``scores`` ``(B, D)`` (0 in padded slots), ``classes``
     ``(B, D)`` int32 (1..num_classes-1, 0 in padded slots), ``masks`` ``(B, D, 28, 28)``
     probabilities inside each box (paste them with
-    ``kseg.models.mask_rcnn.postprocess.paste_masks``) and ``num_detections`` ``(B,)``.
+    ``kseg.runtime.paste_masks``) and ``num_detections`` ``(B,)``.
 
     ``model.fit`` trains it on ``(images, {"boxes": (B, M, 4), "classes": (B, M) int (0 =
     padding), "masks": (B, M, H, W) 0/1})`` batches (``kseg.data.instances.make_instance_dataset``)

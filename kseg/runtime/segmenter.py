@@ -15,15 +15,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kseg.errors import KsegError
-
-TFLITE_IDENTIFIER = b"TFL3"
+from kseg.runtime.cards import card_path, card_task, check_tflite_file, read_card
 
 
 @dataclass
@@ -37,71 +35,6 @@ class SegmentationResult:
 
     category_mask: np.ndarray
     confidence: np.ndarray
-
-
-def card_path(model_path) -> Path:
-    """The model card of ``exports/NAME.tflite`` is ``exports/NAME.json``."""
-    return Path(model_path).with_suffix(".json")
-
-
-def read_card(model_path) -> dict | None:
-    """The model card beside ``model_path`` (``NAME.json``, else ``classes.json``), or ``None``."""
-    p = Path(model_path)
-    for candidate in (card_path(p), p.with_name("classes.json")):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, ValueError) as e:
-                raise KsegError(f"model card {candidate} is not valid JSON ({e}); re-export the model") from None
-    return None
-
-
-def check_tflite_file(path) -> Path:
-    """Raise ``KsegError`` unless ``path`` is a readable, complete-looking TFLite flatbuffer."""
-    p = Path(path)
-    if not p.is_file():
-        raise KsegError(f"model file {p} not found; give the path of a .tflite or .keras file")
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
-        raise KsegError(
-            f"{p} is not a TFLite model (no 'TFL3' identifier in its header); "
-            "export one with kseg export or check the path"
-        )
-    root = int.from_bytes(head[:4], "little")
-    if root >= size:
-        raise KsegError(f"{p} is truncated ({size} bytes); copy or export it again")
-    return p
-
-
-def tflite_ops(path) -> list[str]:
-    """The operator names in a ``.tflite`` file (builtin names, custom/Flex ops by their code).
-
-    Example:
-        tflite_ops("exports/x.tflite")  # ['CONV_2D', 'DEPTHWISE_CONV_2D', 'ADD', ...]
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    p = check_tflite_file(path)
-    buf = p.read_bytes()
-    model = schema.Model.GetRootAsModel(buf, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        if code == schema.BuiltinOperator.CUSTOM:
-            custom = oc.CustomCode()
-            codes.append(custom.decode() if isinstance(custom, bytes) else str(custom))
-        else:
-            codes.append(names.get(code, f"BUILTIN_{code}"))
-    used = []
-    for s in range(model.SubgraphsLength()):
-        sg = model.Subgraphs(s)
-        for j in range(sg.OperatorsLength()):
-            used.append(codes[sg.Operators(j).OpcodeIndex()])
-    return used
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -134,14 +67,6 @@ def _upsample(probs: np.ndarray, size_hw) -> np.ndarray:
     return np.stack([cv2.resize(probs[..., i], (w, h), interpolation=cv2.INTER_LINEAR) for i in range(c)], -1)
 
 
-def _card_task(path: Path):
-    """The ``task`` of the model card beside ``path``, or None (no card, unreadable card)."""
-    try:
-        return json.loads(Path(path).with_suffix(".json").read_text()).get("task")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 class _TFLiteBackend:
     def __init__(self, path: Path, num_threads):
         from ai_edge_litert.interpreter import Interpreter
@@ -156,10 +81,9 @@ class _TFLiteBackend:
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
-            if _card_task(path) == "instance_segmentation":
+            if card_task(path) == "instance_segmentation":
                 raise KsegError(f"{path} is an instance-segmentation model (Mask R-CNN), not a semantic one; load "
-                                f"it with apps.common.keep.load_instance_detector or kseg.models.mask_rcnn.commands."
-                                f"load_instance_model")
+                                f"it with kseg.runtime.load_instance_model")
             raise KsegError(f"{path} has {len(inp)} inputs and {len(out)} outputs; a kseg segmenter has one of each")
         self.inp, self.out = inp[0], out[0]
         shape = [int(v) for v in self.inp["shape"]]
