@@ -278,3 +278,34 @@ def test_max_rate_spaces_the_detections():
         k.close()
     gaps = np.diff(calls)
     assert 3 <= len(calls) <= 7 and gaps.min() >= 0.095  # ~10/s although frames came every ~2 ms
+
+
+def test_app_with_keep_on_an_instance_tflite_imports_no_keras(tmp_path):
+    """A headless app run with --keep and the shipped instance .tflite, then one synchronous
+    detection: neither Keras nor TensorFlow is imported (the runtime alone runs both models)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("portrait.tflite", "person-instances.tflite"):
+        if not (repo / "exports" / name).is_file():
+            pytest.skip(f"exports/{name} not shipped")
+    code = f"""
+import sys
+from apps.common.keep import load_instance_detector
+from apps.common.sources import open_source
+from apps.webcam import main
+rc = main(["--source", "assets/book.mkv", "--keep", "largest", "--instance-model", "exports/person-instances.tflite",
+           "--no-window", "--no-hud", "--max-frames", "12", "--out", {str(tmp_path / "keep.mp4")!r}])
+with open_source("assets/book.mkv") as src:
+    frame = next(iter(src))
+people = load_instance_detector("exports/person-instances.tflite")(frame)
+print(rc, len(people["masks"]) > 0, sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 True []"
+    assert (tmp_path / "keep.mp4").is_file()
