@@ -318,3 +318,9 @@ def coco_mask_ap(gt_json, results, cat_ids=None) -> dict:
         ev.accumulate()
         ev.summarize()
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats)}
+
+
+# --------------------------------------------------------------------------------------
+# salient-object detection (numpy; kseg.metrics_saliency)
+
+from kseg.metrics_saliency import SaliencyMetrics  # noqa: E402
