@@ -21,23 +21,14 @@ import os
 import sys
 from pathlib import Path
 
+from apps.common.sources import resolve
 from kseg.errors import KsegError
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "exports/portrait.tflite"
 DEFAULT_FAST_MODEL = "exports/portrait-fast.tflite"
 DEFAULT_PARSING_MODEL = "exports/parsing.tflite"
 DEFAULT_CLIP = "assets/book.mkv"
 EFFECT_ORDER = ("portrait", "swap", "tryon", "mask")
-
-
-def resolve(path) -> Path:
-    """``path`` as given if it exists, else relative to the repository (for the defaults)."""
-    p = Path(path)
-    if p.exists() or p.is_absolute():
-        return p
-    alt = REPO / p
-    return alt if alt.exists() else p
 
 
 class App:

@@ -28,23 +28,10 @@ from kseg.paths import atomic_path
 
 
 def load_model(path):
-    """Load a ``.keras`` model saved by kseg (no custom_objects needed)."""
-    import keras
+    """Load a ``.keras`` model saved by kseg (no custom_objects needed); see ``kseg.models.saving``."""
+    from kseg.models.saving import load_model
 
-    import kseg.losses  # noqa: F401  (registers kseg serializables)
-    import kseg.metrics  # noqa: F401
-    import kseg.models  # noqa: F401
-
-    p = Path(path)
-    if not p.is_file():
-        raise KsegError(f"model file {p} not found; give the path of a .keras file, e.g. runs/NAME/best.keras")
-    if p.suffix != ".keras":
-        raise KsegError(f"model file {p} is not a .keras file; kseg evaluate/predict take .keras models")
-    try:
-        return keras.saving.load_model(p, compile=False)
-    except Exception as e:  # zip errors, missing config, unknown class
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise KsegError(f"cannot load model {p}: {first}; is the file complete and made by kseg?") from None
+    return load_model(path)
 
 
 def model_input_size(model, fallback=(256, 256)):

@@ -145,9 +145,9 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
                 "(kseg.quantize.qat.qat_fine_tune); for a trained Keras model use quantization='int8'"
             )
     elif isinstance(model, (str, os.PathLike)):
-        from kseg.runtime import _load_keras
+        from kseg.models.saving import load_keras_file
 
-        model = _load_keras(Path(model))
+        model = load_keras_file(Path(model))
     if quantization == "int8" and representative_data is None:
         raise KsegError("quantization='int8' needs representative_data (a few hundred training images; --data on the CLI)")
     size = _input_size(model, input_size)

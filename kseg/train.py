@@ -133,9 +133,9 @@ def init_weights_from(model, path):
     """
     from pathlib import Path
 
-    from kseg.evaluate import load_model
+    from kseg.models.saving import load_model
 
-    src = load_model(Path(path))
+    src = load_model(Path(path).expanduser())
     mine, theirs = model.weights, src.weights
     if len(mine) != len(theirs):
         raise KsegError(

@@ -422,7 +422,7 @@ def load_instance_detector(path=DEFAULT_INSTANCE_MODEL, num_threads: int = 1, mi
 
     p = Path(path)
     if not p.is_file():
-        from apps.webcam import resolve
+        from apps.common.sources import resolve
 
         p = resolve(path)
     if not p.is_file():

@@ -19,8 +19,18 @@ import numpy as np
 
 from kseg.errors import KsegError
 
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def resolve(path) -> Path:
+    """``path`` as given if it exists, else relative to the repository (for the defaults)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    alt = REPO / p
+    return alt if alt.exists() else p
 
 
 @contextlib.contextmanager

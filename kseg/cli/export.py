@@ -52,7 +52,8 @@ def _spread(n: int, k: int) -> list[int]:
 
 def _run_semantic(args) -> int:
     from kseg.export import assert_builtin_ops, measure_latency, parity, tflite_ops, to_tflite, write_model_card
-    from kseg.runtime import _load_keras, card_path
+    from kseg.models.saving import load_keras_file
+    from kseg.runtime import card_path
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     card = {"command": command_line(), "data_licence": args.licence}
@@ -77,7 +78,7 @@ def _run_semantic(args) -> int:
         else:
             keras_model = args.keras_model
     else:
-        keras_model = source = _load_keras(Path(args.model))
+        keras_model = source = load_keras_file(Path(args.model))
         if args.size:
             keras_model = source = at_size(keras_model, args.size)
         classes = Path(args.model).with_name("classes.json")
@@ -106,7 +107,7 @@ def _run_semantic(args) -> int:
     extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
     if images is not None and keras_model is not None:
         if isinstance(keras_model, (str, os.PathLike)):
-            keras_model = _load_keras(Path(keras_model))
+            keras_model = load_keras_file(Path(keras_model))
             if args.size:
                 keras_model = at_size(keras_model, args.size)
             extra["params"] = int(keras_model.count_params())

@@ -56,14 +56,14 @@ def run(args) -> int:
     command = command_line()
     from kseg.data.pipeline import make_dataset
     from kseg.export import _input_size
+    from kseg.models.saving import load_keras_file
     from kseg.paths import atomic_path
     from kseg.quantize.qat import qat_fine_tune
-    from kseg.runtime import _load_keras
 
     if not (args.data or args.config):
         raise KsegError("kseg quantize needs training data: --config configs/NAME.yaml (the model's "
                         "training config) or --data FOLDER")
-    model = _load_keras(Path(args.model))
+    model = load_keras_file(Path(args.model))
     size = tuple(args.size) if args.size else _input_size(model, None)
     model = at_size(model, size)
     loss, loss_name = None, "ce"

@@ -30,7 +30,7 @@ from kseg.runtime.instances import (
     model_kind,
     paste_masks,
 )
-from kseg.runtime.segmenter import SegmentationResult, Segmenter, _load_keras
+from kseg.runtime.segmenter import SegmentationResult, Segmenter
 
 __all__ = [
     "CARD_FORMAT", "INSTANCE_HINT", "InstanceModel", "SegmentationResult", "Segmenter", "TFLITE_IDENTIFIER",

@@ -229,9 +229,9 @@ def load_instance_model(path, config=None, num_threads: int = 2) -> InstanceMode
             raise KsegError(f"{p} is not a complete .keras file (no readable config.json); copy or save it again")
         if name != "MaskRCNN":
             raise _semantic_error(p, name)
-        from kseg.runtime.segmenter import _load_keras
+        from kseg.models.saving import load_keras_file
 
-        model = _load_keras(p)
+        model = load_keras_file(p)
         classes = p.with_name("classes.json")
         if names is None and classes.is_file():
             names = tuple(json.loads(classes.read_text()).get("class_names") or ()) or None

@@ -134,20 +134,6 @@ class _KerasBackend:
         return np.asarray(y)[0].astype(np.float32)
 
 
-def _load_keras(path: Path):
-    import keras
-
-    try:  # registers kseg's serializable layers and models
-        import kseg.models  # noqa: F401
-    except ImportError:
-        pass
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise KsegError(f"cannot load model {path}: {first}; is the file complete and made by kseg?") from None
-
-
 class Segmenter:
     """A segmentation model ready for frames: ``.tflite`` (ai-edge-litert) or ``.keras``.
 
@@ -181,7 +167,9 @@ class Segmenter:
                 raise KsegError(f"model file {p} not found; give the path of a .tflite or .keras file")
             self.card = dict(card) if card is not None else (read_card(p) or {})
             if p.suffix == ".keras":
-                self._backend = _KerasBackend(_load_keras(p), self._card_size())
+                from kseg.models.saving import load_keras_file  # Keras only for .keras files
+
+                self._backend = _KerasBackend(load_keras_file(p), self._card_size())
             else:
                 self._backend = _TFLiteBackend(p, num_threads)
         self.input_size = self._backend.input_size
