@@ -14,6 +14,7 @@ from kseg.models.deeplab_v3_plus import DeepLabV3Plus
 from kseg.models.fcn import FCN
 from kseg.models.pspnet import PSPNet
 from kseg.models.segnet import SegNet
+from kseg.models.u2net import U2Net
 from kseg.models.unet import UNet
 
 MODELS = {
@@ -24,6 +25,7 @@ MODELS = {
     "segnet": SegNet,
     "pspnet": PSPNet,
     "deeplab_v3_plus": DeepLabV3Plus,
+    "u2net": U2Net,
 }
 
 
@@ -53,7 +55,7 @@ def build_model(name: str, **kwargs):
     return factory(**kwargs)
 
 
-__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus"]
+__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net"]
 
 
 def __getattr__(name):
