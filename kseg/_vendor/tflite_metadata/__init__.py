@@ -1,0 +1,1 @@
+"""TFLite Model Metadata flatbuffer schema (generated code, vendored; see PROVENANCE.md)."""

@@ -1,0 +1,177 @@
+"""kseg.metadata: TFLite Model Metadata written from the model card, read back, and harmless to LiteRT."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kseg.errors import KsegError
+from kseg.metadata import embed_metadata, read_metadata
+
+EXPORTS = Path(__file__).resolve().parent.parent / "exports"
+
+
+def _load(name):
+    return (EXPORTS / f"{name}.tflite").read_bytes(), json.loads((EXPORTS / f"{name}.json").read_text())
+
+
+def _model_metadata_entries(buf):
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(buf, 0)
+    return [(model.Metadata(i).Name().decode(), model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy().tobytes())
+            for i in range(model.MetadataLength())]
+
+
+def _run(buf, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=buf, num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return [it.get_tensor(o["index"]).copy() for o in it.get_output_details()]
+
+
+def test_semantic_round_trip():
+    raw, card = _load("portrait")
+    assert read_metadata(raw) is None
+    md = read_metadata(embed_metadata(raw, card))
+    assert md["name"] == "portrait"
+    assert md["version"] == "kseg 0.1.0"
+    assert md["author"] == "kseg"
+    assert md["license"] == "training data: " + card["data_licence"]
+    assert "semantic segmentation into 2 classes (background, person) at 224x224" in md["description"]
+    # custom metadata (SEGMENTER_METADATA) needs parser 1.5.0 (schema history)
+    assert md["min_parser_version"] == "1.5.0"
+    (inp,) = md["inputs"]
+    assert (inp["content"], inp["color_space"]) == ("ImageProperties", "RGB")
+    assert (inp["mean"], inp["std"], inp["min"], inp["max"]) == ([0.0], [1.0], [0.0], [255.0])
+    (out,) = md["outputs"]
+    assert (out["content"], out["color_space"], out["range"]) == ("ImageProperties", "GRAYSCALE", [1, 2])
+    assert out["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS",
+                                        "description": "Labels for categories that the model can recognize."}]
+    assert md["activation"] == "SOFTMAX"  # the outputs are logits
+    assert md["custom_metadata"] == ["SEGMENTER_METADATA"]
+    assert md["labels"] == ["background", "person"]
+
+
+def test_probabilities_output_gets_no_activation():
+    raw, card = _load("portrait-fast")
+    card = copy.deepcopy(card)
+    card["output"]["meaning"] = "probabilities"
+    assert read_metadata(embed_metadata(raw, card))["activation"] == "NONE"
+    card["output"]["meaning"] = "scores"
+    with pytest.raises(KsegError, match="output.meaning is 'scores'"):
+        embed_metadata(raw, card)
+
+
+def test_labels_file_is_a_stored_zip_after_the_model():
+    raw, card = _load("parsing")
+    packed = embed_metadata(raw, card)
+    assert packed[4:8] == b"TFL3"
+    with zipfile.ZipFile(io.BytesIO(packed)) as zf:
+        (info,) = zf.infolist()
+        assert info.filename == "labels.txt" and info.compress_type == zipfile.ZIP_STORED
+        assert zf.read("labels.txt") == b"background\nskin\nhair\nupper_clothes\ndress\nlower_clothes\nfootwear\naccessories"
+    # the archive follows the flatbuffer: its first local header is past the model's root table
+    start = packed.index(b"PK\x03\x04")
+    assert start > int.from_bytes(packed[:4], "little") and start >= len(raw)
+
+
+def test_metadata_buffer_named_and_replaced_not_duplicated():
+    raw, card = _load("portrait")
+    once = embed_metadata(raw, card)
+    twice = embed_metadata(once, card)
+    assert twice == once
+    entries = _model_metadata_entries(twice)
+    names = [n for n, _ in entries]
+    # the converter's own entries stay; TFLITE_METADATA is added once
+    assert names == [n for n, _ in _model_metadata_entries(raw)] + ["TFLITE_METADATA"]
+    data = dict(entries)["TFLITE_METADATA"]
+    assert data[4:8] == b"M001"
+
+
+@pytest.mark.parametrize("name", ["portrait-fast", "person-instances"])
+def test_model_runs_identically_in_litert(name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    raw, card = _load(name)
+    packed = embed_metadata(raw, card)
+    it = Interpreter(model_content=raw)
+    d = it.get_input_details()[0]
+    x = np.random.default_rng(0).integers(0, 256, size=d["shape"]).astype(d["dtype"])
+    before, after = _run(raw, x), _run(packed, x)
+    assert len(before) == len(after) == (5 if name == "person-instances" else 1)
+    for a, b in zip(before, after):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_segmenter_with_and_without_metadata(tmp_path):
+    import kseg
+
+    raw, card = _load("portrait-fast")
+    (tmp_path / "with_card.tflite").write_bytes(embed_metadata(raw, card))
+    shutil.copy(EXPORTS / "portrait-fast.json", tmp_path / "with_card.json")
+    (tmp_path / "bare.tflite").write_bytes(embed_metadata(raw, card))
+    yy, xx = np.mgrid[0:120, 0:90]
+    rgb = np.stack([yy * 2, xx * 2, (yy + xx) % 256], -1).astype(np.uint8)
+    ref = kseg.Segmenter(EXPORTS / "portrait-fast.tflite").segment(rgb)
+    for path in ("with_card.tflite", "bare.tflite"):
+        got = kseg.Segmenter(tmp_path / path).segment(rgb)
+        assert got.category_mask.shape == (120, 90)
+        assert np.array_equal(got.category_mask, ref.category_mask)
+        assert np.allclose(got.confidence, ref.confidence)
+
+
+def test_instance_model_outputs_described():
+    raw, card = _load("person-instances")
+    md = read_metadata(embed_metadata(raw, card))
+    # subgraph output order, matched to the card through the signature's output names
+    assert [t["name"] for t in md["outputs"]] == ["num_detections", "boxes", "classes", "scores", "masks"]
+    by_name = {t["name"]: t for t in md["outputs"]}
+    assert by_name["boxes"]["content"] == "BoundingBoxProperties"
+    assert (by_name["boxes"]["box_type"], by_name["boxes"]["box_coordinates"]) == ("BOUNDARIES", "PIXEL")
+    assert by_name["boxes"]["box_index"] == [0, 1, 2, 3]
+    assert by_name["masks"]["description"] == card["outputs"]["masks"]["meaning"]
+    assert by_name["classes"]["associated_files"][0]["type"] == "TENSOR_VALUE_LABELS"
+    assert md["labels"] == ["background", "person"]
+    assert md["activation"] is None and md["min_parser_version"] == "1.0.0"
+    (inp,) = md["inputs"]
+    # float32 input fed RGB 0..255: identity normalisation, tensor range 0..255
+    assert (inp["mean"], inp["std"], inp["min"], inp["max"]) == ([0.0], [1.0], [0.0], [255.0])
+    assert "letterbox" in inp["description"]
+
+
+@pytest.mark.parametrize("rng, mean, std, lo, hi", [([0, 1], 0.0, 255.0, 0.0, 1.0), ([-1, 1], 127.5, 127.5, -1.0, 1.0)])
+def test_float_input_normalisation_from_card_range(rng, mean, std, lo, hi):
+    raw, card = _load("person-instances")
+    card = copy.deepcopy(card)
+    card["input"]["range"] = rng
+    (inp,) = read_metadata(embed_metadata(raw, card))["inputs"]
+    assert (inp["mean"], inp["std"], inp["min"], inp["max"]) == ([mean], [std], [lo], [hi])
+
+
+def test_errors_say_what_is_wrong(tmp_path):
+    raw, card = _load("portrait")
+    with pytest.raises(KsegError, match="no 'TFL3' identifier"):
+        embed_metadata(b"not a model at all", card)
+    bad = dict(card, class_names=["a", "b", "c"])
+    with pytest.raises(KsegError, match="lists 3 classes"):
+        embed_metadata(raw, bad)
+    inst_raw, inst_card = _load("person-instances")
+    with pytest.raises(KsegError, match="has 5 outputs"):
+        embed_metadata(inst_raw, dict(inst_card, task="semantic_segmentation"))
+    odd = copy.deepcopy(inst_card)
+    odd["input"]["range"] = [0, 2]
+    with pytest.raises(KsegError, match=r"give the card input.mean and input.std"):
+        embed_metadata(inst_raw, odd)
+    with pytest.raises(KsegError, match="not found"):
+        read_metadata(tmp_path / "missing.tflite")
