@@ -50,7 +50,7 @@ _LABELS_DESCRIPTION = "Labels for categories that the model can recognize."
 # content dimension range [1, 2] for it (metadata_info.SegmentationMaskMd).
 _MASK_DIM_RANGE = (1, 2)
 
-__all__ = ["embed_metadata", "read_metadata", "LABELS_FILE", "METADATA_FIELD_NAME"]
+__all__ = ["embed_metadata", "embed_metadata_file", "read_metadata", "LABELS_FILE", "METADATA_FIELD_NAME"]
 
 
 def _schemas():
@@ -425,6 +425,47 @@ def embed_metadata(tflite_bytes: bytes, card: dict) -> bytes:
     with zipfile.ZipFile(out, "a") as zf:
         zf.writestr(LABELS_FILE, "\n".join(names))
     return out.getvalue()
+
+
+def embed_metadata_file(tflite_path) -> dict:
+    """Embed metadata into ``NAME.tflite`` in place from its card ``NAME.json``; refresh the card's size.
+
+    Both files are replaced atomically. The card's ``size_bytes`` is set to the new file size
+    (the metadata and ``labels.txt`` add about 1.5 KB); nothing else in the card changes.
+
+    Args:
+        tflite_path: the ``.tflite`` file; its model card ``NAME.json`` must lie beside it.
+
+    Returns:
+        The card, as written.
+
+    Raises:
+        KsegError: no card beside the model, or ``embed_metadata``'s errors.
+
+    Example:
+        embed_metadata_file("exports/portrait.tflite")
+    """
+    import json
+
+    from kseg.paths import atomic_path
+
+    p = Path(tflite_path)
+    card_file = p.with_suffix(".json")
+    if not p.is_file():
+        raise KsegError(f"model file {p} not found; give the path of a .tflite file")
+    if not card_file.is_file():
+        raise KsegError(f"{p} has no model card {card_file}; write it first (kseg.export.write_model_card)")
+    try:
+        card = json.loads(card_file.read_text())
+    except ValueError as e:
+        raise KsegError(f"model card {card_file} is not valid JSON ({e}); re-export the model") from None
+    data = embed_metadata(p.read_bytes(), card)
+    with atomic_path(p) as tmp:
+        Path(tmp).write_bytes(data)
+    card["size_bytes"] = len(data)
+    with atomic_path(card_file) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
 
 # --------------------------------------------------------------------------------------------

@@ -175,3 +175,21 @@ def test_errors_say_what_is_wrong(tmp_path):
         embed_metadata(inst_raw, odd)
     with pytest.raises(KsegError, match="not found"):
         read_metadata(tmp_path / "missing.tflite")
+
+
+def test_embed_metadata_file_in_place_updates_card_size(tmp_path):
+    from kseg.metadata import embed_metadata_file
+
+    shutil.copy(EXPORTS / "portrait-fast.tflite", tmp_path / "m.tflite")
+    card = json.loads((EXPORTS / "portrait-fast.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    written = embed_metadata_file(tmp_path / "m.tflite")
+    size = (tmp_path / "m.tflite").stat().st_size
+    assert written["size_bytes"] == size == json.loads((tmp_path / "m.json").read_text())["size_bytes"]
+    assert {k: v for k, v in written.items() if k != "size_bytes"} == {k: v for k, v in card.items() if k != "size_bytes"}
+    assert read_metadata(tmp_path / "m.tflite")["labels"] == ["background", "person"]
+    embed_metadata_file(tmp_path / "m.tflite")  # again: same size, one metadata copy
+    assert (tmp_path / "m.tflite").stat().st_size == size
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(KsegError, match="has no model card"):
+        embed_metadata_file(tmp_path / "m.tflite")
