@@ -13,6 +13,7 @@ from kseg.errors import KsegError
 from kseg.models.deeplab_v3_plus import DeepLabV3Plus
 from kseg.models.fcn import FCN
 from kseg.models.pspnet import PSPNet
+from kseg.models.segformer import SegFormer
 from kseg.models.segnet import SegNet
 from kseg.models.u2net import U2Net
 from kseg.models.unet import UNet
@@ -26,6 +27,7 @@ MODELS = {
     "pspnet": PSPNet,
     "deeplab_v3_plus": DeepLabV3Plus,
     "u2net": U2Net,
+    "segformer": SegFormer,
 }
 
 
@@ -55,7 +57,7 @@ def build_model(name: str, **kwargs):
     return factory(**kwargs)
 
 
-__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net"]
+__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net", "SegFormer"]
 
 
 def __getattr__(name):

@@ -121,7 +121,8 @@ def quantize_config_for(layer):
         return None
     if isinstance(layer, (tf_keras.layers.Rescaling, tf_keras.layers.Multiply, tf_keras.layers.Resizing,
                           tf_keras.layers.Subtract, tf_keras.layers.Maximum, tf_keras.layers.Minimum,
-                          tf_keras.layers.Average)):
+                          tf_keras.layers.Average, tf_keras.layers.LayerNormalization, tf_keras.layers.Dot)):
+        # LayerNormalization, Dot: SegFormer (TFLite: MEAN/RSQRT/MUL…, BATCH_MATMUL with int8 kernels)
         return configs.Default8BitOutputQuantizeConfig()
     if isinstance(layer, (tf_keras.layers.Dropout, tf_keras.layers.SpatialDropout2D,
                           tf_keras.layers.InputLayer)):
