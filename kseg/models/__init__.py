@@ -12,6 +12,7 @@ from functools import partial
 from kseg.errors import KsegError
 from kseg.models.deeplab_v3_plus import DeepLabV3Plus
 from kseg.models.fcn import FCN
+from kseg.models.hrnet import HRNet
 from kseg.models.pspnet import PSPNet
 from kseg.models.segformer import SegFormer
 from kseg.models.segnet import SegNet
@@ -28,6 +29,7 @@ MODELS = {
     "deeplab_v3_plus": DeepLabV3Plus,
     "u2net": U2Net,
     "segformer": SegFormer,
+    "hrnet": HRNet,
 }
 
 
@@ -57,7 +59,7 @@ def build_model(name: str, **kwargs):
     return factory(**kwargs)
 
 
-__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net", "SegFormer"]
+__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net", "SegFormer", "HRNet"]
 
 
 def __getattr__(name):
