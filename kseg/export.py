@@ -161,7 +161,14 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     if not _is_tf_keras_model(model):  # a QAT model's count would include its quantizer ranges
         fields["params"] = int(model.count_params())
     fields.update(card or {})
+    if not fields.get("class_names") and getattr(model, "output_shape", None):
+        # the metadata's labels.txt needs names; a caller without them gets class_0..class_{C-1}
+        fields["class_names"] = [f"class_{i}" for i in range(int(model.output_shape[-1]))]
     write_model_card(path, **fields)
+    # TFLite Model Metadata from the card, so MediaPipe Tasks and the Task Library run the file
+    from kseg.metadata import embed_metadata_file
+
+    embed_metadata_file(path)
     return path
 
 

@@ -329,4 +329,6 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
                          source=str(model.path),
                          command=command or " ".join(["kseg", *sys.argv[1:]]), **card_fields)
     write_instance_card(out, card)
-    return card
+    from kseg.metadata import embed_metadata_file
+
+    return embed_metadata_file(out)  # TFLite Model Metadata from the card (outputs described)

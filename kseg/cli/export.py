@@ -52,6 +52,7 @@ def _spread(n: int, k: int) -> list[int]:
 
 def _run_semantic(args) -> int:
     from kseg.export import assert_builtin_ops, measure_latency, parity, tflite_ops, to_tflite, write_model_card
+    from kseg.metadata import embed_metadata_file
     from kseg.models.saving import load_keras_file
     from kseg.runtime import card_path
 
@@ -113,6 +114,7 @@ def _run_semantic(args) -> int:
             extra["params"] = int(keras_model.count_params())
         extra["metrics"] = {"parity_" + k: v for k, v in parity(keras_model, out, images, masks).items()}
     write_model_card(out, **extra)
+    embed_metadata_file(out)  # again: the metadata carries the card's final licence and description
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(set(ops))} op types) and {card_path(out)}")
     return 0
 
