@@ -427,6 +427,35 @@ def embed_metadata(tflite_bytes: bytes, card: dict) -> bytes:
     return out.getvalue()
 
 
+def strip_metadata(tflite_bytes: bytes) -> bytes:
+    """The model without its TFLite Model Metadata and associated files (the bare converter output).
+
+    Args:
+        tflite_bytes: a ``.tflite`` file's bytes, with or without metadata.
+
+    Returns:
+        The re-serialised model (``TFL3``) with no ``TFLITE_METADATA`` entry and nothing appended.
+
+    Example:
+        bare = strip_metadata(Path("exports/portrait.tflite").read_bytes())
+    """
+    import flatbuffers
+
+    model_fb, _, _ = _schemas()
+    buf = _check_model_bytes(tflite_bytes, "tflite_bytes")
+    model = model_fb.ModelT.InitFromObj(model_fb.Model.GetRootAsModel(buf, 0))
+    keep, drop = [], set()
+    for m in model.metadata or []:
+        (drop.add(m.buffer) if _text(m.name) == METADATA_FIELD_NAME else keep.append(m))
+    if drop:
+        empty = model_fb.BufferT()  # emptied, not removed: other entries keep their buffer indices
+        model.buffers = [empty if i in drop else b for i, b in enumerate(model.buffers)]
+    model.metadata = keep or None
+    b = flatbuffers.Builder(0)
+    b.Finish(model.Pack(b), TFLITE_FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
 def embed_metadata_file(tflite_path) -> dict:
     """Embed metadata into ``NAME.tflite`` in place from its card ``NAME.json``; refresh the card's size.
 

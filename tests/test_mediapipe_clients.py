@@ -230,7 +230,10 @@ def test_mediapipe_dies_on_an_export_without_metadata(workdir):
     """Why the metadata is needed: MediaPipe 0.10.21 crashes in native code on the bare export."""
     bare = workdir / "bare"
     bare.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "exports" / "portrait.tflite", bare / "portrait.tflite")
+    from kseg.metadata import read_metadata, strip_metadata
+
+    (bare / "portrait.tflite").write_bytes(strip_metadata((ROOT / "exports" / "portrait.tflite").read_bytes()))
+    assert read_metadata(bare / "portrait.tflite") is None
     proc = _run_client("mediapipe", [str(workdir / "runner.py"), "mediapipe", str(workdir / "images.npz"),
                                      str(bare / "out.npz"), str(bare / "portrait.tflite")], timeout=300)
     assert proc.returncode != 0, "MediaPipe ran the export without metadata: this test's premise changed"

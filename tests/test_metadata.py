@@ -19,7 +19,11 @@ EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 
 
 def _load(name):
-    return (EXPORTS / f"{name}.tflite").read_bytes(), json.loads((EXPORTS / f"{name}.json").read_text())
+    # the shipped files carry metadata already: start from the bare converter output
+    from kseg.metadata import strip_metadata
+
+    bare = strip_metadata((EXPORTS / f"{name}.tflite").read_bytes())
+    return bare, json.loads((EXPORTS / f"{name}.json").read_text())
 
 
 def _model_metadata_entries(buf):
@@ -193,3 +197,27 @@ def test_embed_metadata_file_in_place_updates_card_size(tmp_path):
     (tmp_path / "m.json").unlink()
     with pytest.raises(KsegError, match="has no model card"):
         embed_metadata_file(tmp_path / "m.tflite")
+
+
+def test_strip_metadata_gives_back_a_bare_model_with_the_same_outputs():
+    """Shipped exports carry metadata; stripping it leaves no metadata and the same inference."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kseg.metadata import read_metadata, strip_metadata
+
+    src = Path(__file__).resolve().parent.parent / "exports" / "portrait-fast.tflite"
+    data = src.read_bytes()
+    assert read_metadata(data) is not None
+    bare = strip_metadata(data)
+    assert read_metadata(bare) is None and bare[4:8] == b"TFL3" and len(bare) < len(data)
+    assert strip_metadata(bare) == bare
+    outs = []
+    for content in (data, bare):
+        it = Interpreter(model_content=content)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.random.default_rng(0).integers(0, 256, d["shape"], dtype=np.uint8))
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outs[0], outs[1])
