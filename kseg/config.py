@@ -172,21 +172,93 @@ def _convert(type_str, value, where):
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list):
-            raise KsegError(f"config {where} must be a list of datasets")
+            raise KsegError(f"config {where} must be a list of datasets ({{path, format}} mappings), got {value!r}")
         return [
             _from_dict(DatasetSpec, _dataset_shorthand(v), f"{where}[{i}]")
             for i, v in enumerate(value)
         ]
-    if t.startswith("tuple[") and isinstance(value, list):
-        return tuple(value)
-    if t == "int" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if t in ("float", "float | None") and isinstance(value, (int, str)) and not isinstance(value, bool):
+    optional = t.endswith(" | None")
+    base = t[: -len(" | None")] if optional else t
+    if value is None:
+        if optional or base == "Any":
+            return None
+        raise KsegError(f"config {where} must be {_EXPECTED.get(base, base)}, got nothing (null); "
+                        "give a value or remove the key")
+    if base in ("int", "float"):
+        value = _number(value, base, where)
+    elif base == "bool":
+        if not isinstance(value, bool):
+            raise KsegError(f"config {where} must be true or false, got {value!r}")
+    elif base == "str":
+        if isinstance(value, (dict, list)):
+            raise KsegError(f"config {where} must be a name (text), got {value!r}")
+        value = str(value)
+    elif base.startswith("tuple["):
+        inner = [x.strip() for x in base[len("tuple["):-1].split(",")]
+        expected = f"a list of {len(inner)} {'whole numbers' if inner[0] == 'int' else 'numbers'}"
+        if not isinstance(value, (list, tuple)) or len(value) != len(inner):
+            raise KsegError(f"config {where} must be {expected} like [{', '.join(_EXAMPLE[i] for i in inner)}], "
+                            f"got {value!r}")
         try:
-            return float(value)  # YAML 1.1 reads 5e-4 as a string
-        except ValueError:
-            raise KsegError(f"config {where} must be a number, got {value!r}") from None
+            value = tuple(_number(v, i, where) for v, i in zip(value, inner))
+        except KsegError:
+            raise KsegError(f"config {where} must be {expected} like [{', '.join(_EXAMPLE[i] for i in inner)}], "
+                            f"got {value!r}") from None
+    elif base.startswith("dict[") and not isinstance(value, dict):
+        raise KsegError(f"config {where} must be a mapping of names to values, got {value!r}")
     return value
+
+
+_EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a name (text)"}
+_EXAMPLE = {"int": "256", "float": "0.5"}
+
+
+def _number(value, kind: str, where: str):
+    """``value`` as an ``int`` or ``float``; YAML text such as ``"5e-4"`` or ``"3"`` is accepted."""
+    expected = _EXPECTED[kind]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise KsegError(f"config {where} must be {expected}, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())  # YAML 1.1 reads 5e-4 as a string
+        except ValueError:
+            raise KsegError(f"config {where} must be {expected}, got {value!r}") from None
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise KsegError(f"config {where} must be {expected}, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+# (key, test, what is expected): checked once every value has its type
+_RANGES = (
+    ("data.size", lambda v: all(x >= 1 for x in v), "[H, W] with H and W of at least 1 pixel, e.g. [256, 256]"),
+    ("data.batch_size", lambda v: v >= 1, "at least 1"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1, e.g. 0.1"),
+    ("data.on_error", lambda v: v in ("skip", "fail"), "skip or fail"),
+    ("data.augment.scale", lambda v: 0 < v[0] <= v[1], "[low, high] with 0 < low <= high, e.g. [0.5, 2.0]"),
+    ("data.augment.rotate", lambda v: v >= 0, "degrees, 0 or more"),
+    ("data.augment.portrait", lambda v: 0 <= v <= 1, "a probability from 0 to 1"),
+    ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.steps_per_epoch", lambda v: v is None or v >= 1, "at least 1, or null (one pass over the data)"),
+    ("train.learning_rate", lambda v: v > 0, "a positive number, e.g. 0.001"),
+    ("train.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("train.warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("train.early_stop_patience", lambda v: v is None or v >= 0, "epochs without improvement (0 or null: off)"),
+    ("train.optimizer", lambda v: v.lower() in ("adam", "adamw", "sgd"), "adam, adamw or sgd"),
+    ("train.schedule", lambda v: v in ("poly", "cosine", "constant"), "poly, cosine or constant"),
+    ("train.verbose", lambda v: v in (0, 1, 2), "0 (silent), 1 (progress bar) or 2 (a line per epoch)"),
+)
+
+
+def _check_ranges(cfg) -> None:
+    for key, ok, expected in _RANGES:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not ok(node):
+            shown = list(node) if isinstance(node, tuple) else node
+            raise KsegError(f"config {key} must be {expected}, got {shown!r}")
 
 
 def _dataset_shorthand(v):
@@ -267,7 +339,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         A validated ``RunConfig``.
 
     Raises:
-        KsegError: missing file, invalid YAML, unknown key.
+        KsegError: missing file, invalid YAML, unknown key, or a value of the wrong type or out
+            of range (one line naming the key, the value and what is expected).
     """
     tree: dict = {}
     if path is not None:
@@ -277,7 +350,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             tree["name"] = p.stem
     for item in overrides or []:
         _apply_override(tree, item)
-    return _from_dict(RunConfig, tree, "")
+    cfg = _from_dict(RunConfig, tree, "")
+    _check_ranges(cfg)
+    return cfg
 
 
 def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:

@@ -41,6 +41,26 @@ def model_input_size(model, fallback=(256, 256)):
     return int(h), int(w)
 
 
+def input_size(model, size=None) -> tuple[int, int]:
+    """The size to run ``model`` at: ``size`` if the model takes it, else its own.
+
+    Raises:
+        KsegError: ``size`` is not positive, or differs from a fixed-size model's input.
+    """
+    if size is None:
+        return model_input_size(model)
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise KsegError(f"size {size}: give (H, W), both at least 1 pixel")
+    h, w = model.input_shape[1:3]
+    if h is not None and w is not None and size != (int(h), int(w)):
+        raise KsegError(
+            f"size {size[0]} {size[1]} (--size): model {model.name} takes a fixed {h}×{w} input; "
+            f"leave --size out or give --size {h} {w}"
+        )
+    return size
+
+
 def predict_logits(model, images: list[np.ndarray], size) -> list[np.ndarray]:
     """Logits for each RGB uint8 image, upsampled back to that image's resolution."""
     import cv2
@@ -191,7 +211,7 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
             f"the model predicts {out_classes} classes but the dataset has {n_cls} "
             f"({', '.join(ds.class_names)}); evaluate on data with the classes it was trained on"
         )
-    size = size or model_input_size(model)
+    size = input_size(model, size)
     cm = np.zeros((n_cls, n_cls), dtype=np.int64)
     skipped: list[str] = []
     indices = list(range(len(ds)))[: limit or None]
@@ -272,7 +292,7 @@ def predict(model, image_paths, out_dir, *, class_names=None, colors=None, size=
 
     n_cls = model.output_shape[-1]
     colors = palette(n_cls, colors)
-    size = size or model_input_size(model)
+    size = input_size(model, size)
     out = Path(out_dir)
     written = []
     for p in image_paths:

@@ -24,6 +24,7 @@ import os
 import sys
 
 from kseg.cli import benchmark, data, demo, evaluate, export, predict, quantize, train
+from kseg.cli.common import check_numbers
 from kseg.errors import KsegError
 
 __all__ = ["build_parser", "main"]
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_numbers(args)
         return int(args.func(args) or 0)
     except KsegError as e:
         print(f"kseg: error: {e}", file=sys.stderr)

@@ -15,6 +15,41 @@ def quiet_tf() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+# flag -> (test, what is expected): numbers every command checks before any work starts
+_NUMBER_FLAGS = {
+    "size": (lambda v: v >= 1, "at least 1 pixel"),
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "a positive number, e.g. 1e-4"),
+    "calibration": (lambda v: v >= 1, "at least 1 image"),
+    "parity": (lambda v: v >= 0, "0 (skip) or more images"),
+    "threads": (lambda v: v >= 1, "at least 1"),
+    "runs": (lambda v: v >= 1, "at least 1"),
+    "warmup": (lambda v: v >= 0, "0 or more"),
+    "limit": (lambda v: v >= 1, "at least 1 sample"),
+    "n": (lambda v: v >= 1, "at least 1"),
+    "cpu_devices": (lambda v: v >= 0, "0 or more"),
+    "held_out": (lambda v: 0 < v < 1, "a fraction between 0 and 1, e.g. 0.15"),
+    "val_fraction": (lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+}
+
+
+def check_numbers(args) -> None:
+    """Refuse numeric flags out of range (``--size 0 0``, ``--epochs -1``) in one line, before any work.
+
+    Raises:
+        KsegError: naming the flag, the value given and what it must be.
+    """
+    for key, (ok, expected) in _NUMBER_FLAGS.items():
+        value = getattr(args, key, None)
+        if value is None or isinstance(value, bool):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, (int, float)) and ok(v) for v in values):
+            shown = " ".join(str(v) for v in values)
+            raise KsegError(f"--{key.replace('_', '-')} {shown}: must be {expected}")
+
+
 def command_line() -> str:
     """The command being run, as a shell line (recorded in model cards and QAT metadata)."""
     return shlex.join(["kseg", *sys.argv[1:]])

@@ -64,5 +64,6 @@ def run(args) -> int:
     from kseg.train import fit
 
     fit(cfg)
-    print(f"run written to {cfg.run_dir} (best.keras, history.csv, curves.png)")
+    written = [f for f in ("best.keras", "last.keras", "history.csv", "curves.png") if (cfg.run_dir / f).is_file()]
+    print(f"run written to {cfg.run_dir} ({', '.join(written) or 'no checkpoint'})")
     return 0

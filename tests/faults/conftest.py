@@ -1,0 +1,75 @@
+"""The fault-injection suite: what a user's machine and hand do to kseg, and what kseg must say.
+
+Each test records ``(case, expected, got)`` through the ``fault`` fixture; the table of every
+case run is printed at the end of the session (``pytest tests/faults``). Fast cases run by
+default; interrupts at random points of real runs are ``@pytest.mark.slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_ROWS: list[tuple[str, str, str, str]] = []
+
+
+class Fault:
+    """Records one case of the suite: ``fault.check(case, expected, got, ok)``."""
+
+    def __init__(self, nodeid):
+        self.nodeid = nodeid
+
+    def check(self, case: str, expected: str, got: str, ok: bool) -> None:
+        _ROWS.append((case, expected, " ".join(str(got).split())[:110], "ok" if ok else "FAILED"))
+        assert ok, f"{case}: expected {expected}, got {got}"
+
+
+@pytest.fixture
+def fault(request):
+    return Fault(request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _ROWS:
+        return
+    tr = terminalreporter
+    tr.section("fault-injection cases")
+    w = max(len(r[0]) for r in _ROWS)
+    for case, expected, got, status in _ROWS:
+        tr.write_line(f"{status:6s} {case:{w}s} | expected: {expected} | got: {got}")
+    lost = sum(r[3] != "ok" for r in _ROWS)
+    tr.write_line(f"{len(_ROWS)} cases tried, {len(_ROWS) - lost} survived, {lost} lost")
+
+
+def kseg_cli(*args, env=None, cwd=None, timeout=600):
+    """Run ``python -m kseg ARGS`` in a subprocess; returns ``CompletedProcess`` (text)."""
+    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", PYTHONUNBUFFERED="1")
+    e.pop("KSEG_DEBUG", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "kseg", *map(str, args)], capture_output=True, text=True,
+                          env=e, cwd=cwd or ROOT, timeout=timeout)
+
+
+def kseg_lines(stderr: str) -> list[str]:
+    """The lines kseg itself printed on stderr (TensorFlow's and Keras' log lines left out)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith(("kseg:", "webcam:", "demo:"))]
+
+
+def one_line(stderr: str) -> str:
+    """kseg's one error line, or everything when there is not exactly one (so the failure shows it)."""
+    lines = kseg_lines(stderr)
+    return lines[0] if len(lines) == 1 and "Traceback" not in stderr else stderr[-2000:]
+
+
+def shapes_dataset(root: Path, n=24, num_classes=3, size=(48, 64), seed=1) -> Path:
+    from kseg.data.synthetic import write_shapes_dataset
+
+    ds = write_shapes_dataset(root, n, size=size, num_classes=num_classes, seed=seed)
+    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+    return root
