@@ -33,6 +33,22 @@ def separable_bn_relu(x, filters, kernel=3, name="sep"):
     return conv_bn_relu(x, filters, 1, name=f"{name}_pw")
 
 
+def squeeze_excite(x, ratio=4, name="se"):
+    """Channel gating by the whole image's context (Hu et al. 2018), as MediaPipe's selfie decoder
+    uses: global average → 1×1 (C/ratio, ReLU) → 1×1 (C) → sigmoid → scale ``x``.
+
+    Costs two 1×1 convolutions on a 1×1 map; gives a small decoder what its receptive field
+    lacks (is this region inside a person at all?).
+    """
+    c = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    s = layers.Conv2D(max(8, c // ratio), 1, name=f"{name}_reduce")(s)
+    s = layers.ReLU(name=f"{name}_relu")(s)
+    s = layers.Conv2D(c, 1, name=f"{name}_expand")(s)
+    s = layers.Activation("sigmoid", name=f"{name}_gate")(s)
+    return layers.Multiply(name=f"{name}_scale")([x, s])
+
+
 def upsample(x, factor, name, interpolation="bilinear"):
     """Resize by an integer factor (``UpSampling2D``; bilinear with half-pixel centres)."""
     if isinstance(factor, int):

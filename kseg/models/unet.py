@@ -7,7 +7,7 @@ from keras import layers
 
 from kseg.models.base import SegmentationModel, check_input_shape
 from kseg.errors import KsegError
-from kseg.models.blocks import conv_bn_relu, separable_bn_relu, upsample
+from kseg.models.blocks import conv_bn_relu, separable_bn_relu, squeeze_excite, upsample
 from kseg.models.encoders import build_encoder
 
 
@@ -38,6 +38,8 @@ class UNet(SegmentationModel):
         encoder_stages: efficientnet_lite0 only: build only its first N MBConv stages (None: all 7).
         decoder_block: ``"conv"`` (two 3×3 conv-BN-ReLU per level) or ``"separable"`` (1×1, then
             depthwise 3×3 + 1×1).
+        global_context: squeeze-excite gating (``blocks.squeeze_excite``) on the encoder's top
+            level and after each decoder level: whole-image context for a small model.
         pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
@@ -51,7 +53,7 @@ class UNet(SegmentationModel):
 
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), encoder=None, filters=64, depth=4,
                  batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, encoder_weights=None,
-                 encoder_stages=None, decoder_block="conv", **kwargs):
+                 encoder_stages=None, decoder_block="conv", global_context=False, **kwargs):
         multiple = 2 ** depth if encoder is None else (32 if encoder_stages in (None, 6, 7) else 16)
         input_shape = check_input_shape(input_shape, multiple, "UNet")
         decoder_filters = tuple(decoder_filters)
@@ -89,6 +91,8 @@ class UNet(SegmentationModel):
                     f"decoder_filters has {len(decoder_filters)} values: give one per level"
                 )
             x = pyr[top]
+            if global_context:
+                x = squeeze_excite(x, name="top_se")
             for i, (level, f) in enumerate(zip(below, decoder_filters)):
                 x = upsample(x, 2, f"dec{i}_up")
                 x = layers.Concatenate(name=f"dec{i}_concat")([x, pyr[level]])
@@ -98,13 +102,16 @@ class UNet(SegmentationModel):
                 else:
                     x = conv_bn_relu(x, f, 1, name=f"dec{i}_a")
                     x = separable_bn_relu(x, f, 3, name=f"dec{i}_b")
+                if global_context:
+                    x = squeeze_excite(x, name=f"dec{i}_se")
             x = upsample(x, 2, "dec_final_up")
         outputs = head(x)
         super().__init__(
             inputs, outputs, name=kwargs.pop("name", "unet"),
             config=dict(num_classes=num_classes, input_shape=input_shape, encoder=encoder, filters=filters,
                         depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained,
-                        encoder_weights=encoder_weights, encoder_stages=encoder_stages, decoder_block=decoder_block),
+                        encoder_weights=encoder_weights, encoder_stages=encoder_stages, decoder_block=decoder_block,
+                        global_context=global_context),
             **kwargs,
         )
 
@@ -119,6 +126,7 @@ class UNet(SegmentationModel):
         self.encoder_weights = encoder_weights
         self.encoder_stages = encoder_stages
         self.decoder_block = decoder_block
+        self.global_context = global_context
 
     @staticmethod
     def _double_conv(x, f, name, batch_norm):

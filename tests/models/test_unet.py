@@ -68,6 +68,14 @@ def test_unet_truncated_encoder_separable_decoder(tmp_path):
                     input_shapes=((48, 48), (64, 80)), tmp_path=tmp_path)
 
 
+def test_unet_global_context(tmp_path):
+    """Squeeze-excite gating on the top level and each decoder level (portrait_small): the
+    whole chain including the tf_keras twin, QAT layers and int8 TFLite with builtin ops."""
+    run_model_tests(UNet, {"num_classes": 2, "encoder": "efficientnet_lite0", "encoder_stages": 5,
+                           "decoder_filters": (16, 8, 8), "decoder_block": "separable", "global_context": True},
+                    input_shapes=((48, 48), (64, 80)), tmp_path=tmp_path)
+
+
 def test_unet_truncated_encoder_multiply_adds_and_pretrained_weights():
     """The portrait_small config at 192x192 does 134M multiply-adds (MediaPipe selfie: 58M at
     256x256; the U-Net-Lite0 portrait model: 763M at 224), and its truncated encoder still
