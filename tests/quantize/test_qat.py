@@ -239,3 +239,28 @@ def test_concatenation_keeps_its_input_order():
     a = np.asarray(model.predict(x, verbose=0))
     b = np.asarray(qat.predict(x, verbose=0))
     assert np.abs(a - b).mean() / np.abs(a).mean() < 0.1  # 8-bit fake quantization only
+
+
+@pytest.mark.slow
+def test_squeeze_excite_unet_qat_converts_and_follows(tmp_path):
+    """UNet with global_context (GlobalAveragePooling2D → 1×1 → sigmoid → Multiply, the portrait
+    model's gating) through QAT to uint8 TFLite: builtin ops only, follows the QAT model."""
+    from kseg.export import assert_builtin_ops, to_tflite
+    from kseg.models import UNet
+    from kseg.quantize.qat import qat_fine_tune
+    from kseg.runtime import Segmenter
+
+    keras.utils.set_random_seed(0)
+    model = UNet(num_classes=3, input_shape=(32, 32, 3), encoder="efficientnet_lite0", encoder_stages=5,
+                 decoder_filters=(8, 8, 8), decoder_block="separable", global_context=True)
+    images, masks = make_shapes(24, size=(32, 32), num_classes=3, seed=1)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images.astype("float32"), masks, batch_size=8, epochs=2, verbose=0)
+    qat = qat_fine_tune(model, _dataset(images, masks), epochs=1, lr=1e-4)
+    path = to_tflite(qat, tmp_path / "se_qat.tflite", quantization="qat")
+    assert {"MEAN", "LOGISTIC", "MUL"} <= set(assert_builtin_ops(path))
+    seg = Segmenter(path)
+    a = np.asarray(qat(images.astype("float32"), training=False))
+    b = np.stack([seg.logits(i) for i in images])
+    agree = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    assert agree > 0.95, agree

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The portrait_small chain (issue 12): train → QAT → int8 exports at 192 (portrait) and 160
+# (portrait-fast) → side-by-side figures against MediaPipe. Each step skips when its output
+# exists, so the script resumes after a kill. Runs live outside the work tree.
+#
+#   bash tools/ship_portrait_small.sh [train|qat|export|eval|all] [RUNS_DIR]
+#   QUANT=int8 bash tools/ship_portrait_small.sh export    # post-training int8 instead of QAT
+#
+# RUNS_DIR defaults to $HOME/kseg-runs/runs; the teacher frames (see configs/portrait_small.yaml)
+# must exist first: python -c "from kseg.distill import ..." as the config's header says.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEP=${1:-all}
+RUNS=${2:-$HOME/kseg-runs/runs}
+RUN=$RUNS/portrait_small
+PY=${PY:-.venv/bin/python}
+QAT_EPOCHS=${QAT_EPOCHS:-1}
+QUANT=${QUANT:-qat}   # qat, or int8 (post-training, calibrated on the config's training data)
+LICENCE="people-parsing: CCP, Apache-2.0; people-masks: Human-Segmentation-Dataset, no licence stated (research use); portraits: Face-Segmentation (no licence stated, research use); faces: CelebAMask-HQ (non-commercial research and education only); COCO: annotations CC BY 4.0, images Flickr terms; teacher labels: MediaPipe selfie segmenter (Apache-2.0) on Intel IoT sample videos (CC BY 4.0)"
+
+step() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
+
+if step train && [ ! -f "$RUN/done" ]; then
+  $PY -m kseg train --config configs/portrait_small.yaml --out-dir "$RUNS"
+  touch "$RUN/done"
+fi
+if step qat && [ "$QUANT" = qat ] && [ ! -f "$RUN/qat192/qat_model.h5" ]; then
+  $PY -m kseg quantize "$RUN/best.keras" --config configs/portrait_small.yaml --size 192 192 \
+    --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 16 --loss ce --out "$RUN/qat192"
+fi
+if step export; then
+  for spec in "portrait 192" "portrait-fast 160"; do
+    set -- $spec
+    OUT=$RUN/export-$QUANT
+    [ -f "$OUT/$1.tflite" ] && continue
+    mkdir -p "$OUT"
+    if [ "$QUANT" = qat ]; then
+      $PY -m kseg export "$RUN/qat192" --quantization qat --config configs/portrait_small.yaml --size "$2" "$2" \
+        --keras-model "$RUN/best.keras" --licence "$LICENCE" --parity 40 --out "$OUT/$1.tflite"
+    else
+      $PY -m kseg export "$RUN/best.keras" --quantization int8 --config configs/portrait_small.yaml --size "$2" "$2" \
+        --licence "$LICENCE" --parity 40 --out "$OUT/$1.tflite"
+    fi
+  done
+fi
+if step eval; then
+  $PY benchmarks/vs_mediapipe.py "$RUN/export-$QUANT/portrait.tflite" "$RUN/export-$QUANT/portrait-fast.tflite" \
+    exports/portrait.tflite exports/portrait-fast.tflite --rounds 5 --invokes 100 --json "$RUN/vs_mediapipe-$QUANT.json"
+fi
