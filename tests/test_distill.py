@@ -81,3 +81,29 @@ def test_selfie_teacher_on_a_real_portrait(shared_data):
     mask = teacher_mask(teacher(rgb))
     person = mask == 1
     assert (person & gt).sum() / (person | gt).sum() > 0.8
+
+
+@pytest.mark.shared_data
+def test_kseg_data_distill_command(shared_data, tmp_path):
+    """The CLI: MediaPipe's model labels every 20th frame of one webcam clip; the folder reads back."""
+    import subprocess
+    import sys
+
+    peers = Path(shared_data).parent / "peers" / "selfie_segmentation.tflite"
+    clip = Path(shared_data) / "videos" / "asl_gestures" / "yes.mkv"
+    if not peers.is_file() or not clip.is_file():
+        pytest.skip("teacher or clip missing")
+    out = tmp_path / "teacher"
+    r = subprocess.run([sys.executable, "-m", "kseg", "data", "distill", str(clip), "--teacher", str(peers),
+                        "--out", str(out), "--every", "20"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "frames labelled by selfie_segmentation.tflite" in r.stdout
+    from kseg.data.readers import open_masks
+
+    ds = open_masks(out, class_names=("background", "person"), binary=False)
+    assert len(ds) == len(list((out / "images").iterdir())) >= 3
+    _, label = ds.load(0)
+    assert set(np.unique(label).tolist()) <= {0, 1, IGNORE} and (label == 1).mean() > 0.1
+    bad = subprocess.run([sys.executable, "-m", "kseg", "data", "distill", str(clip), "--teacher",
+                          str(tmp_path / "none.tflite"), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "teacher" in bad.stderr and "Traceback" not in bad.stderr

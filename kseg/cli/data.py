@@ -1,4 +1,5 @@
-"""``kseg data check`` and ``kseg data preview``: look at a dataset before training on it."""
+"""``kseg data check``, ``preview`` and ``distill``: look at a dataset before training on it, or
+make one from a teacher model's labels of unlabeled frames."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from kseg.errors import KsegError
 
 
 def add(sub) -> None:
-    """Add ``kseg data {check,preview}``."""
-    p = sub.add_parser("data", help="inspect datasets: check, preview")
-    dsub = p.add_subparsers(dest="data_command", metavar="{check,preview}")
+    """Add ``kseg data {check,preview,distill}``."""
+    p = sub.add_parser("data", help="inspect datasets: check, preview; make one: distill")
+    dsub = p.add_subparsers(dest="data_command", metavar="{check,preview,distill}")
     dsub.required = True
     add_check(dsub)
     add_preview(dsub)
+    add_distill(dsub)
 
 
 def add_check(subparsers) -> None:
@@ -69,4 +71,48 @@ def run_preview(args) -> int:
     write_preview(ds, args.out, n=args.n, size=(args.size, args.size), seed=args.seed, augment=augment,
                   training=not args.no_augment)
     print(f"wrote {args.out} ({min(args.n, len(ds))} samples of {ds.name})")
+    return 0
+
+
+def add_distill(subparsers):
+    """Add ``distill`` to the ``kseg data`` sub-commands."""
+    p = subparsers.add_parser(
+        "distill", help="label unlabeled video frames with a teacher model (a masks dataset)",
+        description="Run a teacher (MediaPipe's selfie segmenter, or a kseg person .tflite) on every "
+        "N-th frame of the videos and write a masks dataset: person where the teacher is sure "
+        "(p >= --high), background where it is sure (p <= --low), ignore (255) between.",
+    )
+    p.add_argument("videos", nargs="+", help="video files (mp4, mkv, avi)")
+    p.add_argument("--teacher", required=True,
+                   help="selfie-style .tflite (e.g. ../shared/peers/selfie_segmentation.tflite) or a kseg export")
+    p.add_argument("--out", required=True, help="dataset folder to write (replaced only when complete)")
+    p.add_argument("--every", type=int, default=6, help="keep one frame in N (default 6)")
+    p.add_argument("--low", type=float, default=0.3, help="background at or below this probability")
+    p.add_argument("--high", type=float, default=0.7, help="person at or above this probability")
+    p.add_argument("--min-person", type=float, default=0.0,
+                   help="leave out frames with less confident person area than this fraction (default 0: keep all)")
+    p.set_defaults(func=run_distill)
+    return p
+
+
+def run_distill(args) -> int:
+    """Run ``kseg data distill``; returns the exit status."""
+    from pathlib import Path
+
+    from kseg.distill import SegmenterTeacher, SelfieTeacher, label_frames, video_frames
+
+    if args.every < 1:
+        raise KsegError(f"--every {args.every}: keep one frame in N needs N >= 1")
+    missing = [v for v in args.videos if not Path(v).is_file()]
+    if missing:
+        raise KsegError(f"video {missing[0]} not found; give existing video files")
+    teacher_path = Path(args.teacher)
+    if not teacher_path.is_file():
+        raise KsegError(f"teacher {teacher_path} not found; MediaPipe's selfie segmenter is in ../shared/peers/")
+    kseg_model = teacher_path.with_suffix(".json").is_file()
+    teacher = SegmenterTeacher(teacher_path) if kseg_model else SelfieTeacher(teacher_path)
+    ds = label_frames(teacher, video_frames(args.videos, every=args.every), args.out, low=args.low,
+                      high=args.high, min_person=args.min_person)
+    print(f"wrote {args.out}: {len(ds)} frames labelled by {teacher_path.name} "
+          f"(use it as a masks dataset with class_names [background, person], binary: false)")
     return 0
