@@ -8,3 +8,11 @@ fix. The CLI prints that line and exits non-zero; it never shows a traceback for
 
 class KsegError(Exception):
     """A problem with the user's input, described in one actionable line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a command; the message says how to carry on.
+
+    Example:
+        raise Interrupted("run the same command to resume from epoch 3")
+    """

@@ -2,7 +2,10 @@
 
 Writes ``runs/NAME/{config.yaml, best.keras, last.keras, history.csv, curves.png, logs/}``.
 A killed run resumes where it stopped when started again with the same name (Keras
-``BackupAndRestore`` keeps the epoch, weights and optimizer state in ``runs/NAME/backup``).
+``BackupAndRestore`` keeps the epoch, weights and optimizer state in ``runs/NAME/backup``,
+written atomically with a SHA-256 beside them; the previous backup stays until the new one is
+complete, and a resumed run sees the data in the order an uninterrupted one would). Ctrl-C or
+SIGTERM stops at the next step, never in the middle of a write.
 
 Example:
     from kseg.config import load_config
@@ -12,17 +15,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
+from kseg import _faults
 from kseg.config import RunConfig, save_config
 from kseg.errors import KsegError
 from kseg.paths import atomic_path
 
 MONITOR = "val_mean_iou"
+
+
+def _say(line: str) -> None:
+    """One line to the user about the run itself (on stderr, beside Keras' progress on stdout)."""
+    print(f"kseg: {line}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -39,8 +53,11 @@ def open_specs(specs, *, what: str):
     return datasets[0] if len(datasets) == 1 else concat(datasets)
 
 
-def build_data(cfg: RunConfig):
-    """Return ``(train_ds, val_ds, train_set, val_set)``: tf.data pipelines and their SegDatasets."""
+def build_data(cfg: RunConfig, start_epoch: int = 0):
+    """Return ``(train_ds, val_ds, train_set, val_set)``: tf.data pipelines and their SegDatasets.
+
+    ``start_epoch``: the epoch training resumes at (the training data is shuffled as in that epoch).
+    """
     from kseg.data.pipeline import Augment, make_dataset
     from kseg.data.readers import concat
 
@@ -90,6 +107,7 @@ def build_data(cfg: RunConfig):
         cache=d.cache,
         on_error=d.on_error,
         repeat=cfg.train.steps_per_epoch is not None,
+        start_epoch=start_epoch,
     )
     val_ds = make_dataset(
         val_set,
@@ -231,6 +249,174 @@ def make_metrics(num_classes: int):
 # --------------------------------------------------------------------------------------
 # callbacks
 
+# SIGINT/SIGTERM during model.fit: the first one is noted and raised as KeyboardInterrupt at the
+# next step boundary (never inside TensorFlow's C++ nor in the middle of the end-of-epoch
+# writes); a second one interrupts at once.
+_INTERRUPT = {"signal": None}
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Within this block SIGINT and SIGTERM stop training at the next step, not mid-write.
+
+    The first signal is only noted (``_Interrupts`` raises ``KeyboardInterrupt`` at the next
+    batch or epoch boundary); a second one raises at once. Outside the main thread, nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if _INTERRUPT["signal"] is not None:
+            raise KeyboardInterrupt
+        _INTERRUPT["signal"] = signum
+
+    _INTERRUPT["signal"] = None
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+        if _INTERRUPT["signal"] is not None:
+            raise KeyboardInterrupt
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _INTERRUPT["signal"] = None
+
+
+def _interrupts_callback():
+    import keras
+
+    class _Interrupts(keras.callbacks.Callback):
+        """Raises the interrupt noted by ``deferred_interrupts`` where it is safe: between steps."""
+
+        def _check(self, *args, **kwargs):
+            if _INTERRUPT["signal"] is not None:
+                raise KeyboardInterrupt
+
+        on_train_batch_begin = on_epoch_begin = on_test_begin = _check
+
+        def on_test_batch_begin(self, batch, logs=None):
+            _faults.pause("validation")
+            self._check()
+
+    return _Interrupts()
+
+
+# the backup before the latest (Keras loads only files named *.weights.h5)
+PREVIOUS = ("previous.weights.h5", "previous_metadata.json")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_backup(backup_dir: Path) -> list[tuple[Path, dict]]:
+    """The complete backups in ``backup_dir``, newest first: ``[(weights file, metadata)]``.
+
+    A backup is complete when its metadata parses and names the weights' size and SHA-256 (or,
+    for backups written before kseg recorded them, when the weights file exists); the latest
+    one comes first, then the previous one (``previous.weights.h5``).
+    """
+    import json
+
+    found = []
+    for w, m in ((backup_dir / "latest.weights.h5", backup_dir / "training_metadata.json"),
+                 (backup_dir / PREVIOUS[0], backup_dir / PREVIOUS[1])):
+        try:
+            meta = json.loads(m.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not w.is_file():
+                continue
+            if "sha256" in meta and (w.stat().st_size != meta.get("size") or _file_digest(w) != meta["sha256"]):
+                continue
+        except (OSError, ValueError):
+            continue
+        found.append((w, meta))
+    return found
+
+
+def resume_epoch(run_dir) -> int:
+    """The epoch (1-based) that ``fit`` starts from when it runs again on ``run_dir``."""
+    done = read_backup(Path(run_dir) / "backup")
+    return done[0][1]["epoch"] + 1 if done else 1
+
+
+def _backup_callback(backup_dir: Path):
+    import json
+
+    import keras
+
+    class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """``BackupAndRestore`` that never leaves a torn backup and verifies the one it loads.
+
+        Each epoch's weights go to a temporary file (fsynced) that replaces
+        ``latest.weights.h5`` only once complete; the previous backup is kept as
+        ``previous.weights.h5`` until the new metadata (epoch, size and SHA-256 of the weights) is in place. On
+        resume, a backup whose weights do not match their metadata, or do not load, is
+        skipped with one line, and the previous one is used.
+        """
+
+        def __init__(self):
+            super().__init__(str(backup_dir), delete_checkpoint=False)
+
+        def _save_model(self):
+            w, m = Path(self._weights_path), Path(self._training_metadata_path)
+            with atomic_path(w, suffix=".weights.h5", option="out_dir (--out-dir)") as tmp:
+                self.model.save_weights(str(tmp), overwrite=True)
+                _faults.pause("backup")
+                meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                        "size": tmp.stat().st_size, "sha256": _file_digest(tmp)}
+                current = read_backup(backup_dir)
+                if current and current[0][0] == w:  # a complete latest: it becomes the previous one
+                    os.replace(w, backup_dir / PREVIOUS[0])
+                    os.replace(m, backup_dir / PREVIOUS[1])
+                else:  # nothing, or a torn latest: keep the previous one, drop the stale metadata
+                    m.unlink(missing_ok=True)
+            with atomic_path(m, option="out_dir (--out-dir)") as tmp:
+                Path(tmp).write_text(json.dumps(meta))
+
+        def on_train_begin(self, logs=None):
+            latest = Path(self._weights_path)
+            candidates = read_backup(backup_dir)
+            torn = (latest.exists() or Path(self._training_metadata_path).exists()) and not (
+                candidates and candidates[0][0] == latest)
+            if not candidates:
+                if torn:
+                    _say(f"backup {latest} is incomplete (interrupted while it was written) and there is no "
+                         "earlier one; starting again from epoch 1")
+                return
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            variables = list(self.model.variables)
+            if self.model.optimizer is not None:
+                variables += list(self.model.optimizer.variables)
+            start = [v.numpy() for v in variables]
+            for weights, meta in candidates:
+                try:
+                    self.model.load_weights(str(weights))
+                except Exception as e:  # a file that matches its digest but not this model
+                    reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+                    _say(f"backup {weights} does not load ({reason}); trying the previous one")
+                    for v, value in zip(variables, start):
+                        v.assign(value)
+                    torn = True
+                    continue
+                if torn:
+                    _say(f"backup {latest} is incomplete (interrupted while it was written); resuming from the "
+                         f"previous backup, epoch {meta['epoch'] + 1}")
+                self.model._initial_epoch = meta["epoch"]
+                return
+            raise KsegError(
+                f"cannot resume from {backup_dir}: no backup there loads into this model; it was written by "
+                "another model or config — use a new --name or delete that folder"
+            )
+
+    return SafeBackupAndRestore()
+
 
 def _callbacks(cfg: RunConfig, run_dir: Path):
     import keras
@@ -274,9 +460,12 @@ def _callbacks(cfg: RunConfig, run_dir: Path):
                 except Exception:  # schedules without a scalar view
                     pass
 
+    # the backup restores first (on_train_begin) and is written last (on_epoch_end): a backup
+    # of epoch N means best/last.keras and history.csv have epoch N too
+    backup = _backup_callback(run_dir / "backup")
     cbs = [
+        _interrupts_callback(),
         Timer(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         BestCheckpoint(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
@@ -287,6 +476,7 @@ def _callbacks(cfg: RunConfig, run_dir: Path):
                 monitor=MONITOR, mode="max", patience=cfg.train.early_stop_patience
             )
         )
+    cbs.append(backup)
     return cbs
 
 
@@ -356,7 +546,7 @@ def fit(cfg: RunConfig):
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
-    train_ds, val_ds, train_set, _ = build_data(cfg)
+    train_ds, val_ds, train_set, _ = build_data(cfg, start_epoch=resume_epoch(run_dir) - 1)
     num_classes = train_set.num_classes
     write_classes(train_set, run_dir / "classes.json")
     steps = cfg.train.steps_per_epoch
@@ -373,7 +563,9 @@ def fit(cfg: RunConfig):
             loss=make_loss(cfg, num_classes, train_set),
             metrics=make_metrics(num_classes),
         )
+    interrupts = contextlib.ExitStack()  # Ctrl-C stops between steps, so a re-run resumes
     try:
+        interrupts.enter_context(deferred_interrupts())
         history = model.fit(
             train_ds,
             validation_data=val_ds,
@@ -392,6 +584,7 @@ def fit(cfg: RunConfig):
     finally:
         if cfg.train.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
+        interrupts.close()
     if (run_dir / "history.csv").exists():
         plot_curves(run_dir / "history.csv", run_dir / "curves.png")
     return history

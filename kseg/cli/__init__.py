@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from kseg.cli import benchmark, data, demo, evaluate, export, predict, quantize, train
-from kseg.cli.common import check_numbers
+from kseg.cli.common import check_numbers, is_interrupt
 from kseg.errors import KsegError
 
 __all__ = ["build_parser", "main"]
@@ -51,25 +53,58 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``kseg`` and ``python -m kseg``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of ``kseg`` and ``python -m kseg``; returns the exit status.
+
+    User errors are one line and exit 2; Ctrl-C (SIGINT) or SIGTERM is "interrupted" and exit 130;
+    a bug is one line and exit 3 (``KSEG_DEBUG=1`` shows the traceback).
+    """
+    own_process = argv is None  # the command line of this process, not a call from Python
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return _done(own_process, "kseg: interrupted", 130)
+    previous = _sigterm_interrupts()
     try:
         check_numbers(args)
-        return int(args.func(args) or 0)
+        return _done(own_process, None, int(args.func(args) or 0))
     except KsegError as e:
-        print(f"kseg: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kseg: interrupted", file=sys.stderr)
-        return 130
+        return _done(own_process, f"kseg: error: {e}", 2)
+    except KeyboardInterrupt as e:
+        hint = str(e).strip()
+        return _done(own_process, f"kseg: interrupted{'; ' + hint if hint else ''}", 130)
     except Exception as e:  # a bug, not the user's fault: still no traceback unless asked
+        if is_interrupt(e):  # Ctrl-C inside TensorFlow's C++ arrives wrapped in a RuntimeError
+            return _done(own_process, "kseg: interrupted", 130)
         if os.environ.get("KSEG_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        print(
-            f"kseg: internal error: {type(e).__name__}: {msg} (run with KSEG_DEBUG=1 for the "
-            "traceback and report it)",
-            file=sys.stderr,
-        )
-        return 3
+        return _done(own_process, f"kseg: internal error: {type(e).__name__}: {msg} (run with KSEG_DEBUG=1 for "
+                     "the traceback and report it)", 3)
+    finally:
+        if previous is not None and not own_process:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _done(own_process: bool, line: str | None, status: int) -> int:
+    """Print the final line and return ``status``; a finished command ignores later Ctrl-C.
+
+    Once the outcome is decided, a SIGINT during the interpreter's shutdown (TensorFlow takes a
+    moment) would only turn a finished command into a traceback or a signal death.
+    """
+    if own_process:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    if line:
+        print(line, file=sys.stderr)
+    return status
+
+
+def _sigterm_interrupts():
+    """SIGTERM ends a command as Ctrl-C does (outputs complete or absent, exit 130); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)

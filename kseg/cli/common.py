@@ -50,6 +50,17 @@ def check_numbers(args) -> None:
             raise KsegError(f"--{key.replace('_', '-')} {shown}: must be {expected}")
 
 
+def is_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is Ctrl-C: a ``KeyboardInterrupt``, or one TensorFlow/pybind11 wrapped in another error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def command_line() -> str:
     """The command being run, as a shell line (recorded in model cards and QAT metadata)."""
     return shlex.join(["kseg", *sys.argv[1:]])

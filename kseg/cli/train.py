@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kseg.cli.common import quiet_tf
-from kseg.errors import KsegError
+from kseg.cli.common import is_interrupt, quiet_tf
+from kseg.errors import Interrupted, KsegError
 
 
 def add(sub) -> None:
@@ -63,7 +63,17 @@ def run(args) -> int:
         configure_cpu_devices(args.cpu_devices)
     from kseg.train import fit
 
-    fit(cfg)
+    try:
+        fit(cfg)
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        from kseg.train import resume_epoch
+
+        epoch = resume_epoch(cfg.run_dir)
+        if epoch > cfg.train.epochs:
+            raise Interrupted(f"all {cfg.train.epochs} epochs of {cfg.run_dir} were already done") from None
+        raise Interrupted(f"run the same command to resume from epoch {epoch}") from None
     written = [f for f in ("best.keras", "last.keras", "history.csv", "curves.png") if (cfg.run_dir / f).is_file()]
     print(f"run written to {cfg.run_dir} ({', '.join(written) or 'no checkpoint'})")
     return 0

@@ -207,6 +207,7 @@ def make_dataset(
     repeat=False,
     drop_remainder=None,
     check=True,
+    start_epoch=0,
 ):
     """Build a ``tf.data.Dataset`` of ``(images float32 (B,H,W,3), masks int32 (B,H,W))``.
 
@@ -231,6 +232,9 @@ def make_dataset(
         drop_remainder: default ``training``.
         check: read every file's header first (fast, no decoding) so that bad samples are
             reported once by name, before training starts.
+        start_epoch: training without ``repeat``: the first pass over the data is this epoch's
+            (shuffled as it would be after ``start_epoch`` passes), so that a resumed run sees
+            the same order as one that was never interrupted.
 
     Returns:
         The batched, prefetched dataset.
@@ -271,6 +275,10 @@ def make_dataset(
         data = data.cache("" if cache in (True, "memory") else str(cache))
     if training and shuffle:
         data = data.shuffle(min(len(ds), 2048), seed=seed, reshuffle_each_iteration=True)
+        if not repeat:
+            # each new iterator draws the next epoch's order; making one costs no decoding
+            for _ in range(int(start_epoch)):
+                iter(data)
     if repeat:
         data = data.repeat()
     mean, std = (tf.constant(v, tf.float32) for v in NORMALIZATIONS[normalization])

@@ -73,3 +73,45 @@ def shapes_dataset(root: Path, n=24, num_classes=3, size=(48, 64), seed=1) -> Pa
     ds = write_shapes_dataset(root, n, size=size, num_classes=num_classes, seed=seed)
     (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
     return root
+
+
+@pytest.fixture
+def sigint_at(monkeypatch, tmp_path):
+    """``with sigint_at("backup"):`` sends this process SIGINT (``times`` times) when it reaches
+    that pause point of ``kseg._faults`` (the code holds there for a second meanwhile)."""
+    import contextlib
+    import signal
+    import threading
+    import time
+
+    from kseg import _faults
+
+    @contextlib.contextmanager
+    def at(point: str, times: int = 1, sig=signal.SIGINT):
+        marker = tmp_path / f"reached-{point}"
+        monkeypatch.setenv("KSEG_FAULT_PAUSE", point)
+        monkeypatch.setenv("KSEG_FAULT_MARKER", str(marker))
+        monkeypatch.setenv("KSEG_FAULT_SECONDS", "1")
+        monkeypatch.setattr(_faults, "_DONE", set())
+        done = threading.Event()
+        sent = []
+
+        def watch():
+            while not done.is_set():
+                if marker.exists():
+                    for _ in range(times):
+                        os.kill(os.getpid(), sig)
+                        sent.append(point)
+                        time.sleep(0.2)
+                    return
+                time.sleep(0.02)
+
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        try:
+            yield sent
+        finally:
+            done.set()
+            t.join()
+
+    return at
