@@ -307,6 +307,26 @@ def _interrupts_callback():
 PREVIOUS = ("previous.weights.h5", "previous_metadata.json")
 
 
+def _decode_report_callback(cfg: RunConfig, train_ds, val_ds):
+    import keras
+
+    from kseg.data.pipeline import decode_report
+
+    class DecodeReport(keras.callbacks.Callback):
+        """After the first full pass: one line naming the samples the decoder skipped (on_error: skip)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            passes = [(val_ds, "validation")]
+            if cfg.train.steps_per_epoch is None:  # otherwise an epoch is not one pass over the data
+                passes.insert(0, (train_ds, "training"))
+            for ds, what in passes:
+                line = decode_report(ds, what) if ds is not None else None
+                if line:
+                    _say(line)
+
+    return DecodeReport()
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -418,7 +438,7 @@ def _backup_callback(backup_dir: Path):
     return SafeBackupAndRestore()
 
 
-def _callbacks(cfg: RunConfig, run_dir: Path):
+def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
@@ -465,6 +485,7 @@ def _callbacks(cfg: RunConfig, run_dir: Path):
     backup = _backup_callback(run_dir / "backup")
     cbs = [
         _interrupts_callback(),
+        _decode_report_callback(cfg, train_ds, val_ds),
         Timer(),
         BestCheckpoint(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -571,10 +592,18 @@ def fit(cfg: RunConfig):
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             steps_per_epoch=cfg.train.steps_per_epoch,
-            callbacks=_callbacks(cfg, run_dir),
+            callbacks=_callbacks(cfg, run_dir, train_ds, val_ds),
             verbose=cfg.train.verbose,
         )
-    except ValueError as e:
+    except Exception as e:
+        if type(e).__name__ in ("InvalidArgumentError", "DataLossError", "UnknownError"):
+            from kseg.data.pipeline import decode_failure
+
+            why = decode_failure(train_ds) or decode_failure(val_ds)
+            if why:  # the data pipeline stopped at a file (data.on_error: fail)
+                raise KsegError(f"{why} (data.on_error is fail; set it to skip to train without such files)") from None
+        if not isinstance(e, ValueError):
+            raise
         if "backup" in str(e).lower() or "shape" in str(e).lower() and (run_dir / "backup").exists():
             raise KsegError(
                 f"cannot resume from {run_dir / 'backup'}: it was written by another model or "

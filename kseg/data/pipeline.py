@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -266,11 +267,15 @@ def make_dataset(
     # training crops are resampled anyway: decode big JPEGs at reduced scale (still ≥ the output)
     min_side = max(size) if training else 0
 
-    data = tf.data.Dataset.from_tensor_slices((images, mask_paths, mask_bytes, sources))
-    data = data.map(lambda a, b, c, d: _decode(a, b, c, d, luts, num_classes, max_side, min_side),
+    decode = lambda a, b, c, d: _decode(a, b, c, d, luts, num_classes, max_side, min_side)  # noqa: E731
+    tally = DecodeTally(ds, decode, (images, mask_paths, mask_bytes, sources), on_error)
+    data = tf.data.Dataset.from_tensor_slices((np.arange(len(ds), dtype=np.int64), images, mask_paths,
+                                               mask_bytes, sources))
+    data = data.map(lambda i, a, b, c, d: (i, *decode(a, b, c, d)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if on_error == "skip":
         data = data.ignore_errors(log_warning=True)
+    data = data.map(tally.mark)  # (index, image, mask) -> (image, mask); records that index went through
     if cache:
         data = data.cache("" if cache in (True, "memory") else str(cache))
     if training and shuffle:
@@ -317,7 +322,89 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     elif normalization not in (None, "none"):
         data = data.map(lambda x, y: ((x - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    data = data.prefetch(tf.data.AUTOTUNE)
+    data._kseg_tally = tally  # decode_report(data) reads it
+    return data
+
+
+class DecodeTally:
+    """Which samples of a pipeline got through decoding, to name the ones the decoder rejected.
+
+    The header check before training (``check_samples``) catches missing, empty and truncated
+    files; corruption inside a file only the decoder sees. Each decoded sample marks its index
+    here, so after one full pass the missing indices are exactly the samples that were skipped
+    (``on_error="skip"``), and after a failure the culprit is among the unmarked ones.
+    """
+
+    def __init__(self, ds, decode, tensors, on_error):
+        self.ds = ds
+        self.on_error = on_error
+        self._decode = decode
+        self._tensors = tensors
+        self.seen = tf.Variable(tf.zeros([len(ds)], tf.bool), trainable=False)
+        self.reported = False
+
+    def mark(self, index, image, mask):
+        with tf.control_dependencies([self.seen.scatter_nd_update([[index]], [True])]):
+            return tf.identity(image), tf.identity(mask)
+
+    def missing(self) -> list[int]:
+        """Indices not (yet) decoded."""
+        return np.flatnonzero(~self.seen.numpy()).tolist()
+
+    def reason(self, i: int) -> str | None:
+        """Why sample ``i`` does not decode (one line naming the file), or ``None`` if it does."""
+        a, b, c, d = (t[i] for t in self._tensors)
+        try:
+            self._decode(tf.constant(a), tf.constant(b), tf.constant(c), tf.constant(int(d)))
+        except tf.errors.OpError as e:
+            return _decode_reason(self.ds.samples[i], e)
+        return None
+
+    def first_failure(self) -> str | None:
+        """The first sample (in file order) among those not decoded that the decoder rejects."""
+        for i in self.missing():
+            why = self.reason(i)
+            if why:
+                return why
+        return None
+
+
+def _decode_reason(sample, e) -> str:
+    msg = " ".join(str(getattr(e, "message", e)).split())
+    if "mask does not match its image's size" in msg:
+        return f"mask of {sample.image} does not match its image's size; masks must match their image's size"
+    if "labels outside the classes" in msg:
+        return f"mask of {sample.image} has labels outside the classes; fix the mask or the dataset's class list"
+    detail = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]|\[\[.*|\s+name:\s*\S*$", "", msg).strip().rstrip(".")[:100] or type(e).__name__
+    return f"image {sample.image} cannot be decoded ({detail}); re-copy or remove it"
+
+
+def decode_report(dataset, what: str = "training") -> str | None:
+    """After a full pass over a ``make_dataset`` pipeline: one line naming the samples its decoder
+    skipped (``on_error="skip"``), or ``None`` when none were (or it was reported already).
+
+    Example:
+        for _ in batches: pass
+        line = decode_report(batches)   # "skipped 2 of 24 training samples ...: a.png (...), b.png"
+    """
+    tally = getattr(dataset, "_kseg_tally", None)
+    if tally is None or tally.reported:
+        return None
+    missing = tally.missing()
+    if not missing:
+        return None
+    tally.reported = True
+    shown = [tally.reason(i) or f"image {tally.ds.samples[i].image}" for i in missing[:5]]
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return (f"skipped {len(missing)} of {len(tally.ds)} {what} samples the decoder rejects: "
+            f"{'; '.join(shown)}{more} (data.on_error: fail stops at the first)")
+
+
+def decode_failure(dataset) -> str | None:
+    """After a pipeline stopped with a decoding error (``on_error="fail"``): one line naming the file."""
+    tally = getattr(dataset, "_kseg_tally", None)
+    return tally.first_failure() if tally is not None else None
 
 
 def _photometric_then_normalise(images, seed, mean, std, normalization):
