@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kseg.errors import KsegError
+from kseg import _faults
+from kseg.errors import KsegError, is_interrupt
 from kseg.paths import atomic_path
 from kseg.runtime import CARD_FORMAT, Segmenter, card_path, check_tflite_file, nonbuiltin_ops, read_card, tflite_ops
 
@@ -157,6 +158,7 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(flatbuffer)
+    _faults.pause("export-card")
     fields = {"quantization": quantization, "model": getattr(model, "name", None)}
     if not _is_tf_keras_model(model):  # a QAT model's count would include its quantizer ranges
         fields["params"] = int(model.count_params())
@@ -217,11 +219,14 @@ def _convert(converter, model, quantization, representative_data, size, io_dtype
         io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
         converter.inference_input_type = io
         converter.inference_output_type = io
+    _faults.pause("export-convert")
     try:
         return converter.convert()
     except KsegError:
         raise
     except Exception as e:
+        if is_interrupt(e):  # Ctrl-C inside the converter's C++, wrapped by pybind11
+            raise KeyboardInterrupt from None
         lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
         raise KsegError(f"TFLite conversion ({quantization}) of {model.name} failed: {lines[0].strip()[:200]}") from None
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-from kseg.errors import KsegError
+from kseg.errors import KsegError, raise_if_interrupted
 
 # errno -> (what happened, in words): the write failures that are the machine's, not kseg's
 WRITE_ERRORS = {
@@ -161,6 +162,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, fsync: bool 
             if write_errno(e) is not None:
                 raise write_failure(path, e, option) from None
             raise
+        raise_if_interrupted()  # a Ctrl-C Python had to drop earlier: this output is not finished
         try:
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise KsegError(f"cannot write {path}: the writer left no data (a full disk?); "
@@ -179,3 +181,55 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, fsync: bool 
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike, option: str = "--out"):
+    """Yield ``path`` inside a hidden staging folder beside it; move everything written there into
+    place only when the block succeeds.
+
+    For outputs that come in sets (a ``.tflite`` and its model card): the files are written and
+    rewritten under their final names in ``.kseg-staging-*/`` (any existing card is copied in
+    first), then each is renamed onto its target. A failure or an interrupt leaves the earlier
+    files untouched and no partial ones.
+
+    Example:
+        with staged_output("exports/portrait.tflite") as out:
+            write_tflite(out); write_card(out.with_suffix(".json"))
+    """
+    path = Path(path)
+    folder = path.parent
+    check_writable(folder, option)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".kseg-staging-", dir=folder))
+    except OSError as e:
+        raise write_failure(folder, e, option) from None
+    try:
+        for sibling in (path.with_suffix(".json"),):
+            if sibling.is_file():
+                shutil.copy2(sibling, stage / sibling.name)
+        try:
+            yield stage / path.name
+        except KsegError as e:  # name the real folder and option, not the staging one
+            raise KsegError(str(e).replace(str(stage), str(folder)).replace("another output folder",
+                                                                            f"another {option}")) from None
+        except OSError as e:
+            if write_errno(e) is not None:
+                raise write_failure(path, e, option) from None
+            raise
+        raise_if_interrupted()
+        try:
+            staged = sorted(stage.iterdir(), key=lambda f: f.suffix != ".tflite")  # the model before its card
+            for f in staged:
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for f in staged:
+                os.replace(f, folder / f.name)
+            _fsync_dir(folder)
+        except OSError as e:
+            raise write_failure(path, e, option) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -27,7 +27,7 @@ import threading
 
 from kseg.cli import benchmark, data, demo, evaluate, export, predict, quantize, train
 from kseg.cli.common import check_numbers, is_interrupt
-from kseg.errors import KsegError
+from kseg.errors import KsegError, forget_swallowed_interrupts, note_swallowed_interrupt, raise_if_interrupted
 
 __all__ = ["build_parser", "main"]
 
@@ -64,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _done(own_process, "kseg: interrupted", 130)
     previous = _sigterm_interrupts()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable
+    forget_swallowed_interrupts()
     try:
         check_numbers(args)
-        return _done(own_process, None, int(args.func(args) or 0))
+        status = int(args.func(args) or 0)
+        raise_if_interrupted()  # a Ctrl-C that Python dropped on the way is still an interrupt
+        return _done(own_process, None, status)
     except KsegError as e:
         return _done(own_process, f"kseg: error: {e}", 2)
     except KeyboardInterrupt as e:
@@ -81,8 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         return _done(own_process, f"kseg: internal error: {type(e).__name__}: {msg} (run with KSEG_DEBUG=1 for "
                      "the traceback and report it)", 3)
     finally:
+        sys.unraisablehook = unraisable
         if previous is not None and not own_process:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _unraisable(info) -> None:
+    """A Ctrl-C that Python could not raise ("Exception ignored in AtomicFunction.__del__") is kept,
+    not printed: the next output about to be renamed into place raises it instead."""
+    if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+        note_swallowed_interrupt()
+        return
+    sys.__unraisablehook__(info)
 
 
 def _done(own_process: bool, line: str | None, status: int) -> int:

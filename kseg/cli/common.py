@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 
-from kseg.errors import KsegError
+from kseg.errors import KsegError, is_interrupt  # noqa: F401  (is_interrupt: for the verbs)
 
 
 def quiet_tf() -> None:
@@ -48,17 +48,6 @@ def check_numbers(args) -> None:
         if not all(isinstance(v, (int, float)) and ok(v) for v in values):
             shown = " ".join(str(v) for v in values)
             raise KsegError(f"--{key.replace('_', '-')} {shown}: must be {expected}")
-
-
-def is_interrupt(e: BaseException) -> bool:
-    """Whether ``e`` is Ctrl-C: a ``KeyboardInterrupt``, or one TensorFlow/pybind11 wrapped in another error."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, KeyboardInterrupt) or "KeyboardInterrupt" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def command_line() -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from kseg.cli.common import at_size, command_line, config_data, instance_branch, open_data, quiet_tf
+from kseg.errors import KsegError
+from kseg.paths import check_writable, staged_output
 
 
 def add(sub) -> None:
@@ -37,11 +39,26 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    """Run ``kseg export``: a Mask R-CNN goes to the instance exporter, the rest to ``kseg.export``."""
+    """Run ``kseg export``: a Mask R-CNN goes to the instance exporter, the rest to ``kseg.export``.
+
+    The ``.tflite`` and its card are written in a staging folder beside ``--out`` and moved into
+    place together at the end: a failure or Ctrl-C leaves the earlier files, never a model
+    without its card.
+    """
     quiet_tf()
-    if instance_branch(args):
-        return _run_instances(args)
-    return _run_semantic(args)
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise KsegError(f"--out {args.out}: give a .tflite path, e.g. exports/NAME.tflite")
+    check_writable(out.parent, "--out")  # before any slow work
+    if args.keras_model and not Path(args.keras_model).is_file():
+        raise KsegError(f"--keras-model {args.keras_model} not found; give the float .keras model")
+    with staged_output(out, "--out") as staged:
+        if instance_branch(args):
+            line = _run_instances(args, staged)
+        else:
+            line = _run_semantic(args, staged)
+    print(line)
+    return 0
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -50,7 +67,16 @@ def _spread(n: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist())) if k > 0 else []
 
 
-def _run_semantic(args) -> int:
+def _check_classes(n_model: int, names, source: str, model: str) -> None:
+    """Refuse, before any work, class names or data that do not match the model's outputs."""
+    if names is not None and len(names) != n_model:
+        raise KsegError(
+            f"{source} has {len(names)} classes ({', '.join(map(str, names[:6]))}{', ...' if len(names) > 6 else ''}) "
+            f"but {model} predicts {n_model}; calibrate and compare on the data the model was trained on"
+        )
+
+
+def _run_semantic(args, out: Path) -> str:
     from kseg.export import assert_builtin_ops, measure_latency, parity, tflite_ops, to_tflite, write_model_card
     from kseg.metadata import embed_metadata_file
     from kseg.models.saving import load_keras_file
@@ -86,6 +112,14 @@ def _run_semantic(args) -> int:
         if classes.is_file():
             meta = json.loads(classes.read_text())
             card.update({"class_names": meta.get("class_names"), "colors": meta.get("colors")})
+        n_model = int(keras_model.output_shape[-1])
+        _check_classes(n_model, card.get("class_names"), str(classes), args.model)
+        if ds is not None:
+            _check_classes(n_model, list(ds.class_names), f"--{'config' if args.config else 'data'} "
+                           f"{args.config or args.data}", args.model)
+    if args.quantization == "qat" and ds is not None and card.get("class_names") is not None:
+        _check_classes(len(card["class_names"]), list(ds.class_names), f"--data {args.config or args.data}",
+                       f"the QAT model {args.model}")
     rep = None
     images = masks = None
     if ds is not None:
@@ -101,7 +135,7 @@ def _run_semantic(args) -> int:
         if args.parity:
             pairs = [val.load(int(i)) for i in _spread(len(val), args.parity)]
             images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    out = to_tflite(source, args.out, quantization=args.quantization, representative_data=rep,
+    out = to_tflite(source, out, quantization=args.quantization, representative_data=rep,
                     io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,
                     card=card, num_calibration=args.calibration)
     ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
@@ -115,21 +149,20 @@ def _run_semantic(args) -> int:
         extra["metrics"] = {"parity_" + k: v for k, v in parity(keras_model, out, images, masks).items()}
     write_model_card(out, **extra)
     embed_metadata_file(out)  # again: the metadata carries the card's final licence and description
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(set(ops))} op types) and {card_path(out)}")
-    return 0
+    final = Path(args.out)
+    return f"wrote {final} ({out.stat().st_size / 1e6:.2f} MB, {len(set(ops))} op types) and {card_path(final)}"
 
 
-def _run_instances(args) -> int:
+def _run_instances(args, out: Path) -> str:
     from kseg.export_instances import export_instance_model
     from kseg.runtime import load_instance_model
 
     model = load_instance_model(args.model, config=args.config)
-    card = export_instance_model(model, args.out, args.quantization, data=args.data, parity_count=args.parity,
+    card = export_instance_model(model, out, args.quantization, data=args.data, parity_count=args.parity,
                                  threads=args.threads, licence=args.licence, command=command_line())
     par = card.get("parity")
     line = f"wrote {args.out} ({card['size_bytes'] / 2**20:.1f} MB, {args.quantization}, builtin ops only) and its card"
     if par:
         line += (f"; parity vs Keras on {par['images']} images: {par['matched']}/{par['keras_detections']} detections "
                  f"matched, median box Δ {par['median_box_diff']:.2f} px, mean mask IoU {par['mean_mask_iou']:.3f}")
-    print(line)
-    return 0
+    return line

@@ -115,3 +115,70 @@ def sigint_at(monkeypatch, tmp_path):
             t.join()
 
     return at
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    """Mount a tmpfs at ``path`` (root only); ``False`` where mounting is not allowed."""
+    if os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    """A folder on a file system with almost no space left: a 64 KiB tmpfs filled up, where this
+    process may mount; otherwise ``None`` (the test patches writes to raise ENOSPC instead)."""
+    d = tmp_path / "full"
+    if not _mount_tmpfs(d, "size=64k"):
+        d.mkdir()
+        yield d, False
+        return
+    try:
+        with open(d / "filler", "wb") as f:
+            try:
+                f.write(b"\0" * 60_000)
+            except OSError:
+                pass
+        yield d, True
+    finally:
+        _umount(d)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A read-only folder: a tmpfs mounted ro (root: chmod does not stop root), else chmod 555."""
+    d = tmp_path / "readonly"
+    if _mount_tmpfs(d, "ro,size=64k"):
+        try:
+            yield d
+        finally:
+            _umount(d)
+        return
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        yield d
+    finally:
+        d.chmod(0o755)
+
+
+def no_space(monkeypatch, folder: Path):
+    """Where no tmpfs can be mounted: every write under ``folder`` raises ENOSPC, as a full disk does."""
+    import errno
+    import io
+
+    real_open = io.open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+") and str(file).startswith(str(folder)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr("builtins.open", fake_open)
