@@ -71,8 +71,13 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
     kept = {}
 
     def keep(i, frame, result):
-        if i == pick:
-            kept["before"], kept["after"] = frame.copy(), result.copy()
+        # up to the chosen frame; a clip shorter than its header says still gets the last one
+        if i <= pick:
+            if "before" not in kept or kept["before"].shape != frame.shape:
+                kept["before"], kept["after"] = frame.copy(), result.copy()
+            else:
+                np.copyto(kept["before"], frame)
+                np.copyto(kept["after"], result)
 
     video = out / f"{effect}.mp4"
     try:
@@ -81,11 +86,12 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
         stats = pipe.run()
     finally:
         app.close()
+    if stats.frames == 0:
+        raise KsegError(f"no frame could be read from {source}; is it a complete video OpenCV can decode?")
     png = out / "before_after.png"
-    if "before" in kept:
-        panel = before_after(kept["before"], kept["after"], ("before", f"after: kseg {effect}"))
-        with atomic_path(png) as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+    panel = before_after(kept["before"], kept["after"], ("before", f"after: kseg {effect}"))
+    with atomic_path(png, option="--out") as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
     return stats, video, png
 
 
@@ -96,5 +102,8 @@ def main(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="p
                                  instance_model=instance_model)
     print(f"{effect} on {source}: {stats.format_line()}")
     print(f"frames/s (decode + segment + refine + effect + mp4 encode, 3 threads): {stats.fps:.1f}")
-    print(f"wrote {video} and {png}")
+    written = [str(p) for p in (video, png) if p.is_file()]
+    if len(written) < 2:  # run_demo raises before this; a last guard against claiming a missing file
+        raise KsegError(f"the demo did not write {' and '.join(str(p) for p in (video, png) if not p.is_file())}")
+    print(f"wrote {' and '.join(written)}")
     return 0

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from apps.common.sources import resolve
-from kseg.errors import KsegError
+from kseg.errors import Interrupted, KsegError
+from kseg.paths import check_writable, write_errno, write_failure
 
 DEFAULT_MODEL = "exports/portrait.tflite"
 DEFAULT_FAST_MODEL = "exports/portrait-fast.tflite"
@@ -312,6 +315,11 @@ def run(args) -> int:
 
     effect_args = {"strength": args.strength, "background": args.background, "color": args.color,
                    "hair_color": args.hair_color, "texture": args.texture}
+    # before loading any model: an output that cannot be written is one line, not a traceback later
+    if args.out:
+        check_writable(Path(args.out).parent, "--out")
+    if args.frames:
+        check_writable(args.frames, "--frames")
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
               smoothing=args.smoothing, refine=not args.no_refine, keep=args.keep,
@@ -328,13 +336,21 @@ def run(args) -> int:
         app.bind(pipe)
         print(f"{source.name} {source.shape[1]}×{source.shape[0]} → {', '.join(s.name for s in sinks)} "
               f"({app.effect.describe()}, {app.model_label()})", file=sys.stderr)
-        stats = pipe.run()
+        try:
+            stats = pipe.run()
+        except KeyboardInterrupt:
+            kept = [f"wrote {s.path} ({s.frames} frames, up to the interrupt)" for s in sinks if getattr(s, "written", False)]
+            lost = [f"{s.path} not written (run it again for the whole video)" for s in sinks
+                    if getattr(s, "path", None) is not None and s.frames and not getattr(s, "written", False)]
+            raise Interrupted("; ".join(kept + lost)) from None
     finally:
         app.close()
     print(stats.format_line())
     for s in sinks:
-        if getattr(s, "path", None) is not None and s.frames:
+        if getattr(s, "written", False):
             print(f"wrote {s.path}")
+        elif isinstance(getattr(s, "folder", None), Path) and s.frames:
+            print(f"wrote {s.frames} frames to {s.folder}")
     return 0
 
 
@@ -342,14 +358,28 @@ def main(argv=None) -> int:
     """Entry point of ``python -m apps.webcam``; a user error is one line on stderr, exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+
+    def terminate(signum, frame):  # SIGTERM ends the app as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return run(args)
     except KsegError as e:
         print(f"webcam: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("webcam: interrupted (output files were closed)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        hint = str(e).strip()
+        print(f"webcam: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
+    except OSError as e:  # a write the machine refused (full disk, read-only) that nothing above named
+        if write_errno(e) is None:
+            raise
+        print(f"webcam: error: {write_failure(e.filename or args.out or args.frames, e, '--out')}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

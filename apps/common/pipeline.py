@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from apps.common.hud import Hud
+from kseg import _faults
 
 _END = object()
 TIMING_WINDOW = 4096  # stage medians are over the last this many frames (fixed memory on long runs)
@@ -110,8 +111,9 @@ class Pipeline:
             and OpenCV's default otherwise; ``None``: leave it alone.
 
     Raises:
-        KsegError: from the source (camera lost), the sinks, or the estimator; sinks are closed
-            (video files finalized) before it propagates.
+        KsegError: from the source (camera lost), the sinks, or the estimator. Sinks are finished
+            before it propagates: a camera's video is finalized with the frames so far; from a
+            file source (video, image folder) the partial video is removed (``Sink.abort``).
     """
 
     def __init__(self, source, sinks, effect, estimator, hud: Hud | None = None, threaded: bool = True,
@@ -171,6 +173,7 @@ class Pipeline:
             self.hud.draw(slot.out, effect.describe(), self.model_label, slot.person)
         for sink in self.sinks:
             sink.write(slot.out)
+        _faults.pause("app-frame")
         t2 = time.perf_counter()
         slot.ms["effect"] = (t1 - t0) * 1e3
         slot.ms["output"] = (t2 - t1) * 1e3
@@ -210,17 +213,24 @@ class Pipeline:
         if isinstance(n, int):
             cv2.setNumThreads(n)
         t0 = time.perf_counter()
+        failed = False
         try:
             if self.threaded:
                 self._run_threaded()
             else:
                 self._run_sequential()
+        except BaseException:
+            failed = True
+            raise
         finally:
             self.stats.wall_s = time.perf_counter() - t0
+            # a failed or interrupted run over files leaves no partial video (running it again
+            # makes the whole one); a camera's recording up to the failure is kept
+            finish = "abort" if failed and not self.source.live else "close"
             errors = []
             for sink in self.sinks:
                 try:
-                    sink.close()
+                    getattr(sink, finish)()
                 except Exception as e:  # keep closing the others
                     errors.append(e)
             self.source.close()

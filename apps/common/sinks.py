@@ -1,8 +1,9 @@
 """Frame sinks: an OpenCV window, a video file, a folder of PNGs, a virtual camera.
 
-Every sink takes RGB uint8 frames in ``write`` and is closed by ``close`` (also on errors:
-the pipeline closes sinks in a ``finally``), so a video file is always finalized and playable.
-Video files are written to a temporary name beside the target and renamed on ``close``.
+Every sink takes RGB uint8 frames in ``write`` and is finished by ``close``, or by ``abort``
+when the run failed (the pipeline decides, in a ``finally``). Video files are written to a
+temporary name beside the target, checked when finished and renamed on ``close``; ``abort``
+removes them, so a broken or partial video never appears under the target's name.
 
 Example:
     with VideoFileSink("demo_out/portrait.mp4", fps=30) as sink:
@@ -11,15 +12,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from kseg.errors import KsegError
-from kseg.paths import atomic_path
+from kseg.paths import atomic_path, check_writable, write_failure
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -49,6 +51,10 @@ class Sink:
     def close(self) -> None:
         """Finish: finalize files, release devices. Safe to call twice."""
 
+    def abort(self) -> None:
+        """The run failed: release devices; a file sink leaves no partial file. Default: ``close``."""
+        self.close()
+
     def __enter__(self):
         return self
 
@@ -65,8 +71,11 @@ class NullSink(Sink):
 class VideoFileSink(Sink):
     """A video file written with OpenCV (``.mp4``: MPEG-4 Part 2 ``mp4v``; ``.avi``: MJPG).
 
-    The size is taken from the first frame. Nothing appears at ``path`` until ``close``;
-    a run that wrote no frame leaves no file.
+    The size is taken from the first frame. Frames go to a temporary file beside ``path``; on
+    ``close`` the file is finalized, read back (it must open and hold every frame written: a
+    full disk makes OpenCV drop frames or the ``.mp4`` index without saying so), flushed to disk
+    and renamed onto ``path``. ``abort`` (a failed run) removes it instead. A run that wrote no
+    frame leaves no file.
 
     Args:
         path: output file (``.mp4``, ``.avi``, ``.mkv``, ``.mov``).
@@ -74,7 +83,8 @@ class VideoFileSink(Sink):
         fourcc: a four-character codec code to override the default for the suffix.
 
     Raises:
-        KsegError: unknown suffix, or OpenCV cannot open an encoder for it.
+        KsegError: unknown suffix, OpenCV cannot open an encoder for it, or (from ``close``) the
+            finished file is not complete, named with the likely reason.
     """
 
     def __init__(self, path, fps: float = 30.0, fourcc: str | None = None):
@@ -86,7 +96,7 @@ class VideoFileSink(Sink):
             raise KsegError(f"cannot write video {self.path}: unknown suffix {suffix!r}; use .mp4 or .avi")
         self.fourcc = fourcc or FOURCC_BY_SUFFIX[suffix]
         self.fps = float(fps) if fps and fps > 0 else 30.0
-        self._stack = contextlib.ExitStack()
+        self.written = False  # True once the finished file is at ``path``
         self._tmp = None
         self._writer = None
         self._bgr = None
@@ -94,12 +104,21 @@ class VideoFileSink(Sink):
     def _open(self, shape):
         import cv2
 
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        folder = check_writable(self.path.parent, "--out")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}", dir=folder)
+            os.close(fd)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the video normal permissions
+        except OSError as e:
+            raise write_failure(self.path, e, "--out") from None
+        self._tmp = Path(tmp)
         h, w = shape
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
         if not self._writer.isOpened():
             self._writer = None
-            self._stack.close()
+            self._discard()
             raise KsegError(
                 f"cannot write video {self.path}: OpenCV has no {self.fourcc!r} encoder here; "
                 "use .mp4 (mp4v) or .avi (MJPG), or --frames DIR for PNGs"
@@ -122,13 +141,60 @@ class VideoFileSink(Sink):
         self._writer.write(self._bgr)
         self.frames += 1
 
-    def close(self):
-        if self._writer is not None:
-            self._writer.release()  # writes the container index: the file is playable
-            self._writer = None
-        if self._tmp is not None and self.frames == 0:
+    def _discard(self):
+        if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-        self._stack.close()  # renames the finished temporary file onto the target
+            self._tmp = None
+
+    def _check(self) -> None:
+        """The finished temporary file opens and holds every frame, or ``KsegError`` with the reason."""
+        import cv2
+
+        cap = cv2.VideoCapture(str(self._tmp))
+        try:
+            opened = cap.isOpened()
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if opened else 0
+        finally:
+            cap.release()
+        if opened and count >= self.frames:
+            return
+        free = shutil.disk_usage(self._tmp.parent).free
+        why = "no space left on device" if free < 4 * 2**20 else "the encoder could not write it"
+        got = f"holds {count} of the {self.frames} frames" if opened else "does not open (not finalized)"
+        fix = "free some space or choose another --out" if free < 4 * 2**20 else "choose another --out or --frames DIR"
+        raise KsegError(f"cannot write video {self.path} ({why}: the file {got}); {fix}")
+
+    def close(self):
+        """Finalize, check, flush and rename the video into place (nothing when no frame was written)."""
+        if self._writer is not None:
+            self._writer.release()  # writes the container index
+            self._writer = None
+        if self._tmp is None:
+            return
+        try:
+            if self.frames == 0:
+                return
+            self._check()
+            try:
+                fd = os.open(self._tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(self._tmp, self.path)
+            except OSError as e:
+                raise write_failure(self.path, e, "--out") from None
+            self._tmp = None
+            self.written = True
+        finally:
+            self._discard()
+
+    def abort(self):
+        """Stop without a file: the run failed, so a partial video never appears at ``path``."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self._discard()
 
 
 class FrameDirSink(Sink):
@@ -158,7 +224,8 @@ class FrameDirSink(Sink):
         if self._bgr is None or self._bgr.shape != rgb.shape:
             self._bgr = np.empty_like(rgb)
         cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=self._bgr)
-        with atomic_path(self.folder / f"frame_{self.frames:06d}.png") as tmp:
+        # each frame complete or absent; no fsync per frame (it would cost frames/s)
+        with atomic_path(self.folder / f"frame_{self.frames:06d}.png", fsync=False, option="--frames") as tmp:
             cv2.imwrite(str(tmp), self._bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         self.frames += 1
 

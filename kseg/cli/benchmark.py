@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from kseg.cli.common import add_dataset_args
 from kseg.errors import KsegError
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -40,6 +42,9 @@ def run(args) -> int:
     refs = [parse_reference(r) for r in args.reference]  # bad input fails before the slow part
     if args.plot and not args.data and not refs:
         raise KsegError("--plot needs --data (a score per model) or --reference points")
+    for path, flag in ((args.json_out, "--json"), (args.plot, "--plot")):
+        if path:
+            check_writable(Path(path).parent, flag)
     options = {k: getattr(args, k, None) for k in ("groups", "border")}
     if getattr(args, "categories", None):
         options["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())

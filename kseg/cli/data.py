@@ -4,9 +4,11 @@ make one from a teacher model's labels of unlabeled frames."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from kseg.cli.common import add_dataset_args, dataset_options
 from kseg.errors import KsegError
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -66,6 +68,7 @@ def run_preview(args) -> int:
 
     if args.n < 1 or args.size < 8:
         raise KsegError(f"--n {args.n} --size {args.size}: need at least 1 sample of at least 8 pixels")
+    check_writable(Path(args.out).parent, "--out")
     ds = open_dataset(args.path, args.format, **dataset_options(args))
     augment = Augment(portrait=1.0 if args.portrait else 0.0)
     write_preview(ds, args.out, n=args.n, size=(args.size, args.size), seed=args.seed, augment=augment,

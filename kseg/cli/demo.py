@@ -7,6 +7,7 @@ The one place under ``kseg/`` that imports ``apps``: lazily, through its entry p
 from __future__ import annotations
 
 from kseg.cli.common import quiet_tf
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -34,6 +35,7 @@ def add(sub) -> None:
 def run(args) -> int:
     """Run ``kseg demo`` through ``apps.demo.main``; returns the exit status."""
     quiet_tf()
+    check_writable(args.out, "--out")
     from apps.demo import main as demo_main
 
     return demo_main(args.out, args.model, args.source, args.effect, args.strength, args.threads,

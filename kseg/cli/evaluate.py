@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kseg.cli.common import add_dataset_args, dataset_options, instance_branch, quiet_tf
 from kseg.errors import KsegError
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -37,6 +38,10 @@ def add(sub) -> None:
 def run(args) -> int:
     """Run ``kseg evaluate``: a Mask R-CNN goes to the COCO evaluation, the rest to ``kseg.evaluate``."""
     quiet_tf()
+    if args.out:
+        check_writable(args.out, "--out")
+    if args.results:
+        check_writable(Path(args.results).parent, "--results")
     if instance_branch(args):
         return _run_instances(args)
     if args.results or args.config or args.images:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from kseg.cli.common import quiet_tf
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -21,6 +22,7 @@ def add(sub) -> None:
 def run(args) -> int:
     """Run ``kseg predict``; the run's ``classes.json`` beside the model names and colours the classes."""
     quiet_tf()
+    check_writable(args.out, "--out")
     from kseg.evaluate import load_model, predict
 
     model = load_model(args.model)

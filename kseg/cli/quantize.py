@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kseg.cli.common import at_size, command_line, config_data, open_data
 from kseg.errors import KsegError
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -63,6 +64,7 @@ def run(args) -> int:
     if not (args.data or args.config):
         raise KsegError("kseg quantize needs training data: --config configs/NAME.yaml (the model's "
                         "training config) or --data FOLDER")
+    check_writable(args.out, "--out")  # before the slow part
     model = load_keras_file(Path(args.model))
     size = tuple(args.size) if args.size else _input_size(model, None)
     model = at_size(model, size)
@@ -77,6 +79,12 @@ def run(args) -> int:
         train, val = ds.split(args.val_fraction) if args.val_fraction > 0 else (ds, None)
         train_ds = make_dataset(train, size=size, batch_size=args.batch_size, training=True)
         val_ds = make_dataset(val, size=size, batch_size=args.batch_size, training=False) if val else None
+    n_model = int(model.output_shape[-1])
+    if len(ds.class_names) != n_model:  # would fail in the first training step, minutes later
+        names = ", ".join(list(ds.class_names)[:6]) + (", ..." if len(ds.class_names) > 6 else "")
+        raise KsegError(f"--{'config' if args.config else 'data'} {args.config or args.data} has "
+                        f"{len(ds.class_names)} classes ({names}) but {args.model} predicts {n_model}; fine-tune "
+                        "on the data the model was trained on")
     qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2,
                   loss=loss)
     info = {"source_model": str(args.model), "data": data_name, "format": args.format, "loss": loss_name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kseg.cli.common import is_interrupt, quiet_tf
 from kseg.errors import Interrupted, KsegError
+from kseg.paths import check_writable
 
 
 def add(sub) -> None:
@@ -57,6 +58,7 @@ def run(args) -> int:
     if not args.config and not args.data:
         raise KsegError("kseg train needs --config FILE or --data PATH --format F")
     cfg = load_config(args.config, overrides + args.overrides)
+    check_writable(cfg.run_dir, "--out-dir (out_dir in the config)")
     if args.cpu_devices:
         from kseg.train import configure_cpu_devices
 
