@@ -456,14 +456,14 @@ def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            with atomic_path(run_dir / "last.keras") as tmp:
+            with atomic_path(run_dir / "last.keras", option="--out-dir") as tmp:
                 self.model.save(tmp)
             score = logs.get(MONITOR)
             if score is not None and score > self.best:
                 self.best = float(score)
-                with atomic_path(run_dir / "best.keras") as tmp:
+                with atomic_path(run_dir / "best.keras", option="--out-dir") as tmp:
                     self.model.save(tmp)
-                with atomic_path(run_dir / "best_score.txt") as tmp:
+                with atomic_path(run_dir / "best_score.txt", option="--out-dir") as tmp:
                     Path(tmp).write_text(f"{self.best}\n")
 
     class Timer(keras.callbacks.Callback):

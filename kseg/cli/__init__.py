@@ -28,6 +28,7 @@ import threading
 from kseg.cli import benchmark, data, demo, evaluate, export, predict, quantize, train
 from kseg.cli.common import check_numbers, is_interrupt
 from kseg.errors import KsegError, forget_swallowed_interrupts, note_swallowed_interrupt, raise_if_interrupted
+from kseg.paths import write_errno, write_failure
 
 __all__ = ["build_parser", "main"]
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: still no traceback unless asked
         if is_interrupt(e):  # Ctrl-C inside TensorFlow's C++ arrives wrapped in a RuntimeError
             return _done(own_process, "kseg: interrupted", 130)
+        if write_errno(e) is not None:  # a full disk or read-only folder met by a writer not ours
+            where = getattr(e, "filename", None) or "a file"
+            return _done(own_process, f"kseg: error: {write_failure(where, e, 'output folder')}", 2)
         if os.environ.get("KSEG_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
