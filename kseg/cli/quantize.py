@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kseg.cli.common import at_size, command_line, config_data, open_data
 from kseg.errors import KsegError
-from kseg.paths import check_writable
+from kseg.paths import check_writable, staged_output
 
 
 def add(sub) -> None:
@@ -59,12 +59,16 @@ def run(args) -> int:
     from kseg.export import _input_size
     from kseg.models.saving import load_keras_file
     from kseg.paths import atomic_path
-    from kseg.quantize.qat import qat_fine_tune
+    from kseg.quantize.qat import QAT_MODEL_FILE, qat_fine_tune
 
     if not (args.data or args.config):
         raise KsegError("kseg quantize needs training data: --config configs/NAME.yaml (the model's "
                         "training config) or --data FOLDER")
     check_writable(args.out, "--out")  # before the slow part
+    if args.data:
+        from kseg.config import resolve_data_path
+
+        resolve_data_path(args.data)  # a missing folder is one line before the model loads
     model = load_keras_file(Path(args.model))
     size = tuple(args.size) if args.size else _input_size(model, None)
     model = at_size(model, size)
@@ -85,12 +89,15 @@ def run(args) -> int:
         raise KsegError(f"--{'config' if args.config else 'data'} {args.config or args.data} has "
                         f"{len(ds.class_names)} classes ({names}) but {args.model} predicts {n_model}; fine-tune "
                         "on the data the model was trained on")
-    qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=args.out, verbose=2,
-                  loss=loss)
     info = {"source_model": str(args.model), "data": data_name, "format": args.format, "loss": loss_name,
             "class_names": list(ds.class_names), "colors": ds.colors.tolist(), "command": command,
             "input_size": list(size), "config": args.config}
-    with atomic_path(Path(args.out) / "qat.json") as tmp:
-        Path(tmp).write_text(json.dumps(info, indent=2))
+    # the model, its history and qat.json appear together or not at all (a failure or Ctrl-C
+    # leaves an earlier QAT model as it was)
+    with staged_output(Path(args.out) / QAT_MODEL_FILE, "--out") as staged:
+        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=staged.parent, verbose=2,
+                      loss=loss)
+        with atomic_path(staged.parent / "qat.json") as tmp:
+            Path(tmp).write_text(json.dumps(info, indent=2))
     print(f"QAT model written to {args.out}; convert it with: kseg export {args.out} --quantization qat --out exports/NAME.tflite")
     return 0

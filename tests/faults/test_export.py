@@ -77,17 +77,20 @@ def test_export_int8_class_mismatch_before_any_conversion(model, tmp_path, capsy
                 and not list(tmp_path.glob("m.*")))
 
 
-@pytest.mark.parametrize("point", ["export-convert", "export-card"])
-def test_sigint_during_export_keeps_the_earlier_export(model, tmp_path, capsys, sigint_at, fault, point):
+@pytest.mark.parametrize("point,sig", [("export-convert", "SIGINT"), ("export-card", "SIGINT"),
+                                       ("export-card", "SIGTERM")])
+def test_sigint_during_export_keeps_the_earlier_export(model, tmp_path, capsys, sigint_at, fault, point, sig):
+    import signal
+
     out = tmp_path / "exports" / "m.tflite"
     assert _export(model, out) == 0
     before = _snapshot(out.parent)
     capsys.readouterr()
-    with sigint_at(point) as sent:
+    with sigint_at(point, sig=getattr(signal, sig)) as sent:
         rc = _export(model, out, "--licence", "changed")
     o, err = capsys.readouterr()
     lines = kseg_lines(err)
-    fault.check(f"export: SIGINT at {point}", "exit 130, 'interrupted', the earlier .tflite and card untouched",
+    fault.check(f"export: {sig} at {point}", "exit 130, 'interrupted', the earlier .tflite and card untouched",
                 f"exit {rc}: {lines}", sent and rc == 130 and lines == ["kseg: interrupted"] and "wrote" not in o
                 and _snapshot(out.parent) == before)
 

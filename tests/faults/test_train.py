@@ -60,16 +60,18 @@ def reference(reference_run):
     return weights(reference_run / "backup" / "latest.weights.h5")
 
 
-def _interrupted_run(tmp_path, shapes, capsys, sigint_at, fault, point, times, resume_from):
+def _interrupted_run(tmp_path, shapes, capsys, sigint_at, fault, point, times, resume_from, sig="SIGINT"):
+    import signal
+
     cfg = config(tmp_path, shapes)
-    with sigint_at(point, times) as sent:
+    with sigint_at(point, times, sig=getattr(signal, sig)) as sent:
         rc = main(["train", "--config", str(cfg)])
     err = capsys.readouterr().err
     lines = kseg_lines(err)
     expected = f"kseg: interrupted; run the same command to resume from epoch {resume_from}"
     backup = tmp_path / "runs" / "t" / "backup"
     leftovers = [p.name for p in backup.glob(".*")] if backup.exists() else []
-    fault.check(f"train: SIGINT x{times} at {point}", f"exit 130, '{expected[6:]}', no partial file",
+    fault.check(f"train: {sig} x{times} at {point}", f"exit 130, '{expected[6:]}', no partial file",
                 f"exit {rc}: {lines} {leftovers or ''}", sent and rc == 130 and lines == [expected]
                 and "Traceback" not in err and not leftovers)
     return cfg, backup
@@ -86,17 +88,18 @@ def test_sigint_while_the_backup_is_written(tmp_path, shapes, capsys, sigint_at,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point,times,resume_from", [
-    ("backup", 1, 2),      # while epoch 1's backup is written: the write completes, then it stops
-    ("backup", 2, 1),      # twice: stops at once; the unfinished file is never renamed into place
-    ("validation", 1, 1),  # during the first validation (was: "internal error: RuntimeError: pybind11 ...")
+@pytest.mark.parametrize("point,times,resume_from,sig", [
+    ("backup", 1, 2, "SIGINT"),      # while epoch 1's backup is written: the write completes, then it stops
+    ("backup", 2, 1, "SIGINT"),      # twice: stops at once; the unfinished file is never renamed into place
+    ("validation", 1, 1, "SIGINT"),  # in the first validation (was: "internal error: RuntimeError: pybind11 ...")
+    ("backup", 1, 2, "SIGTERM"),     # a scheduler's SIGTERM, as Ctrl-C
 ])
 def test_sigint_in_train_resumes_to_the_same_weights(tmp_path, shapes, reference, capsys, sigint_at, fault,
-                                                       point, times, resume_from):
-    cfg, backup = _interrupted_run(tmp_path, shapes, capsys, sigint_at, fault, point, times, resume_from)
+                                                       point, times, resume_from, sig):
+    cfg, backup = _interrupted_run(tmp_path, shapes, capsys, sigint_at, fault, point, times, resume_from, sig)
     rc = main(["train", "--config", str(cfg)])
     diff = max_difference(weights(backup / "latest.weights.h5"), reference)
-    fault.check(f"train: resume after SIGINT x{times} at {point}", "exit 0, same weights as uninterrupted",
+    fault.check(f"train: resume after {sig} x{times} at {point}", "exit 0, same weights as uninterrupted",
                 f"exit {rc}, max |Δw| {diff:.2g}", rc == 0 and diff < 1e-5)
 
 
