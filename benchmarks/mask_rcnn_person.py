@@ -4,9 +4,15 @@
     .venv/bin/python benchmarks/mask_rcnn_person.py eval --config configs/mask_rcnn_person_lite0.yaml
     .venv/bin/python benchmarks/mask_rcnn_person.py export --config configs/mask_rcnn_person_lite0.yaml
 
-``train`` writes runs/NAME/{last.weights.h5, history.csv, train.log} and resumes from
-last.weights.h5 (epoch count in history.csv). ``eval`` runs pycocotools (box and mask AP) on the
-persons of the COCO val images that are not training images, and writes runs/NAME/eval.json.
+``train`` writes OUT/NAME/{last.weights.h5, state.json, history.csv} (OUT: ``--out-dir``, default
+``$KSEG_RUNS`` or runs/ in the work tree) after every epoch and resumes from them: the weights
+file holds the optimizer's state too (Adam moments and step count, so a learning-rate schedule
+continues where it stopped), state.json the finished epochs; a checkpoint is written to a
+temporary name and renamed, so a run killed mid-save keeps the previous one. ``eval`` runs
+pycocotools (box and mask AP) on the persons of the COCO val images that are not training
+images, and writes OUT/NAME/eval.json (``--rpn-post-nms-test 100 300 1000``: once per
+test-time proposal count, eval_proposals.json). ``--set key.sub=value`` overrides a config value
+(YAML syntax), e.g. ``--set data.composites.count=20`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -24,10 +30,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_cfg(path):
+def load_cfg(path, overrides=()):
+    """The YAML config with ``key.sub=value`` overrides applied (values parsed as YAML)."""
     import yaml
 
-    return yaml.safe_load(Path(path).read_text())
+    cfg = yaml.safe_load(Path(path).read_text())
+    for item in overrides or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: use key.sub=value, e.g. train.epochs=2")
+        node = cfg
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = yaml.safe_load(value)
+    return cfg
+
+
+def run_dir(args, cfg) -> Path:
+    """OUT/NAME: ``--out-dir`` (default ``$KSEG_RUNS`` or runs/ in the work tree) and the config's name."""
+    base = Path(args.out_dir or os.environ.get("KSEG_RUNS") or ROOT / "runs").expanduser()
+    return base / cfg["name"]
 
 
 def coco_train_and_val(cfg):
@@ -92,63 +115,104 @@ def build(cfg, pretrained=True):
     return MaskRCNN(**kw)
 
 
+def learning_rate(t):
+    """The config's learning rate: a constant, or with ``schedule: cosine`` a linear warm-up over
+    ``warmup_steps`` to ``learning_rate`` then a cosine decay to ``min_lr_fraction`` of it at
+    ``epochs × steps_per_epoch`` (driven by the optimizer's step count, which the checkpoint keeps)."""
+    import keras
+
+    lr = float(t["learning_rate"])
+    if t.get("schedule", "constant") == "constant":
+        return lr
+    if t["schedule"] != "cosine":
+        raise SystemExit(f"train.schedule={t['schedule']!r}: use constant or cosine")
+    total = int(t["epochs"]) * int(t["steps_per_epoch"])
+    warm = int(t.get("warmup_steps", 0))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warm else lr, max(total - warm, 1), alpha=float(t.get("min_lr_fraction", 0.0)),
+        warmup_target=lr if warm else None, warmup_steps=warm)
+
+
+def _finished_epochs(out):
+    state = out / "state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text())["epochs_done"])
+    hist = out / "history.csv"  # runs from before state.json
+    return max(sum(1 for _ in open(hist)) - 1, 0) if hist.is_file() else 0
+
+
 def cmd_train(args):
     import keras
 
     from kseg.data.instances import make_instance_dataset
 
-    cfg = load_cfg(args.config)
-    out = ROOT / "runs" / cfg["name"]
+    cfg = load_cfg(args.config, args.set)
+    out = run_dir(args, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg["train"]["seed"])
+    t = cfg["train"]
+    keras.utils.set_random_seed(t["seed"])
+    ckpt = out / "last.weights.h5"
+    initial_epoch = _finished_epochs(out) if ckpt.is_file() else 0
+    epochs = int(args.epochs or t["epochs"])
+    if initial_epoch >= epochs:
+        print(f"{out} has {initial_epoch} of {epochs} epochs done; nothing to train", flush=True)
+        return
     sets = train_sets(cfg)
     n_images = sum(len(s) for s in sets)
-    print(f"train images: {n_images} ({', '.join(f'{s.name}: {len(s)}' for s in sets)})", flush=True)
+    print(f"train images: {n_images} ({', '.join(f'{s.name}: {len(s)}' for s in sets)}); out {out}", flush=True)
     d = cfg["data"]
+    # a resumed run draws a new order (the generator restarts; the same seed would replay epoch 1's)
     ds = make_instance_dataset(sets, size=d["size"], batch_size=d["batch_size"], max_instances=d["max_instances"],
-                               training=True, seed=cfg["train"]["seed"], scale_range=tuple(d.get("scale_range", (1.0, 1.0))))
+                               training=True, seed=t["seed"] + 1000 * initial_epoch,
+                               scale_range=tuple(d.get("scale_range", (1.0, 1.0))))
     model = build(cfg)
-    t = cfg["train"]
-    opt = keras.optimizers.Adam(t["learning_rate"], clipnorm=t.get("clipnorm"))
+    opt = keras.optimizers.Adam(learning_rate(t), clipnorm=t.get("clipnorm"))
     model.compile(opt)
     hist_path = out / "history.csv"
-    initial_epoch = 0
-    if (out / "last.weights.h5").is_file() and hist_path.is_file():
-        model.load_weights(out / "last.weights.h5")
-        initial_epoch = sum(1 for _ in open(hist_path)) - 1
-        print(f"resuming after epoch {initial_epoch}", flush=True)
+    if initial_epoch:
+        opt.build(model.trainable_variables)  # so that load_weights restores Adam's moments and step count
+        model.load_weights(ckpt)
+        print(f"resuming after epoch {initial_epoch} (optimizer step {int(opt.iterations.numpy())})", flush=True)
     deadline = time.time() + 60 * args.minutes if args.minutes else None
+    steps = int(args.steps_per_epoch or t["steps_per_epoch"])
 
-    class Deadline(keras.callbacks.Callback):
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
         def on_epoch_end(self, epoch, logs=None):
-            model.save_weights(out / "last.weights.h5")
-            print(f"{time.strftime('%H:%M:%S')} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items()), flush=True)
+            tmp = out / "last.tmp.weights.h5"
+            model.save_weights(tmp)
+            os.replace(tmp, ckpt)  # a kill mid-save keeps the previous checkpoint
+            (out / "state.tmp.json").write_text(json.dumps({"epochs_done": epoch + 1, "config": args.config,
+                                                            "optimizer_step": int(opt.iterations.numpy())}))
+            os.replace(out / "state.tmp.json", out / "state.json")
+            dt = time.time() - self.t0
+            print(f"{time.strftime('%H:%M:%S')} epoch {epoch + 1}/{epochs} ({dt / steps:.2f} s/step): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items()), flush=True)
             if deadline and time.time() > deadline:
                 self.model.stop_training = True
 
     t0 = time.time()
-    model.fit(ds, epochs=t["epochs"], steps_per_epoch=t["steps_per_epoch"], initial_epoch=initial_epoch, verbose=0,
-              callbacks=[keras.callbacks.CSVLogger(str(hist_path), append=initial_epoch > 0), Deadline()])
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, initial_epoch=initial_epoch, verbose=0,
+              callbacks=[keras.callbacks.CSVLogger(str(hist_path), append=initial_epoch > 0), Checkpoint()])
     print(f"trained {time.time() - t0:.0f} s", flush=True)
 
 
-def cmd_eval(args):
-    import numpy as np
-
+def _evaluate(model, vals, out, limit=None):
+    """Box and mask AP (pycocotools) of ``model`` on each val subset; the report and the results."""
     from kseg.data.instances import subset_coco_json
     from kseg.evaluate_instances import coco_eval, predict_coco
 
-    cfg = load_cfg(args.config)
-    out = ROOT / "runs" / cfg["name"]
-    model = build(cfg, pretrained=False)
-    model.load_weights(out / "last.weights.h5")
-    _, vals = coco_train_and_val(cfg)
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "subsets": {}}
     all_res, t_total, n_total = {}, 0.0, 0
     for gt_src, va in vals:
+        if limit:
+            va = _subset(va, list(range(min(limit, len(va)))))
         if not len(va):
             continue
-        gt = subset_coco_json(gt_src, out / f"gt_{va.name}.json", va.coco_category_ids, va.image_ids)
+        gt = gt_src if va.name == "people-masks-val" else subset_coco_json(
+            gt_src, out / f"gt_{va.name}_{len(va)}.json", va.coco_category_ids, va.image_ids)
         t0 = time.time()
         res = predict_coco(model, va, batch_size=1)
         dt = time.time() - t0
@@ -161,34 +225,88 @@ def cmd_eval(args):
         print(f"{va.name}: {len(va)} images, mask AP {segm['AP']:.3f} AP50 {segm['AP50']:.3f} AP75 {segm['AP75']:.3f} | "
               f"box AP {bbox['AP']:.3f} AP50 {bbox['AP50']:.3f} | {dt / len(va):.2f} s/image", flush=True)
     report["seconds_per_image"] = t_total / max(n_total, 1)
-    (out / "eval.json").write_text(json.dumps(report, indent=1))
-    (out / "results_coco.json").write_text(json.dumps(all_res))
+    return report, all_res
+
+
+def people_masks_val(out, limit=None):
+    """The held-out 10 % of people-masks (``split(0.1, 0)``, as the configs and the composites hold
+    it out) as instances, one per connected person region, and its COCO ground-truth file.
+    People who touch form one region, so one "instance" may hold two people."""
+    from kseg.data.instances import write_coco_gt
+    from kseg.data.readers import instances_from_semantic, open_masks
+    from kseg.paths import shared_data_dir
+
+    pm = open_masks(shared_data_dir() / "people-masks", class_names=("background", "person"), binary=True)
+    _, val = pm.split(0.1, 0)
+    inst = instances_from_semantic(val, 1, min_area=256, per="region")
+    n = min(limit or len(inst), len(inst))
+    inst = _subset(inst, list(range(n)))
+    inst.image_ids = list(range(1, n + 1))
+    inst.coco_category_ids = (1,)
+    samples = []
+    for i in range(n):
+        t = inst.load(i)[1]
+        samples.append({"image_id": i + 1, "masks": t["masks"], "category_ids": t["category_ids"]})
+    gt = write_coco_gt(out / f"gt_people-masks-val_{n}.json", samples, ("background", "person"))
+    inst.name = "people-masks-val"
+    return gt, inst
+
+
+def cmd_eval(args):
+    cfg = load_cfg(args.config, args.set)
+    out = run_dir(args, cfg)
+    _, vals = coco_train_and_val(cfg)
+    if args.people_masks:
+        vals = vals + [people_masks_val(out, args.limit)]
+    if not args.rpn_post_nms_test:
+        model = build(cfg, pretrained=False)
+        model.load_weights(out / "last.weights.h5")
+        report, all_res = _evaluate(model, vals, out, args.limit)
+        (out / "eval.json").write_text(json.dumps(report, indent=1))
+        (out / "results_coco.json").write_text(json.dumps(all_res))
+        return
+    # AP against the test-time proposal count (the same weights; the RPN keeps fewer boxes after NMS)
+    study = {}
+    for n in args.rpn_post_nms_test:
+        c = json.loads(json.dumps(cfg))
+        c["model"]["rpn_post_nms_test"] = int(n)
+        c["model"]["rpn_pre_nms_test"] = max(int(c["model"].get("rpn_pre_nms_test", 1000)), 2 * int(n))
+        model = build(c, pretrained=False)
+        model.load_weights(out / "last.weights.h5")
+        print(f"rpn_post_nms_test {n} (pre-NMS {c['model']['rpn_pre_nms_test']})", flush=True)
+        study[str(n)], _ = _evaluate(model, vals, out, args.limit)
+    (out / "eval_proposals.json").write_text(json.dumps(study, indent=1))
 
 
 def cmd_export(args):
     import numpy as np
 
-    from kseg.export_instances import export_tflite, parity
+    from kseg.export_instances import calibration_images, export_tflite, float_ops, parity
     from kseg.runtime import TFLiteMaskRCNN
 
     cfg, out, model, images = _trained_and_val_images(args)
     report = {}
     for q in args.quantization:
-        info = export_tflite(model, out / f"{cfg['name']}_{q}.tflite", quantization=q)
+        calib = calibration_images(cfg, 32, cfg["data"]["size"]) if q == "int8" else None
+        info = export_tflite(model, out / f"{cfg['name']}_{q}.tflite", quantization=q, representative_images=calib)
+        if q == "int8":
+            info["float_ops"] = float_ops(info["path"])
         runner = TFLiteMaskRCNN(info["path"], num_threads=2)
         info["parity"] = parity(model, runner, images)
         info["tflite_latency_s_2_threads"] = runner.latency(runs=5)
         report[q] = info
         print(json.dumps(info, indent=1), flush=True)
     t = []
-    for im in images[:5] + images[:5]:
+    warm = images[:5]
+    for im in warm + warm:
         t0 = time.perf_counter()
         model.predict_on_batch(np.asarray(im, np.float32)[None])
         t.append(time.perf_counter() - t0)
-    report["keras_latency_s"] = float(np.median(t[5:]))
+    report["keras_latency_s"] = float(np.median(t[len(warm):])) if warm else None
     old = json.loads((out / "export.json").read_text()) if (out / "export.json").is_file() else {}
     (out / "export.json").write_text(json.dumps({**old, **report}, indent=1))
-    print(f"keras predict_on_batch median {report['keras_latency_s']:.2f} s", flush=True)
+    if warm:
+        print(f"keras predict_on_batch median {report['keras_latency_s']:.2f} s", flush=True)
 
 
 def _fake_quantize(model, part):
@@ -222,8 +340,8 @@ def _trained_and_val_images(args):
     from kseg.data.instances import letterbox
     from kseg.data.readers import read_image
 
-    cfg = load_cfg(args.config)
-    out = ROOT / "runs" / cfg["name"]
+    cfg = load_cfg(args.config, args.set)
+    out = run_dir(args, cfg)
     model = build(cfg, pretrained=False)
     model.load_weights(out / "last.weights.h5")
     _, vals = coco_train_and_val(cfg)
@@ -322,7 +440,7 @@ def cmd_app_fps(args):
                         "detections_per_s": rate, "detect_ms_last": dm}
         print(f"| keep {label} | {fps:.1f} | {cpu:.2f} | {'-' if rate is None else f'{rate:.1f}'} | "
               f"{'-' if dm is None else f'{dm:.0f}'} |", flush=True)
-    out = ROOT / "runs" / "mask_rcnn_person_lite0" / "app_fps_keep.json"
+    out = run_dir(args, load_cfg(args.config, args.set)) / "app_fps_keep.json"
     out.write_text(json.dumps(report, indent=1))
 
 
@@ -330,8 +448,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "app-fps"))
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values (YAML), e.g. train.epochs=2 data.composites.count=20")
+    p.add_argument("--out-dir", default=None, help="parent of the run folder (default $KSEG_RUNS or runs/)")
     p.add_argument("--minutes", type=float, default=None, help="train: stop after the epoch that passes this")
-    p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"], help="export: one file each")
+    p.add_argument("--epochs", type=int, default=None, help="train: stop after this epoch (default train.epochs; "
+                   "the learning-rate schedule still spans train.epochs)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="train: override train.steps_per_epoch")
+    p.add_argument("--limit", type=int, default=None, help="eval: first N val images of each subset")
+    p.add_argument("--people-masks", action="store_true",
+                   help="eval: also the held-out people-masks images (one instance per connected person region)")
+    p.add_argument("--rpn-post-nms-test", nargs="+", type=int, default=None,
+                   help="eval: AP at each of these test-time proposal counts (eval_proposals.json)")
+    p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"],
+                   help="export: one file each (float32, float16, dynamic, int8)")
     p.add_argument("--parity-images", type=int, default=20, help="export: val images for Keras/TFLite parity")
     p.add_argument("--frames", type=int, default=300, help="app-fps: frames per run")
     p.add_argument("--repeats", type=int, default=2, help="app-fps: runs per setting")

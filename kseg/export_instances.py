@@ -41,23 +41,34 @@ WHAT_STAYS_FLOAT = {
                "stored weights are float16",
     "dynamic": "activations, NMS, top-k, box decoding, RoIAlign sampling, softmax/sigmoid; convolution and "
                "fully connected weights are int8 (dynamic-range kernels quantize their inputs on the fly)",
+    "int8": "int8 (post-training, uint8 input): the encoder, FPN and RPN head, the box head and the mask head. "
+            "float32 between them: proposal top-k, box decoding and clipping, both NMS (NON_MAX_SUPPRESSION_V5 "
+            "has no integer kernel), RoIAlign's sampling (gathers and bilinear weights), softmax and sigmoid "
+            "(listed under float_ops): one int8 scale cannot hold box coordinates, the per-class NMS offsets and "
+            "RoIAlign's weights at once; quantizing them too gave zero-width boxes and no detections",
 }
+# the sub-models of MaskRCNN that an int8 export quantizes; every op outside them stays float32
+INT8_PARTS = ("backbone", "box_head", "mask_head")
 
 
 # --------------------------------------------------------------------------------------
 # conversion
 
 
-def export_tflite(model, path, quantization="float32", allow_select_ops=False):
+def export_tflite(model, path, quantization="float32", allow_select_ops=False, representative_images=None):
     """Convert a ``MaskRCNN``'s inference (batch 1) to a ``.tflite`` file.
 
     Args:
         model: a ``MaskRCNN``.
         path: output ``.tflite`` (written atomically).
-        quantization: ``"float32"``, ``"float16"`` (weights stored as float16) or ``"dynamic"``
+        quantization: ``"float32"``, ``"float16"`` (weights stored as float16), ``"dynamic"``
             (weights int8, activations float: convolutions and fully connected layers compute
-            with int8 weights; NMS, RoIAlign and box arithmetic stay float32).
+            with int8 weights; NMS, RoIAlign and box arithmetic stay float32) or ``"int8"``
+            (post-training integer quantization with a uint8 input of the encoder, FPN, RPN
+            head, box head and mask head; the ops between them stay float32: ``WHAT_STAYS_FLOAT``).
         allow_select_ops: if the builtin-only conversion fails, retry with TF select (Flex) ops.
+        representative_images: ``int8`` only: ``(H, W, 3)`` images at the input size (RGB
+            0..255, e.g. letterboxed val images) that calibrate the activation ranges.
 
     Returns:
         dict ``path``, ``size_mb``, ``ops`` (sorted distinct operator names), ``non_builtin``.
@@ -69,8 +80,12 @@ def export_tflite(model, path, quantization="float32", allow_select_ops=False):
     with tempfile.TemporaryDirectory() as tmp:
         saved = str(Path(tmp) / "saved_model")
         model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
-        if quantization not in ("float32", "float16", "dynamic"):
-            raise KsegError(f"MaskRCNN export quantization={quantization!r}: use float32, float16 or dynamic")
+        if quantization not in ("float32", "float16", "dynamic", "int8"):
+            raise KsegError(f"MaskRCNN export quantization={quantization!r}: use float32, float16, dynamic or int8")
+        calib = [np.asarray(im, np.float32)[None] for im in (representative_images or [])]
+        if quantization == "int8" and not calib:
+            raise KsegError("MaskRCNN int8 export needs representative_images (a few letterboxed RGB images "
+                            f"of {h}x{w}) to calibrate the activation ranges")
 
         def converter():
             c = tf.lite.TFLiteConverter.from_saved_model(saved)
@@ -83,7 +98,7 @@ def export_tflite(model, path, quantization="float32", allow_select_ops=False):
         conv = converter()
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
-            flat = conv.convert()
+            flat = _int8_parts(conv, calib, model) if quantization == "int8" else conv.convert()
         except Exception as e:
             if not allow_select_ops:
                 first = next((ln for ln in str(e).splitlines() if "error" in ln.lower()), str(e).splitlines()[0])
@@ -102,6 +117,101 @@ def export_tflite(model, path, quantization="float32", allow_select_ops=False):
         "ops": ops,
         "non_builtin": nonbuiltin_ops(ops),
     }
+
+
+def float_ops(path) -> list:
+    """Operator names of a ``.tflite`` file that compute in float32 (a float32 input or output),
+    QUANTIZE/DEQUANTIZE left out: for an ``int8`` export, what stays float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    types = {t["index"]: np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    out = set()
+    for op in it._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        tensors = [int(i) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
+        if any(types.get(i) == "float32" for i in tensors):
+            out.add(op["op_name"])
+    return sorted(out)
+
+
+def calibration_images(config: dict | None, count=32, size=320, data=None) -> list:
+    """Letterboxed *train* images to calibrate an ``int8`` export (evenly spread; val images are
+    never used): the train split of ``data`` (a COCO folder) when it has one, else the COCO train
+    images with persons of the config's ``data.coco_subsets``."""
+    from kseg.data.instances import letterbox
+    from kseg.data.readers import read_image
+    from kseg.evaluate_instances import open_coco_images
+
+    sources = [(data, None)] if data else []
+    sources += [(f"coco/{sub}", ("person",)) for sub in ((config or {}).get("data") or {}).get("coco_subsets", [])]
+    paths = []
+    for src, cats in sources:
+        try:
+            coco = open_coco_images(src, "train", cats)
+        except KsegError:
+            continue
+        if Path(coco.ann_file).name.startswith("instances_val"):
+            continue  # a folder without a train split: its val images are for evaluation
+        paths += [p for p in coco.image_paths if Path(p).name not in {Path(q).name for q in paths}]
+        if data and src == data and paths:
+            break
+    if not paths or count <= 0:
+        return []
+    idx = sorted(set(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int).tolist()))
+    return [letterbox(read_image(paths[i]), size)[0] for i in idx]
+
+
+def _int8_parts(conv, calib, model):
+    """Post-training int8 of the convolutional parts only (``INT8_PARTS``), uint8 input.
+
+    The converter calibrates the float graph, then quantizes it with every op outside the
+    sub-models on a deny list (the converter's own ``mlir_quantize`` step with
+    ``denylisted_nodes``, which the public API offers only through the quantization debugger,
+    without a uint8 input), so the box arithmetic, NMS and RoIAlign sampling stay float32.
+    """
+    import tensorflow as tf
+    from ai_edge_litert import schema_py_generated as schema
+    from tensorflow.lite.python import convert as tfl_convert
+
+    conv.representative_dataset = lambda: ([x] for x in calib)
+    conv.experimental_mlir_quantizer = True
+    conv._experimental_calibrate_only = True  # calibration statistics only; quantized below
+    calibrated = conv.convert()
+    import flatbuffers
+
+    flat = schema.ModelT.InitFromPackedBuf(calibrated, 0)
+    graph = flat.subgraphs[0]
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    parts = tuple(f"/{getattr(model, p).name}" for p in INT8_PARTS)
+    name = lambda t: graph.tensors[t].name.decode()  # noqa: E731
+    nodes, inside_types, outside_types = [], set(), set()
+    inside_io = set()  # tensors an int8 part reads or writes
+    for op in graph.operators:
+        code = flat.operatorCodes[op.opcodeIndex]
+        kind = builtin.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        names = [name(t) for t in op.outputs]
+        inside = any(p in n for n in names for p in parts)
+        (inside_types if inside else outside_types).add(kind)
+        nodes += [(n, inside) for n in names]
+        if inside:
+            inside_io.update(int(t) for t in list(op.inputs) + list(op.outputs) if t >= 0)
+    if not inside_types:
+        raise KsegError(f"MaskRCNN int8 export found none of the sub-models {INT8_PARTS} among the graph's op names; "
+                        "export float16 instead")
+    # Denied nodes alone do not keep the float path float: the quantizer still runs "same scale"
+    # ops (slices, top-k) on int8 copies and rounds some float tensors through int8 wherever it has
+    # their calibrated range. So the ranges of every tensor no int8 part touches are dropped (it
+    # cannot quantize what it has no range for), and those op kinds are denied where unused inside.
+    for t, tensor in enumerate(graph.tensors):
+        if t not in inside_io and tensor.quantization is not None:
+            tensor.quantization = None
+    builder = flatbuffers.Builder(len(calibrated) + 1024)
+    builder.Finish(flat.Pack(builder), file_identifier=b"TFL3")
+    return tfl_convert.mlir_quantize(bytes(builder.Output()), input_data_type=tf.uint8, output_data_type=tf.float32,
+                                     denylisted_nodes=[n for n, inside in nodes if not inside],
+                                     denylisted_ops=sorted(outside_types - inside_types))
 
 
 # --------------------------------------------------------------------------------------
@@ -212,7 +322,9 @@ def instance_card(tflite_path, model, quantization, class_names, **fields) -> di
             "dtype": np.dtype(inp["dtype"]).name,
             "color": "RGB",
             "range": [0, 255],
-            "normalization": "inside the model: feed RGB 0..255 as float32, no mean/std",
+            "normalization": ("inside the model: feed RGB 0..255 as uint8 (scale 1, zero point 0), no mean/std"
+                              if np.dtype(inp["dtype"]).kind in "iu" else
+                              "inside the model: feed RGB 0..255 as float32, no mean/std"),
             "letterbox": LETTERBOX_RULE,
             "size": s,
         },
@@ -271,7 +383,8 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
         model: an ``InstanceModel`` holding a Keras ``MaskRCNN`` (a ``.tflite`` cannot be
             re-exported).
         out: output ``.tflite`` path (written atomically, like its card).
-        quantization: ``"float32"``, ``"float16"`` or ``"dynamic"``.
+        quantization: ``"float32"``, ``"float16"``, ``"dynamic"`` or ``"int8"`` (post-training,
+            calibrated on 32 train images: ``calibration_images``).
         data: COCO folder/JSON whose images measure parity (default: the config's COCO val images).
         parity_count: images for parity (0: skip).
         threads: interpreter threads for the latency figure.
@@ -292,9 +405,8 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
     if model.format != "keras":
         raise KsegError(f"{model.path} is already a .tflite; export the .keras model or the .weights.h5 with its --config")
     if quantization not in WHAT_STAYS_FLOAT:
-        default = " (kseg export's default, for semantic models)" if quantization == "int8" else ""
-        raise KsegError(f"Mask R-CNN export --quantization {quantization}{default}: use float16 (the shipped "
-                        "variant), float32 or dynamic; full-int8 and QAT are not offered for Mask R-CNN")
+        raise KsegError(f"Mask R-CNN export --quantization {quantization}: use float16 (the shipped variant), "
+                        "float32, dynamic or int8 (post-training); QAT is not offered for Mask R-CNN")
     out = Path(out)
     if out.suffix != ".tflite":
         raise KsegError(f"--out {out}: give a .tflite path, e.g. exports/person-instances.tflite")
@@ -305,7 +417,13 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
         cats = open_coco_images(data, "val", None).category_names
         names = ("background", *cats) if len(cats) == k else None
     names = names or ("background", *(f"class_{i}" for i in range(1, k + 1)))
-    info = export_tflite(model.model, out, quantization=quantization)
+    calib = None
+    if quantization == "int8":
+        calib = calibration_images(model.config, 32, model.input_size, data=data)
+        if not calib:
+            raise KsegError("Mask R-CNN int8 export calibrates on train images: give --data a COCO folder with a "
+                            "train split, or --config a configs/mask_rcnn_*.yaml whose data.coco_subsets name them")
+    info = export_tflite(model.model, out, quantization=quantization, representative_images=calib)
     if info["non_builtin"]:
         raise KsegError(f"{out} uses non-builtin ops {info['non_builtin']}; the LiteRT runtime needs builtin ops only")
     runner = TFLiteMaskRCNN(out, num_threads=threads)
@@ -325,6 +443,9 @@ def export_instance_model(model: InstanceModel, out, quantization="float32", dat
                          ops=info["ops"], builtin_only=not info["non_builtin"], parity=par,
                          latency_ms={"invoke_median_ms": round(lat * 1000, 1), "threads": threads,
                                      "timed": "one detect() on a zero image (median of 10 after 2 warm-up)"},
+                         float_ops=float_ops(out) if quantization == "int8" else None,
+                         calibration=(f"{len(calib)} COCO train images with persons ({', '.join(data_cfg.get('coco_subsets', []))})"
+                                      if calib else None),
                          training_data=training, data_licence=licence or card_fields.pop("data_licence", None),
                          source=str(model.path),
                          command=command or " ".join(["kseg", *sys.argv[1:]]), **card_fields)

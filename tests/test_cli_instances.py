@@ -176,7 +176,7 @@ def test_benchmark_instance_tflite(files, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["semantic_keras", "semantic_tflite", "no_annotations", "truncated", "no_config",
-                                  "int8", "unknown_category"])
+                                  "int8", "qat", "unknown_category"])
 def test_one_line_errors(files, capsys, tmp_path, case):
     coco = files / "coco"
     ann = coco / "annotations" / "instances_val2017.json"
@@ -195,9 +195,13 @@ def test_one_line_errors(files, capsys, tmp_path, case):
         argv, expect = ["evaluate", tmp_path / "cut.tflite", coco], "cut.tflite"
     elif case == "no_config":
         argv, expect = ["evaluate", files / "m.weights.h5", coco], "--config"
-    elif case == "int8":
-        argv = ["export", files / "m.keras", "--quantization", "int8", "--out", tmp_path / "x.tflite"]
-        expect = "use float16 (the shipped variant), float32 or dynamic"
+    elif case == "int8":  # int8 calibrates on train images; this COCO folder has only val
+        argv = ["export", files / "m.keras", "--quantization", "int8", "--out", tmp_path / "x.tflite",
+                "--data", coco]
+        expect = "int8 export calibrates on train images"
+    elif case == "qat":
+        argv = ["export", files / "m.keras", "--quantization", "qat", "--out", tmp_path / "x.tflite"]
+        expect = "QAT is not offered"
     else:
         argv, expect = ["evaluate", files / "m.keras", coco, "--categories", "zebra"], "zebra"
     rc, out, err = _run(argv, capsys)

@@ -107,8 +107,22 @@ class TFLiteMaskRCNN:
         self._key = next(iter(runner.get_input_details()))
 
     def detect(self, image):
-        """``image``: ``(H, W, 3)`` letterboxed RGB (uint8 or float) at the model's input size."""
-        x = np.asarray(image, np.float32)[None]
+        """``image``: ``(H, W, 3)`` letterboxed RGB (uint8 or float, 0..255) at the model's input size.
+
+        A float32 input is fed as float32; an integer input (a full-int8 export takes uint8) is
+        quantized with the input tensor's scale and zero point (1 and 0 for kseg's int8 exports,
+        so RGB bytes go in unchanged).
+        """
+        dtype = np.dtype(self.input["dtype"])
+        x = np.asarray(image)[None]
+        if dtype.kind in "iu":
+            scale, zero = self.input["quantization"]
+            if scale and (scale != 1.0 or zero != 0):
+                x = np.round(np.asarray(x, np.float32) / scale + zero)
+            info = np.iinfo(dtype)
+            x = np.clip(x, info.min, info.max).astype(dtype)
+        else:
+            x = np.asarray(x, dtype)
         out = self._runner(**{self._key: x})
         return {k: np.asarray(out[k])[0] for k in OUTPUTS}
 

@@ -302,3 +302,69 @@ def test_shrink_scales_boxes_and_masks_together():
     ys, xs = np.nonzero(s["masks"][0])
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (8, 24, 4, 20)
     assert s["classes"].tolist() == [1, 0] and s["masks"][1].sum() == 0
+
+
+# ---- light-model options (issue 13) ---------------------------------------------------------------
+def test_multilevel_roi_align_sampling_ratio_one_equals_roi_align():
+    rng = np.random.default_rng(2)
+    feats = [rng.normal(size=(1, 32 // s, 32 // s, 2)).astype("float32") for s in (1, 2)]
+    boxes = np.array([[3.0, 5.0, 30.0, 21.0], [10.0, 2.0, 60.0, 40.0]], np.float32)
+    out = _np(multilevel_roi_align(feats, boxes, np.zeros(2, np.int32), np.array([0, 1]), (4, 8), 7, sampling_ratio=1))
+    for k, (lv, s) in enumerate(((0, 4), (1, 8))):
+        ref = _np(roi_align(feats[lv], boxes[k:k + 1], np.zeros(1, np.int32), 7, spatial_scale=1 / s, sampling_ratio=1))
+        np.testing.assert_allclose(out[k], ref[0], atol=1e-5)
+    # one sample per bin reads the bin centre: a 28-px box at stride 4 spans feature x in [-0.5, 6.5]
+    # (half-pixel aligned), so its 7 bin centres are at x = 0..6, where the ramp equals x
+    ramp = np.broadcast_to(np.arange(16, dtype="float32")[None, None, :, None], (1, 16, 16, 1)).copy()
+    one = _np(multilevel_roi_align([ramp], np.array([[0.0, 0.0, 28.0, 28.0]], np.float32), np.zeros(1, np.int32),
+                                   np.zeros(1, np.int32), (4,), 7, sampling_ratio=1))
+    np.testing.assert_allclose(one[0, 0, :, 0], np.arange(7), atol=1e-6)
+
+
+def test_light_options_shapes_config_and_cost():
+    """People anchors (h/w 1, 2, 3), fewer test proposals, narrow heads, sampling 1: the graph follows them."""
+    light = dict(TINY, anchor_ratios=(1.0, 2.0, 3.0), rpn_pre_nms_test=100, rpn_post_nms_test=20, max_detections=5,
+                 roi_sampling_ratio=1, box_head_dim=32, mask_head_channels=8, mask_head_convs=1)
+    model = MaskRCNN(num_classes=2, input_shape=(64, 64, 3), **light)
+    a = model.anchors[:3]
+    np.testing.assert_allclose((a[:, 3] - a[:, 1]) / (a[:, 2] - a[:, 0]), [1.0, 2.0, 3.0], rtol=1e-6)
+    out = model(np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32"))
+    assert tuple(out["masks"].shape) == (1, 5, 28, 28) and int(_np(out["num_detections"])[0]) <= 5
+    cfg = model.get_config()
+    assert cfg["roi_sampling_ratio"] == 1 and cfg["anchor_ratios"] == (1.0, 2.0, 3.0)
+    assert MaskRCNN.from_config(cfg).get_config() == cfg
+    # box head: 7·7·16 → 32 → 32 → 2 + 8; mask head: one 3×3 conv of 8, deconv 8, 1×1 to 2
+    assert model.box_head.count_params() == (7 * 7 * 16 + 1) * 32 + 33 * 32 + 33 * 2 + 33 * 8
+    assert model.mask_head.count_params() == (9 * 16 + 1) * 8 + (4 * 8 + 1) * 8 + (8 + 1) * 2
+    # a model saved before roi_sampling_ratio existed loads with the old behaviour (2)
+    old = {k: v for k, v in cfg.items() if k != "roi_sampling_ratio"}
+    assert MaskRCNN.from_config(old).roi_sampling_ratio == 2
+
+
+@pytest.mark.slow
+def test_int8_export_uint8_input_and_float_islands(tmp_path):
+    """int8 PTQ of the convolutional parts: uint8 input, builtin ops, the box arithmetic, NMS and
+    RoIAlign sampling left in float, and the runtime feeds RGB bytes and returns the usual outputs."""
+    from kseg.export_instances import export_tflite, float_ops
+    from kseg.runtime import TFLiteMaskRCNN, detect_instances
+
+    keras.utils.set_random_seed(0)
+    model = MaskRCNN(num_classes=2, input_shape=(64, 64, 3), score_threshold=0.0, **TINY)
+    rng = np.random.default_rng(0)
+    calib = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    info = export_tflite(model, tmp_path / "m.tflite", quantization="int8", representative_images=calib)
+    assert info["non_builtin"] == [] and "NON_MAX_SUPPRESSION_V5" in info["ops"]
+    fl = float_ops(info["path"])
+    assert "NON_MAX_SUPPRESSION_V5" in fl and not {"CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"} & set(fl)
+    runner = TFLiteMaskRCNN(info["path"], num_threads=1)
+    assert runner.input["dtype"] == np.uint8
+    lite = runner.detect(calib[0])
+    n = int(lite["num_detections"])
+    assert lite["boxes"].shape == (10, 4) and lite["masks"].dtype == np.float32 and n > 0
+    # box arithmetic stays float: real boxes (quantizing it gave zero-width boxes and no detections)
+    assert (lite["boxes"][:n, 2] - lite["boxes"][:n, 0] > 0.5).all() and (lite["boxes"][:n, 3] - lite["boxes"][:n, 1] > 0.5).all()
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(info["ops"]) and "TOPK_V2" in fl and "GATHER" in fl
+    # the same image as float 0..255 or as bytes gives the same detections
+    np.testing.assert_array_equal(runner.detect(calib[0].astype(np.float32))["boxes"], lite["boxes"])
+    people = detect_instances(runner, rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), min_score=0.0)
+    assert people["masks"].shape[1:] == (48, 80)

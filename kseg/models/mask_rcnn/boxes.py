@@ -120,10 +120,11 @@ def decode_boxes(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
 
 
 def clip_boxes(boxes, image_size):
-    """Clip ``(..., 4)`` boxes to ``[0, W] × [0, H]``."""
+    """Clip ``(..., 4)`` boxes to ``[0, W] × [0, H]``.
+
+    One broadcast maximum/minimum, no per-coordinate slices: TFLite's int8 quantizer otherwise
+    runs such slices of float boxes on int8 copies (see ``kseg.export_instances``).
+    """
     h, w = float(image_size[0]), float(image_size[1])
-    x1 = ops.clip(boxes[..., 0], 0.0, w)
-    y1 = ops.clip(boxes[..., 1], 0.0, h)
-    x2 = ops.clip(boxes[..., 2], 0.0, w)
-    y2 = ops.clip(boxes[..., 3], 0.0, h)
-    return ops.stack([x1, y1, x2, y2], axis=-1)
+    upper = ops.convert_to_tensor([w, h, w, h], "float32")
+    return ops.minimum(ops.maximum(ops.cast(boxes, "float32"), 0.0), upper)

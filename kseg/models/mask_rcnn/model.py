@@ -66,7 +66,10 @@ class MaskRCNN(keras.Model):
         mask_head_channels, mask_head_convs: the mask head's convolutions.
         score_threshold: detections scoring below this are dropped.
         nms_iou: per-class NMS threshold of the detections.
-        max_detections: detections per image (D).
+        max_detections: detections per image (D); the mask head runs on these boxes, so its
+            cost grows with D.
+        roi_sampling_ratio: RoIAlign samples per bin along each axis for the box and mask heads
+            (2 as in Detectron's fixed setting; 1 reads 4× fewer feature values).
 
     Example:
         model = MaskRCNN(num_classes=2, input_shape=(320, 320, 3), pretrained=True, fpn_channels=128)
@@ -85,7 +88,7 @@ class MaskRCNN(keras.Model):
                  rpn_pre_nms_test=1000, rpn_post_nms_test=1000, rpn_nms_iou=0.7, rpn_batch_size=256,
                  rpn_positive_fraction=0.5, roi_batch_size=512, roi_positive_fraction=0.25, box_head_dim=1024,
                  mask_head_channels=256, mask_head_convs=4, score_threshold=0.05, nms_iou=0.5,
-                 max_detections=100, **kwargs):
+                 max_detections=100, roi_sampling_ratio=2, **kwargs):
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or input_shape[-1] != 3 or any(v is None or v % 64 for v in input_shape[:2]):
             raise KsegError(
@@ -120,6 +123,7 @@ class MaskRCNN(keras.Model):
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.max_detections = int(max_detections)
+        self.roi_sampling_ratio = int(roi_sampling_ratio)
         self.anchors = make_anchors(input_shape[:2], FPN_STRIDES, self.anchor_sizes, self.anchor_ratios)
 
         # === Layers === (three functional parts: backbone = encoder + FPN + RPN head, box head,
@@ -154,6 +158,7 @@ class MaskRCNN(keras.Model):
             "box_head_dim": self.box_head_dim, "mask_head_channels": self.mask_head_channels,
             "mask_head_convs": self.mask_head_convs, "score_threshold": self.score_threshold,
             "nms_iou": self.nms_iou, "max_detections": self.max_detections,
+            "roi_sampling_ratio": self.roi_sampling_ratio,
         }
 
     @classmethod
@@ -174,7 +179,8 @@ class MaskRCNN(keras.Model):
         b, r = ops.shape(boxes)[0], ops.shape(boxes)[1]
         flat = ops.reshape(boxes, (-1, 4))
         idx = ops.reshape(ops.repeat(ops.arange(b, dtype="int32")[:, None], r, axis=1), (-1,))
-        return fpn_roi_align(self._levels(feats), flat, idx, FPN_STRIDES[:4], size)
+        return fpn_roi_align(self._levels(feats), flat, idx, FPN_STRIDES[:4], size,
+                             sampling_ratio=self.roi_sampling_ratio)
 
     def _mask_logits(self, feats, boxes, classes):
         """Mask logits ``(B, R, 28, 28)`` of each box's class."""
