@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kseg-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-all demo clean
+.PHONY: venv test test-all test-faults demo clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the fault-injection suite's slow cases (Ctrl-C at random moments of real runs, then resume);
+# make test runs its fast ones. Both print the table of cases at the end.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/faults $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m kseg demo $(DEMO_ARGS)

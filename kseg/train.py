@@ -335,18 +335,19 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_backup(backup_dir: Path) -> list[tuple[Path, dict]]:
+def read_backup(backup_dir: Path, latest_only: bool = False) -> list[tuple[Path, dict]]:
     """The complete backups in ``backup_dir``, newest first: ``[(weights file, metadata)]``.
 
     A backup is complete when its metadata parses and names the weights' size and SHA-256 (or,
     for backups written before kseg recorded them, when the weights file exists); the latest
-    one comes first, then the previous one (``previous.weights.h5``).
+    one comes first, then the previous one (``previous.weights.h5``) unless ``latest_only``.
     """
     import json
 
     found = []
-    for w, m in ((backup_dir / "latest.weights.h5", backup_dir / "training_metadata.json"),
-                 (backup_dir / PREVIOUS[0], backup_dir / PREVIOUS[1])):
+    pairs = [(backup_dir / "latest.weights.h5", backup_dir / "training_metadata.json"),
+             (backup_dir / PREVIOUS[0], backup_dir / PREVIOUS[1])]
+    for w, m in pairs[:1] if latest_only else pairs:
         try:
             meta = json.loads(m.read_text())
             if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not w.is_file():
@@ -375,9 +376,9 @@ def _backup_callback(backup_dir: Path):
 
         Each epoch's weights go to a temporary file (fsynced) that replaces
         ``latest.weights.h5`` only once complete; the previous backup is kept as
-        ``previous.weights.h5`` until the new metadata (epoch, size and SHA-256 of the weights) is in place. On
-        resume, a backup whose weights do not match their metadata, or do not load, is
-        skipped with one line, and the previous one is used.
+        ``previous.weights.h5`` until the new metadata (epoch, size and SHA-256 of the
+        weights) is in place. On resume, a backup whose weights do not match their metadata,
+        or do not open, is skipped with one line and the previous one is used.
         """
 
         def __init__(self):
@@ -390,8 +391,8 @@ def _backup_callback(backup_dir: Path):
                 _faults.pause("backup")
                 meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
                         "size": tmp.stat().st_size, "sha256": _file_digest(tmp)}
-                current = read_backup(backup_dir)
-                if current and current[0][0] == w:  # a complete latest: it becomes the previous one
+                current = read_backup(backup_dir, latest_only=True)
+                if current:  # a complete latest: it becomes the previous one
                     os.replace(w, backup_dir / PREVIOUS[0])
                     os.replace(m, backup_dir / PREVIOUS[1])
                 else:  # nothing, or a torn latest: keep the previous one, drop the stale metadata
@@ -415,14 +416,17 @@ def _backup_callback(backup_dir: Path):
             if self.model.optimizer is not None:
                 variables += list(self.model.optimizer.variables)
             start = [v.numpy() for v in variables]
+            misfit = None
             for weights, meta in candidates:
                 try:
                     self.model.load_weights(str(weights))
-                except Exception as e:  # a file that matches its digest but not this model
-                    reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-                    _say(f"backup {weights} does not load ({reason}); trying the previous one")
+                except Exception as e:
                     for v, value in zip(variables, start):
                         v.assign(value)
+                    reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+                    if not isinstance(e, OSError):  # it opens, but holds another model's weights
+                        misfit = misfit or reason
+                    _say(f"backup {weights} does not load ({reason}); trying the previous one")
                     torn = True
                     continue
                 if torn:
@@ -430,10 +434,13 @@ def _backup_callback(backup_dir: Path):
                          f"previous backup, epoch {meta['epoch'] + 1}")
                 self.model._initial_epoch = meta["epoch"]
                 return
-            raise KsegError(
-                f"cannot resume from {backup_dir}: no backup there loads into this model; it was written by "
-                "another model or config — use a new --name or delete that folder"
-            )
+            if misfit:
+                raise KsegError(
+                    f"cannot resume from {backup_dir}: its weights do not fit this model ({misfit}); it was "
+                    "written by another model or data — use a new --name or delete that folder"
+                )
+            _say(f"no backup in {backup_dir} can be read (torn files, written before kseg verified them); "
+                 "starting again from epoch 1")
 
     return SafeBackupAndRestore()
 
