@@ -239,6 +239,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     models = [MediaPipeSelfie(args.mediapipe)] + [KsegModel(p) for p in args.models]
+    stems = [m.name for m in models]
+    for m in models[1:]:  # two files of one name (a new model and the shipped one): say which
+        if stems.count(m.name) > 1:
+            m.name = f"{m.path.parent.name}/{m.name}"
     rows = []
     for m in models:
         st = graph_stats(m.path)
@@ -259,14 +263,14 @@ def main(argv=None):
     mp = rows[0]
     mp_ms = {t: float(np.median(mp["ms"][t])) for t in (1, 2)}
     print(f"machine: {machine()}; {args.rounds} interleaved rounds x {args.invokes} invokes, median")
-    head = f"{'model':<22} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7} {'x MP 1T':>7} {'x MP 2T':>7}"
+    head = f"{'model':<30} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7} {'x MP 1T':>7} {'x MP 2T':>7}"
     names = list(rows[0]["iou"])
     print(head + "".join(f" {n[:14]:>14}" for n in names))
     for row in rows:
         ms = {t: float(np.median(row["ms"][t])) for t in (1, 2)}
         row["median_ms"] = ms
         row["ratio_to_mediapipe"] = {t: ms[t] / mp_ms[t] for t in (1, 2)}
-        line = (f"{row['model']:<22} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
+        line = (f"{row['model']:<30} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
                 f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f} {ms[1] / mp_ms[1]:>7.2f} {ms[2] / mp_ms[2]:>7.2f}")
         print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
     if names:

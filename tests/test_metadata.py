@@ -52,7 +52,8 @@ def test_semantic_round_trip():
     assert md["version"] == "kseg 0.1.0"
     assert md["author"] == "kseg"
     assert md["license"] == "training data: " + card["data_licence"]
-    assert "semantic segmentation into 2 classes (background, person) at 224x224" in md["description"]
+    h, w = card["input"]["shape"][1:3]
+    assert f"semantic segmentation into 2 classes (background, person) at {h}x{w}" in md["description"]
     # custom metadata (SEGMENTER_METADATA) needs parser 1.5.0 (schema history)
     assert md["min_parser_version"] == "1.5.0"
     (inp,) = md["inputs"]
