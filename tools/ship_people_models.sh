@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The exact commands behind exports/portrait*.tflite and exports/parsing.tflite (docs/models.md).
+# The exact commands behind exports/parsing.tflite and the previous (224x224, replaced 2026-11-30)
+# portrait models (docs/models.md); the current portrait models: tools/ship_portrait_small.sh.
 # Each step resumes or is skipped when its output exists; run from the repository root:
 #   bash tools/ship_people_models.sh [portrait|parsing|all]
 # Training: configs/portrait.yaml, configs/parsing.yaml (kseg train resumes after a kill).
