@@ -98,7 +98,10 @@ class TrainConfig:
     class_weights: str | None = None
     mixed_precision: bool = False
     early_stop_patience: int | None = 15
+    # tf.distribute / keras.distribution: mirrored, multi_worker (TF_CONFIG), tpu (kseg.distribute)
     strategy: str | None = None
+    # learning rate with N replicas (data.batch_size is per replica): linear (×N), sqrt (×√N), none
+    lr_scaling: str = "linear"
     seed: int = 0
     verbose: int = 2
 

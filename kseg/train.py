@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from pathlib import Path
 
@@ -324,18 +323,6 @@ def plot_curves(history_csv: Path, out_png: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _strategy(name):
-    import tensorflow as tf
-
-    if not name:
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    raise KsegError(f"unknown train.strategy {name!r}; use mirrored or leave it empty")
-
-
 def fit(cfg: RunConfig):
     """Train a model as ``cfg`` says; returns the Keras ``History``.
 
@@ -348,52 +335,65 @@ def fit(cfg: RunConfig):
     """
     import keras
 
+    from kseg import distribute
+
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(cfg, run_dir)
-    save_config(cfg, run_dir / "config.yaml")
+    # first: MultiWorkerMirroredStrategy sets up this process's collective ops
+    strategy = distribute.make_strategy(cfg.train.strategy)
+    worker = distribute.this_worker(strategy)
+    out = distribute.write_dir(run_dir, worker)  # the run folder, or a non-chief's workertemp_I
+    out.mkdir(parents=True, exist_ok=True)
+    if worker.chief:
+        _check_same_run(cfg, run_dir)
+    save_config(cfg, out / "config.yaml")
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
-    train_ds, val_ds, train_set, _ = build_data(cfg)
+    replicas = strategy.num_replicas_in_sync
+    scaled = distribute.for_replicas(cfg, replicas)  # global batch, learning rate
+    train_ds, val_ds, train_set, _ = build_data(scaled)
+    train_ds = distribute.shard_by_data(train_ds, strategy)
+    val_ds = distribute.shard_by_data(val_ds, strategy)
     num_classes = train_set.num_classes
-    write_classes(train_set, run_dir / "classes.json")
+    write_classes(train_set, out / "classes.json")
     steps = cfg.train.steps_per_epoch
     if steps is None:
-        steps = max(1, len(train_set) // cfg.data.batch_size)
+        steps = max(1, len(train_set) // scaled.data.batch_size)
 
-    strategy = _strategy(cfg.train.strategy)
     if cfg.train.strategy:
-        print(f"{cfg.train.strategy} strategy: {strategy.num_replicas_in_sync} replicas", flush=True)
+        print(distribute.describe(cfg.train.strategy, strategy, worker, cfg, scaled), flush=True)
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
         model.compile(
-            optimizer=make_optimizer(cfg, steps),
+            optimizer=make_optimizer(scaled, steps),
             loss=make_loss(cfg, num_classes, train_set),
             metrics=make_metrics(num_classes),
         )
+    distribute.patch_keras_for_multi_worker(model, strategy)
     try:
         history = model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             steps_per_epoch=cfg.train.steps_per_epoch,
-            callbacks=_callbacks(cfg, run_dir),
-            verbose=cfg.train.verbose,
+            callbacks=_callbacks(cfg, out),
+            verbose=cfg.train.verbose if worker.chief else 0,
         )
     except ValueError as e:
-        if "backup" in str(e).lower() or "shape" in str(e).lower() and (run_dir / "backup").exists():
+        if "backup" in str(e).lower() or "shape" in str(e).lower() and (out / "backup").exists():
             raise KsegError(
-                f"cannot resume from {run_dir / 'backup'}: it was written by another model or "
+                f"cannot resume from {out / 'backup'}: it was written by another model or "
                 f"config ({str(e).splitlines()[0][:120]}); use a new --name or delete that folder"
             ) from None
         raise
     finally:
         if cfg.train.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
-    if (run_dir / "history.csv").exists():
+        distribute.close_strategy(strategy)
+    if worker.chief and (run_dir / "history.csv").exists():
         plot_curves(run_dir / "history.csv", run_dir / "curves.png")
+    distribute.finish_dir(out, worker)
     return history
 
 
@@ -426,14 +426,10 @@ def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def configure_cpu_devices(n: int) -> None:
-    """Split the CPU into ``n`` logical devices (for MirroredStrategy on a CPU-only machine).
+    """Split the CPU into ``n`` devices (for ``--strategy mirrored`` on a CPU-only machine).
 
-    Must run before TensorFlow initialises its devices.
+    Must run before the backend initialises its devices; see ``kseg.distribute.configure_cpu_devices``.
     """
-    import tensorflow as tf
+    from kseg.distribute import configure_cpu_devices as configure
 
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
-    )
-    os.environ.setdefault("KSEG_CPU_DEVICES", str(n))
+    configure(n)
