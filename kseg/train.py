@@ -172,19 +172,46 @@ def make_schedule(cfg: RunConfig, steps_per_epoch: int):
     raise KsegError(f"unknown train.schedule {t.schedule!r}; use poly, cosine or constant")
 
 
+PRECISIONS = ("mixed_float16", "mixed_bfloat16")
+
+
+def precision_policy(value) -> str | None:
+    """The Keras dtype policy for ``train.mixed_precision`` (``None``: float32).
+
+    ``mixed_float16`` (GPUs) or ``mixed_bfloat16`` (TPUs, recent GPUs): float32 variables,
+    float16/bfloat16 computation; every kseg model's logits layer is float32, and the losses
+    and metrics compute in float32. ``true`` means ``mixed_bfloat16`` (what it meant before the
+    choice existed); ``false``, empty or ``float32`` turn it off.
+    """
+    if value in (None, False, "", "float32", "none"):
+        return None
+    if value is True:
+        return "mixed_bfloat16"
+    if value not in PRECISIONS:
+        raise KsegError(f"train.mixed_precision {value!r}: use {' or '.join(PRECISIONS)}, or false")
+    return value
+
+
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
+    """The optimizer of ``train.optimizer``; under ``mixed_float16`` wrapped in a
+    ``LossScaleOptimizer`` (dynamic loss scaling keeps float16 gradients from underflowing;
+    bfloat16 has float32's exponent range and needs none)."""
     import keras
 
     t = cfg.train
     lr = make_schedule(cfg, steps_per_epoch)
     name = t.optimizer.lower()
     if name == "adam":
-        return keras.optimizers.Adam(lr)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=False)
-    raise KsegError(f"unknown train.optimizer {t.optimizer!r}; use adam, adamw or sgd")
+        opt = keras.optimizers.Adam(lr)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=False)
+    else:
+        raise KsegError(f"unknown train.optimizer {t.optimizer!r}; use adam, adamw or sgd")
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
 
 
 def make_loss(cfg: RunConfig, num_classes: int, train_set=None):
@@ -347,8 +374,9 @@ def fit(cfg: RunConfig):
         _check_same_run(cfg, run_dir)
     save_config(cfg, out / "config.yaml")
     keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    policy = precision_policy(cfg.train.mixed_precision)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
 
     replicas = strategy.num_replicas_in_sync
     scaled = distribute.for_replicas(cfg, replicas)  # global batch, learning rate
@@ -388,7 +416,7 @@ def fit(cfg: RunConfig):
             ) from None
         raise
     finally:
-        if cfg.train.mixed_precision:
+        if policy:
             keras.mixed_precision.set_global_policy("float32")
         distribute.close_strategy(strategy)
     if worker.chief and (run_dir / "history.csv").exists():

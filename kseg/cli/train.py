@@ -27,6 +27,9 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--lr", type=float)
+    p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"],
+                   help="float16 (GPUs, with loss scaling) or bfloat16 (TPUs, recent GPUs) computation, "
+                   "float32 variables, logits and losses")
     p.add_argument("--strategy", choices=["mirrored", "multi_worker", "tpu"],
                    help="mirrored: this machine's GPUs (or --cpu-devices); multi_worker: the processes in "
                    "TF_CONFIG; tpu: a Cloud TPU (docs/distributed.md)")
@@ -51,6 +54,7 @@ def run(args) -> int:
         "data.batch_size": args.batch_size,
         "train.learning_rate": args.lr,
         "train.strategy": None if args.workers else args.strategy,
+        "train.mixed_precision": args.mixed_precision,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.size:
