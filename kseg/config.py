@@ -96,9 +96,13 @@ class TrainConfig:
     loss: str = "ce"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     class_weights: str | None = None
-    mixed_precision: bool = False
+    # mixed_float16 (GPUs; loss scaling) or mixed_bfloat16 (TPUs, recent GPUs); true = mixed_bfloat16
+    mixed_precision: bool | str = False
     early_stop_patience: int | None = 15
+    # tf.distribute / keras.distribution: mirrored, multi_worker (TF_CONFIG), tpu (kseg.distribute)
     strategy: str | None = None
+    # learning rate with N replicas (data.batch_size is per replica): linear (×N), sqrt (×√N), none
+    lr_scaling: str = "linear"
     seed: int = 0
     verbose: int = 2
 

@@ -36,6 +36,24 @@ def _log_probs(logits, from_logits):
     return ops.log(ops.clip(logits, 1e-7, 1.0))
 
 
+def _per_replica(loss):
+    """``loss / replicas`` under a ``tf.distribute`` strategy with several replicas.
+
+    Keras divides a loss by the number of replicas when it reduces per-pixel values itself
+    (``keras.losses.Loss`` with ``sum_over_batch_size``), so that the gradients that the strategy
+    sums over replicas are those of the global mean; it leaves a loss that is already a scalar
+    alone. Ours are (a mean over the valid pixels of the replica's batch), so they divide here;
+    without it N replicas would step with N times the mean gradient. ``fit`` multiplies the logged
+    loss back (``unscale_loss_for_distribution``).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf  # the replica count of tf.distribute has no keras.ops equivalent
+
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if n == 1 else loss * (1.0 / n)
+
+
 class _SegLoss(keras.losses.Loss):
     """Base: the loss is already a mean over valid pixels, so Keras' reduction sees a scalar."""
 
@@ -43,6 +61,12 @@ class _SegLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, **kwargs)
         self.ignore_index = int(ignore_index)
         self.from_logits = bool(from_logits)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        loss = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        if self.reduction in (None, "none") or len(loss.shape) != 0:
+            return loss
+        return _per_replica(loss)
 
     def get_config(self):
         return {**super().get_config(), "ignore_index": self.ignore_index, "from_logits": self.from_logits}

@@ -191,19 +191,46 @@ def make_schedule(cfg: RunConfig, steps_per_epoch: int):
     raise KsegError(f"unknown train.schedule {t.schedule!r}; use poly, cosine or constant")
 
 
+PRECISIONS = ("mixed_float16", "mixed_bfloat16")
+
+
+def precision_policy(value) -> str | None:
+    """The Keras dtype policy for ``train.mixed_precision`` (``None``: float32).
+
+    ``mixed_float16`` (GPUs) or ``mixed_bfloat16`` (TPUs, recent GPUs): float32 variables,
+    float16/bfloat16 computation; every kseg model's logits layer is float32, and the losses
+    and metrics compute in float32. ``true`` means ``mixed_bfloat16`` (what it meant before the
+    choice existed); ``false``, empty or ``float32`` turn it off.
+    """
+    if value in (None, False, "", "float32", "none"):
+        return None
+    if value is True:
+        return "mixed_bfloat16"
+    if value not in PRECISIONS:
+        raise KsegError(f"train.mixed_precision {value!r}: use {' or '.join(PRECISIONS)}, or false")
+    return value
+
+
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
+    """The optimizer of ``train.optimizer``; under ``mixed_float16`` wrapped in a
+    ``LossScaleOptimizer`` (dynamic loss scaling keeps float16 gradients from underflowing;
+    bfloat16 has float32's exponent range and needs none)."""
     import keras
 
     t = cfg.train
     lr = make_schedule(cfg, steps_per_epoch)
     name = t.optimizer.lower()
     if name == "adam":
-        return keras.optimizers.Adam(lr)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=False)
-    raise KsegError(f"unknown train.optimizer {t.optimizer!r}; use adam, adamw or sgd")
+        opt = keras.optimizers.Adam(lr)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=False)
+    else:
+        raise KsegError(f"unknown train.optimizer {t.optimizer!r}; use adam, adamw or sgd")
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
 
 
 def make_loss(cfg: RunConfig, num_classes: int, train_set=None):
@@ -542,18 +569,6 @@ def plot_curves(history_csv: Path, out_png: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _strategy(name):
-    import tensorflow as tf
-
-    if not name:
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    raise KsegError(f"unknown train.strategy {name!r}; use mirrored or leave it empty")
-
-
 def fit(cfg: RunConfig):
     """Train a model as ``cfg`` says; returns the Keras ``History``.
 
@@ -566,31 +581,43 @@ def fit(cfg: RunConfig):
     """
     import keras
 
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(cfg, run_dir)
-    save_config(cfg, run_dir / "config.yaml")
-    keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    from kseg import distribute
 
-    train_ds, val_ds, train_set, _ = build_data(cfg, start_epoch=resume_epoch(run_dir) - 1)
+    run_dir = cfg.run_dir
+    # first: MultiWorkerMirroredStrategy sets up this process's collective ops
+    strategy = distribute.make_strategy(cfg.train.strategy)
+    worker = distribute.this_worker(strategy)
+    out = distribute.write_dir(run_dir, worker)  # the run folder, or a non-chief's workertemp_I
+    out.mkdir(parents=True, exist_ok=True)
+    if worker.chief:
+        _check_same_run(cfg, run_dir)
+    save_config(cfg, out / "config.yaml")
+    keras.utils.set_random_seed(cfg.train.seed)
+    policy = precision_policy(cfg.train.mixed_precision)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
+
+    replicas = strategy.num_replicas_in_sync
+    scaled = distribute.for_replicas(cfg, replicas)  # global batch, learning rate
+    train_ds, val_ds, train_set, _ = build_data(scaled, start_epoch=resume_epoch(run_dir) - 1)
+    train_ds = distribute.shard_by_data(train_ds, strategy)
+    val_ds = distribute.shard_by_data(val_ds, strategy)
     num_classes = train_set.num_classes
-    write_classes(train_set, run_dir / "classes.json")
+    write_classes(train_set, out / "classes.json")
     steps = cfg.train.steps_per_epoch
     if steps is None:
-        steps = max(1, len(train_set) // cfg.data.batch_size)
+        steps = max(1, len(train_set) // scaled.data.batch_size)
 
-    strategy = _strategy(cfg.train.strategy)
     if cfg.train.strategy:
-        print(f"{cfg.train.strategy} strategy: {strategy.num_replicas_in_sync} replicas", flush=True)
+        print(distribute.describe(cfg.train.strategy, strategy, worker, cfg, scaled), flush=True)
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
         model.compile(
-            optimizer=make_optimizer(cfg, steps),
+            optimizer=make_optimizer(scaled, steps),
             loss=make_loss(cfg, num_classes, train_set),
             metrics=make_metrics(num_classes),
         )
+    distribute.patch_keras_for_multi_worker(model, strategy)
     interrupts = contextlib.ExitStack()  # Ctrl-C stops between steps, so a re-run resumes
     try:
         interrupts.enter_context(deferred_interrupts())
@@ -599,8 +626,8 @@ def fit(cfg: RunConfig):
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             steps_per_epoch=cfg.train.steps_per_epoch,
-            callbacks=_callbacks(cfg, run_dir, train_ds, val_ds),
-            verbose=cfg.train.verbose,
+            callbacks=_callbacks(cfg, out, train_ds, val_ds),
+            verbose=cfg.train.verbose if worker.chief else 0,
         )
     except Exception as e:
         if type(e).__name__ in ("InvalidArgumentError", "DataLossError", "UnknownError"):
@@ -611,18 +638,20 @@ def fit(cfg: RunConfig):
                 raise KsegError(f"{why} (data.on_error is fail; set it to skip to train without such files)") from None
         if not isinstance(e, ValueError):
             raise
-        if "backup" in str(e).lower() or "shape" in str(e).lower() and (run_dir / "backup").exists():
+        if "backup" in str(e).lower() or "shape" in str(e).lower() and (out / "backup").exists():
             raise KsegError(
-                f"cannot resume from {run_dir / 'backup'}: it was written by another model or "
+                f"cannot resume from {out / 'backup'}: it was written by another model or "
                 f"config ({str(e).splitlines()[0][:120]}); use a new --name or delete that folder"
             ) from None
         raise
     finally:
-        if cfg.train.mixed_precision:
+        if policy:
             keras.mixed_precision.set_global_policy("float32")
         interrupts.close()
-    if (run_dir / "history.csv").exists():
+        distribute.close_strategy(strategy)
+    if worker.chief and (run_dir / "history.csv").exists():
         plot_curves(run_dir / "history.csv", run_dir / "curves.png")
+    distribute.finish_dir(out, worker)
     return history
 
 
@@ -655,14 +684,10 @@ def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def configure_cpu_devices(n: int) -> None:
-    """Split the CPU into ``n`` logical devices (for MirroredStrategy on a CPU-only machine).
+    """Split the CPU into ``n`` devices (for ``--strategy mirrored`` on a CPU-only machine).
 
-    Must run before TensorFlow initialises its devices.
+    Must run before the backend initialises its devices; see ``kseg.distribute.configure_cpu_devices``.
     """
-    import tensorflow as tf
+    from kseg.distribute import configure_cpu_devices as configure
 
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
-    )
-    os.environ.setdefault("KSEG_CPU_DEVICES", str(n))
+    configure(n)

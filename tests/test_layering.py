@@ -27,7 +27,7 @@ LAYERS = [
     ("base", ("kseg.errors", "kseg.paths", "kseg.config", "kseg._vendor", "kseg._faults")),
     ("data", ("kseg.data",)),
     ("models", ("kseg.models", "kseg.ops", "kseg.losses", "kseg.metrics", "kseg.metrics_saliency")),
-    ("train", ("kseg.train",)),
+    ("train", ("kseg.train", "kseg.distribute")),
     ("runtime", ("kseg.runtime", "kseg.metadata", "kseg")),
     ("tools", ("kseg.quantize", "kseg.export", "kseg.export_instances", "kseg.evaluate", "kseg.evaluate_instances",
                "kseg.benchmark", "kseg.distill")),

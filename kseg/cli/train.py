@@ -28,9 +28,17 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--lr", type=float)
-    p.add_argument("--strategy", choices=["mirrored"], help="tf.distribute strategy")
+    p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"],
+                   help="float16 (GPUs, with loss scaling) or bfloat16 (TPUs, recent GPUs) computation, "
+                   "float32 variables, logits and losses")
+    p.add_argument("--strategy", choices=["mirrored", "multi_worker", "tpu"],
+                   help="mirrored: this machine's GPUs (or --cpu-devices); multi_worker: the processes in "
+                   "TF_CONFIG; tpu: a Cloud TPU (docs/distributed.md)")
     p.add_argument("--cpu-devices", type=int, default=0,
                    help="split the CPU into N logical devices (to try --strategy mirrored on a CPU)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="start N local worker processes on free 127.0.0.1 ports (multi_worker strategy, "
+                   "output prefixed by worker); one failing stops all")
     p.set_defaults(func=run)
 
 
@@ -46,7 +54,8 @@ def run(args) -> int:
         "train.epochs": args.epochs,
         "data.batch_size": args.batch_size,
         "train.learning_rate": args.lr,
-        "train.strategy": args.strategy,
+        "train.strategy": None if args.workers else args.strategy,
+        "train.mixed_precision": args.mixed_precision,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.size:
@@ -59,6 +68,8 @@ def run(args) -> int:
         raise KsegError("kseg train needs --config FILE or --data PATH --format F")
     cfg = load_config(args.config, overrides + args.overrides)
     check_writable(cfg.run_dir, "--out-dir (out_dir in the config)")
+    if args.workers:
+        return _launch(args, cfg, overrides + args.overrides)
     if args.cpu_devices:
         from kseg.train import configure_cpu_devices
 
@@ -76,6 +87,25 @@ def run(args) -> int:
         if epoch > cfg.train.epochs:
             raise Interrupted(f"all {cfg.train.epochs} epochs of {cfg.run_dir} were already done") from None
         raise Interrupted(f"run the same command to resume from epoch {epoch}") from None
-    written = [f for f in ("best.keras", "last.keras", "history.csv", "curves.png") if (cfg.run_dir / f).is_file()]
-    print(f"run written to {cfg.run_dir} ({', '.join(written) or 'no checkpoint'})")
+    from kseg.distribute import read_tf_config
+
+    if cfg.train.strategy != "multi_worker" or read_tf_config().chief:  # the others wrote a temporary folder
+        written = [f for f in ("best.keras", "last.keras", "history.csv", "curves.png") if (cfg.run_dir / f).is_file()]
+        print(f"run written to {cfg.run_dir} ({', '.join(written) or 'no checkpoint'})")
+    return 0
+
+
+def _launch(args, cfg, overrides) -> int:
+    """``--workers N``: the same config and overrides in N local multi_worker processes."""
+    if args.strategy and args.strategy != "multi_worker":
+        raise KsegError(f"--workers runs the multi_worker strategy; drop --strategy {args.strategy}")
+    if args.cpu_devices:
+        raise KsegError("--workers starts one process per replica; drop --cpu-devices")
+    from kseg.distribute import launch_local
+
+    train_args = ["--config", str(args.config)] if args.config else []
+    for item in overrides:
+        train_args += ["--set", item]
+    launch_local(train_args, args.workers)
+    print(f"run written to {cfg.run_dir} by worker 0 of {args.workers} (best.keras, history.csv, curves.png)")
     return 0

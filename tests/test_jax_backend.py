@@ -1,0 +1,114 @@
+"""KERAS_BACKEND=jax: kseg train end to end, DataParallel on two CPU devices, and the checkpoint
+exported to TFLite from the TensorFlow side. Skipped when JAX is not installed (pip install -e
+".[jax]")."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                reason="JAX is not installed (pip install -e '.[jax]')")
+
+# Runs under KERAS_BACKEND=jax with two host devices: a DataParallel run (2 replicas × 2 images),
+# then the model's output on a fixed input.
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import jax, keras
+    from kseg.cli import main
+    from kseg.models.saving import load_model
+
+    cfg, out = sys.argv[1], sys.argv[2]
+    assert main(["train", "--config", cfg, "--strategy", "mirrored", "--cpu-devices", "2"]) == 0
+    model = load_model(out + "/runs/dp/last.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.save(out + "/x.npy", x)
+    np.save(out + "/y_jax.npy", keras.ops.convert_to_numpy(model(x, training=False)))
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "devices": jax.device_count()}))
+""")
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tmp_path_factory):
+    from kseg.data.synthetic import write_shapes_dataset
+
+    out = tmp_path_factory.mktemp("jax")
+    shapes = out / "shapes"
+    ds = write_shapes_dataset(shapes, 24, size=(48, 64), num_classes=3, seed=1)
+    (shapes / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+    cfg = out / "dp.yaml"
+    cfg.write_text(
+        f"name: dp\nout_dir: {out / 'runs'}\nmodel: {{name: unet, kwargs: {{filters: 4, depth: 2}}}}\n"
+        f"data:\n  train: [{{path: '{shapes}', format: masks}}]\n  val_fraction: 0.25\n"
+        "  size: [32, 32]\n  batch_size: 2\n"
+        "train: {epochs: 1, steps_per_epoch: 3, optimizer: sgd, learning_rate: 0.05, verbose: 2, "
+        "early_stop_patience: null}\n"
+    )
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(cfg), str(out)], capture_output=True, text=True,
+                       env=_jax_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    return out, r.stdout, result
+
+
+def _jax_env():
+    return dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+
+
+def test_jax_trains_with_data_parallel_on_two_devices(jax_runs):
+    out, stdout, result = jax_runs
+    assert result == {"backend": "jax", "devices": 2}
+    assert "mirrored strategy: 2 replicas; global batch 4 = 2 x 2; learning rate 0.1 (linear scaling of 0.05)" in stdout
+    for f in ("best.keras", "last.keras", "history.csv", "curves.png", "backup"):
+        assert (out / "runs" / "dp" / f).exists(), f
+    rows = (out / "runs" / "dp" / "history.csv").read_text().splitlines()
+    assert len(rows) == 2 and np.isfinite(float(rows[1].split(",")[rows[0].split(",").index("loss")]))
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_equals_one_device_with_the_global_batch(jax_runs):
+    # DataParallel computes the loss over the global batch: one device with that batch (4) and
+    # the scaled learning rate takes the same steps
+    out, _, _ = jax_runs
+    r = subprocess.run([sys.executable, "-m", "kseg", "train", "--config", str(out / "dp.yaml"), "--set", "name=one",
+                        "--set", "data.batch_size=4", "--set", "train.learning_rate=0.1"],
+                       capture_output=True, text=True, env=_jax_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from kseg.models.saving import load_model
+
+    dp = load_model(out / "runs" / "dp" / "last.keras").get_weights()
+    one = load_model(out / "runs" / "one" / "last.keras").get_weights()
+    for a, b in zip(dp, one):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_a_jax_checkpoint_exports_to_tflite_from_tensorflow(jax_runs, tmp_path):
+    import keras
+
+    from kseg.export import to_tflite
+    from kseg.models.saving import load_model
+    from kseg.quantize.qat import quantize_aware
+
+    assert keras.backend.backend() == "tensorflow"
+    out, _, _ = jax_runs
+    model = load_model(out / "runs" / "dp" / "last.keras")
+    x, y_jax = np.load(out / "x.npy"), np.load(out / "y_jax.npy")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x, training=False)), y_jax, rtol=0, atol=1e-4)
+    quantize_aware(model, check_inputs=x)  # the tf_keras twin of the JAX-trained weights: QAT can start
+    path = to_tflite(model, tmp_path / "jax.tflite", "float32")
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    y_tflite = interp.get_tensor(interp.get_output_details()[0]["index"])
+    assert y_tflite.shape == y_jax.shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(y_tflite, y_jax, rtol=0, atol=1e-4)
