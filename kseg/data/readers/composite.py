@@ -44,6 +44,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 
@@ -622,11 +623,18 @@ def _generate(sources: CompositeSources, final: Path) -> None:
     try:
         _STATE.update(sources=sources, out=tmp)
         step = max(1, o.count // 50)
-        if o.workers > 1:
+        workers = o.workers
+        if workers > 1 and ("tensorflow" in sys.modules or threading.active_count() > 1):
+            # a forked child inherits locks other threads held (TensorFlow's pools): it can wait on
+            # one forever (seen in the test suite), so a process with threads generates alone
+            log.warning("composites: TensorFlow or other threads are running; generating with 1 process, not %d",
+                        workers)
+            workers = 1
+        if workers > 1:
             import multiprocessing as mp
 
             # fork: the workers inherit the opened sources; they use numpy and OpenCV only
-            with mp.get_context("fork").Pool(o.workers, initializer=_worker_init) as pool:
+            with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
                 records = []
                 for k, r in enumerate(pool.imap(_write_one, range(o.count), chunksize=8)):
                     records.append(r)
