@@ -315,6 +315,7 @@ def for_replicas(cfg, replicas: int):
     its ``train.learning_rate`` follows ``train.lr_scaling``. ``cfg`` itself is unchanged (it is
     what ``config.yaml`` records).
     """
+    scaled_learning_rate(cfg.train.learning_rate, 1, cfg.train.lr_scaling)  # a wrong rule fails on one device too
     if replicas <= 1:
         return cfg
     data = replace(cfg.data, batch_size=cfg.data.batch_size * replicas)

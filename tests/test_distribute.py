@@ -42,6 +42,8 @@ def test_global_batch_and_learning_rate_follow_the_replicas():
     assert scaled_learning_rate(0.001, 4, "none") == 0.001
     with pytest.raises(KsegError, match="lr_scaling"):
         scaled_learning_rate(0.001, 4, "cubic")
+    with pytest.raises(KsegError, match="unknown train.lr_scaling 'cubic'"):
+        for_replicas(load_config(None, ["train.lr_scaling=cubic"]), 1)
 
 
 def test_a_worker_restores_the_chiefs_backup(tmp_path):
