@@ -27,6 +27,12 @@ def load_keras_file(path):
     import kseg.metrics  # noqa: F401
     import kseg.models  # noqa: F401
 
+    import zipfile
+    from pathlib import Path
+
+    if Path(path).is_file() and str(path).endswith(".keras") and not zipfile.is_zipfile(path):
+        raise KsegError(f"cannot load model {path}: not a .keras model (a .keras file is a zip archive); "
+                        "give a model saved by kseg train")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # zip errors, missing config, unknown class

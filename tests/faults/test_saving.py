@@ -12,8 +12,6 @@ from kseg.cli import main
 from .conftest import kseg_lines, shapes_dataset
 
 
-@pytest.mark.xfail(strict=True, reason="fix belongs in kseg/models/saving.py: says 'File not found' for a file "
-                                       "that exists but is not a zip archive")
 @pytest.mark.parametrize("content", [b"hello\n", bytes(range(256)) * 20], ids=["text", "binary"])
 def test_a_file_that_is_not_a_model(tmp_path, capsys, fault, content):
     data = shapes_dataset(tmp_path / "shapes", n=4)
