@@ -10,7 +10,8 @@ line is written every ``every`` seconds, and one at the end::
     calibration: 50/100 images (50%), 12.3 s, eta 12 s
     calibration: 100/100 images in 24.1 s
 
-``KSEG_PROGRESS`` chooses for every bar at once: ``off`` (or ``0``), ``lines`` or ``bar``.
+``KSEG_PROGRESS`` chooses for every bar at once: ``off`` (or ``0``), ``lines`` or ``bar``;
+``KSEG_PROGRESS_EVERY`` sets the seconds between two plain lines.
 
 Keras prints its own progress during ``fit``: ``fit_verbose`` picks its ``verbose`` (a bar on a
 terminal, a line per epoch otherwise) and ``step_lines_callback`` adds the plain lines within
@@ -48,6 +49,13 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def _every(default: float) -> float:
+    try:
+        return max(0.0, float(os.environ["KSEG_PROGRESS_EVERY"]))
+    except (KeyError, ValueError):
+        return default
+
+
 def _mode(stream, mode: str | None) -> str:
     env = os.environ.get("KSEG_PROGRESS", "").strip().lower()
     if env in ("0", "off", "false", "no"):
@@ -71,7 +79,7 @@ class Progress:
         label: what is being done (``"calibration"``).
         unit: what is counted (``"images"``, ``"steps"``).
         stream: where to write (default ``sys.stderr``, looked up when created).
-        every: seconds between two plain lines (default 10).
+        every: seconds between two plain lines (default: ``KSEG_PROGRESS_EVERY`` or 10).
         mode: ``"bar"``, ``"lines"`` or ``"off"``; default: ``"bar"`` when ``stream`` is a
             terminal, else ``"lines"``. ``KSEG_PROGRESS`` overrides it.
         summary: write a last line (``label: N/N units in 12.3 s``) when done; on a terminal
@@ -85,14 +93,14 @@ class Progress:
     """
 
     def __init__(self, total: int | None = None, label: str = "", unit: str = "", *, stream=None,
-                 every: float = 10.0, mode: str | None = None, summary: bool = True):
+                 every: float | None = None, mode: str | None = None, summary: bool = True):
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
         self.total = int(total) if total is not None else None
         self.label = label
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.every = float(every)
+        self.every = _every(10.0) if every is None else float(every)
         self.mode = _mode(self.stream, mode)
         self.summary = summary
         self.done = 0
@@ -112,6 +120,8 @@ class Progress:
     def set(self, done: int, **fields) -> None:
         """``done`` units done so far."""
         self.done = int(done)
+        if self.total is not None and self.done > self.total:
+            self.total = None  # the total was an estimate: from now on counts and rate
         self.fields.update(fields)
         if self.mode == "off" or self._closed:
             return
@@ -178,9 +188,11 @@ class Progress:
         return f"{head}{self._counts()}{pct}, {self._times()}{self._fields()}"
 
     def final_line(self) -> str:
-        """The last plain line: ``label: 100/100 images in 24.1 s``."""
+        """The last plain line: ``label: 100/100 images in 24.1 s`` (``label: 20 images ...`` when
+        the work ended before the expected total)."""
         head = f"{self.label}: " if self.label else ""
-        return f"{head}{self._counts()} in {format_seconds(_now() - self.t0)}{self._fields()}"
+        counts = self._counts() if self.done == self.total else f"{self.done}{' ' + self.unit if self.unit else ''}"
+        return f"{head}{counts} in {format_seconds(_now() - self.t0)}{self._fields()}"
 
     def _draw(self) -> None:
         if self.total:
@@ -246,7 +258,7 @@ def fit_verbose(verbose, stream=None) -> int:
     return {"bar": 1, "lines": 2, "off": 0}[mode]
 
 
-def step_lines_callback(callback_base, every: float = 30.0, stream=None):
+def step_lines_callback(callback_base, every: float | None = None, stream=None):
     """A Keras callback writing a plain line every ``every`` seconds within each training epoch.
 
     With ``verbose=2`` Keras writes one line per epoch, which can be many minutes apart; these
@@ -256,7 +268,7 @@ def step_lines_callback(callback_base, every: float = 30.0, stream=None):
     Args:
         callback_base: ``keras.callbacks.Callback`` (Keras 3) or ``tf_keras.callbacks.Callback``
             (the QAT model): the base layer imports neither.
-        every: seconds between two lines.
+        every: seconds between two lines (default: ``KSEG_PROGRESS_EVERY`` or 30).
         stream: where to write (default ``sys.stdout``, beside Keras' epoch lines).
 
     Example:
@@ -272,7 +284,8 @@ def step_lines_callback(callback_base, every: float = 30.0, stream=None):
             params = getattr(self, "params", None) or {}
             epochs = params.get("epochs")
             label = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
-            self._bar = Progress(params.get("steps"), label, "steps", every=every, mode="lines", summary=False,
+            self._bar = Progress(params.get("steps"), label, "steps", every=_every(30.0) if every is None else every,
+                                 mode="lines", summary=False,
                                  stream=stream if stream is not None else sys.stdout)
 
         def on_train_batch_end(self, batch, logs=None):

@@ -95,6 +95,15 @@ def test_off_by_environment_and_no_summary_after_a_failure(clock, monkeypatch):
     assert out.getvalue() == ""  # the error says what happened; no "3/3 done"
 
 
+def test_a_total_that_was_only_an_estimate(clock):
+    out = io.StringIO()
+    with kp.Progress(100, "calibration", "images", stream=out) as bar:  # at most 100
+        bar.update(20)
+    with kp.Progress(2, "calibration", "images", stream=out) as bar:  # 2 batches, counted in images
+        bar.update(16)
+    assert out.getvalue().splitlines() == ["calibration: 20 images in 0.0 s", "calibration: 16 images in 0.0 s"]
+
+
 def test_progress_wraps_an_iterable(clock):
     out = io.StringIO()
     seen = []
