@@ -66,7 +66,9 @@ def load_segmenter(path, size=None, threads=2):
         model = load_model(path)
         if size:
             model = with_input_size(model, size)
-        return Segmenter(model)
+        from kseg.runtime import read_card
+
+        return Segmenter(model, card=read_card(path))  # class names from the run's classes.json
     return Segmenter(path, num_threads=threads)
 
 
