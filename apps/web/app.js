@@ -198,7 +198,10 @@ function loop() {
       try {
         onFrame();
       } catch (err) {
-        setState("error", `segmentation failed: ${err.message ?? err}`);
+        // measured: with delegate GPU, MediaPipe's dequantization of the uint8 output receives
+        // float32 from the GPU and stops ("Unsupported input tensor type: Float32")
+        const hint = DELEGATE === "GPU" ? " (the GPU delegate fails on exports with uint8 output: use ?delegate=CPU)" : "";
+        setState("error", `segmentation failed: ${err.message ?? err}${hint}`);
         return;
       }
     }
