@@ -5,8 +5,9 @@ Chromium (``/usr/bin/chromium``, package ``chromium``) whose fake camera plays 3
 ``assets/book.mkv`` at 320×240, converted to .y4m in a temporary folder. The page must reach its
 running state, segment frame after frame, and find as many person pixels as ``kseg.Segmenter``
 finds on the same frames; the test prints the frames/s it measured and keeps the screenshots
-(``KSEG_WEB_SHOTS=DIR`` copies them there; ``KSEG_WEB_SIZE=640x480`` plays the clip larger,
-as for ``docs/img/web_demo.png``).
+(``KSEG_WEB_SHOTS=DIR`` copies them there; ``KSEG_WEB_SIZE=640x480`` plays the clip larger).
+``docs/img/web_demo.png`` is ``swap.png`` of a 640x480 run, re-saved by Pillow with
+``optimize=True``.
 
 Skips, saying why, without Node.js/npm, when ``npm ci`` cannot install the pinned packages (no
 network), or without Debian's Chromium (``.ci/run`` installs it as root).
