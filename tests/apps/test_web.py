@@ -73,18 +73,21 @@ def read_clip(size: tuple[int, int], seconds: float) -> list[np.ndarray]:
 def node_modules():
     """apps/web/node_modules with the pinned packages, installed by `npm ci` when missing."""
     needed = [WEB / "node_modules" / "@mediapipe" / "tasks-vision", WEB / "node_modules" / "playwright-core"]
+    if shutil.which("node") is None:
+        pytest.skip("Node.js not found: the test drives Chromium from node (Debian: apt-get install nodejs npm)")
     if all(p.is_dir() for p in needed):
         return
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("Node.js/npm not found: apps/web needs them (Debian: apt-get install nodejs npm)")
+    if shutil.which("npm") is None:
+        pytest.skip("npm not found: apps/web needs it once, for npm ci (Debian: apt-get install npm)")
     try:
         run = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, capture_output=True,
                              text=True, timeout=600)
     except subprocess.TimeoutExpired:
         pytest.skip("npm ci in apps/web took over 10 minutes (no network?)")
     if run.returncode != 0 or not all(p.is_dir() for p in needed):
-        tail = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"npm ci in apps/web failed (no network?): {tail}")
+        lines = run.stderr.strip().splitlines() or ["no output"]
+        errors = [l for l in lines if l.startswith("npm error") and "complete log" not in l]
+        pytest.skip(f"npm ci in apps/web failed (no network?): {(errors or lines)[0]}")
 
 
 @pytest.fixture(scope="module")
