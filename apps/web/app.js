@@ -1,7 +1,7 @@
 // kseg portrait mode in the browser: exports/portrait.tflite runs in MediaPipe Tasks'
 // ImageSegmenter (it reads the labels and the softmax activation from the model's metadata) on
-// each webcam frame; the person's confidence mask cuts the sharp person out and lays it over a
-// blurred copy of the frame (blur) or a background (swap), on a canvas.
+// each webcam frame; the person's confidence mask cuts the sharp person out and lays it over the
+// blurred background (blur) or another background (swap), on a canvas.
 //
 // Everything is served by apps/web/serve.py (`make web`): the library and its wasm from
 // node_modules, the model from exports/. Nothing is fetched from elsewhere.
@@ -23,8 +23,8 @@ const $ = (id) => document.getElementById(id);
 const video = $("video");
 const out = $("out");
 const ctx = out.getContext("2d");
-// scratch canvases: the mask at the model's output size, the cut-out person, the background at
-// a quarter of the size before and after the blur
+// scratch canvases: the mask at the size MediaPipe returns it (the frame's), the cut-out person,
+// the background at a quarter of the size before and after the blur
 const maskCanvas = document.createElement("canvas");
 const maskCtx = maskCanvas.getContext("2d");
 const personCanvas = document.createElement("canvas");
