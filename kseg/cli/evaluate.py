@@ -13,14 +13,15 @@ from kseg.paths import check_writable
 
 def add(sub) -> None:
     """Add ``kseg evaluate``."""
-    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; "
-                       "Mask R-CNN: COCO box/mask AP)")
-    p.add_argument("model", help=".keras model; instance models also .weights.h5 (with --config) or an exported .tflite")
+    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; two-class "
+                       "models also MAE, S-measure, E-measure, F-beta; Mask R-CNN: COCO box/mask AP)")
+    p.add_argument("model", help=".keras model or exported .tflite; instance models also .weights.h5 (with --config)")
     p.add_argument("data", help="dataset folder; instance models: a COCO folder (--split, default val) or an instances JSON")
     add_dataset_args(p)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="input size for models with a free input size")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads for a .tflite model (default 2)")
     p.add_argument("--limit", type=int, help="only the first N samples")
     p.add_argument("--held-out", type=float, metavar="FRACTION",
                    help="score only the validation split kseg train held out with this data.val_fraction "
@@ -48,12 +49,12 @@ def run(args) -> int:
         raise KsegError(f"--results/--config/--images are for instance models; {args.model} is a semantic model")
     from kseg.config import resolve_data_path
     from kseg.data.readers import open_dataset
-    from kseg.evaluate import evaluate, load_model
+    from kseg.evaluate import evaluate, open_model
 
     ds = open_dataset(resolve_data_path(args.data), args.format, **dataset_options(args))
     if args.held_out is not None:
         ds = ds.split(args.held_out, seed=args.seed)[1]
-    model = load_model(args.model)
+    model = open_model(args.model, num_threads=args.threads)
     report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
                       batch_size=args.batch_size, out_dir=args.out, limit=args.limit)
     if args.json:
