@@ -321,6 +321,7 @@ def coco_mask_ap(gt_json, results, cat_ids=None) -> dict:
 
 
 # --------------------------------------------------------------------------------------
-# salient-object detection (numpy; kseg.metrics_saliency)
+# salient-object detection and panoptic quality (numpy; kseg.metrics_saliency, kseg.metrics_panoptic)
 
+from kseg.metrics_panoptic import PanopticQuality  # noqa: E402
 from kseg.metrics_saliency import SaliencyMetrics  # noqa: E402
