@@ -12,7 +12,9 @@ or class ids ``(B, H, W)``.
 - Dice_c = 2 TP / (2 TP + FP + FN); mean Dice likewise
 
 Numpy helpers (``confusion_matrix``, ``scores_from_confusion``) serve ``kseg evaluate``;
-``coco_mask_ap`` scores instance masks with pycocotools.
+``coco_mask_ap`` scores instance masks with pycocotools; ``SaliencyMetrics`` (salient-object
+maps) and ``PanopticQuality`` (panoptic maps, PQ = SQ × RQ) are numpy classes of their own
+modules, re-exported here.
 """
 
 from __future__ import annotations

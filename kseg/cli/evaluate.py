@@ -33,6 +33,11 @@ def add(sub) -> None:
     inst.add_argument("--config", help="the configs/mask_rcnn_*.yaml a .weights.h5 file was trained with")
     inst.add_argument("--results", metavar="FILE.json", help="write the detections in COCO result format")
     inst.add_argument("--images", help="image folder of an annotation JSON (default: guessed beside it)")
+    inst.add_argument("--panoptic", metavar="SEMANTIC_MODEL",
+                      help="panoptic quality (PQ, SQ, RQ) on a COCO folder: things from MODEL (an instance model), "
+                           "stuff from this semantic model's 'background' class (e.g. exports/portrait.tflite)")
+    inst.add_argument("--stuff-area", type=int, default=4096,
+                      help="--panoptic: stuff segments under this many pixels are dropped (default 4096)")
     p.set_defaults(func=run)
 
 
@@ -43,6 +48,8 @@ def run(args) -> int:
         check_writable(args.out, "--out")
     if args.results:
         check_writable(Path(args.results).parent, "--results")
+    if args.panoptic:
+        return _run_panoptic(args)
     if instance_branch(args):
         return _run_instances(args)
     if args.results or args.config or args.images:
@@ -88,4 +95,34 @@ def _run_instances(args) -> int:
         print(format_instance_report(report))
         if args.results:
             print(f"detections (COCO result format) written to {args.results}")
+    return 0
+
+
+def _run_panoptic(args) -> int:
+    from kseg.evaluate_panoptic import evaluate_panoptic, format_panoptic_report
+    from kseg.runtime import INSTANCE_HINT, Segmenter, load_instance_model, model_kind
+
+    if args.results or args.config or args.images or args.held_out is not None:
+        raise KsegError("--panoptic takes a COCO folder; --results/--config/--images/--held-out do not apply")
+    if model_kind(args.model) == "semantic":
+        raise KsegError(f"--panoptic: MODEL gives the things and must be {INSTANCE_HINT}; {args.model} is a "
+                        "semantic model (give that one as --panoptic)")
+    if model_kind(args.panoptic) == "instance":
+        raise KsegError(f"--panoptic {args.panoptic}: give a semantic segmentation model with a 'background' "
+                        "class (the stuff), e.g. exports/portrait.tflite")
+    things = dataset_options(args).get("categories") or ("person",)
+    model = load_instance_model(args.model, num_threads=args.threads)
+    seg = Segmenter(args.panoptic, num_threads=args.threads)
+    report = evaluate_panoptic(model, seg, args.data, split=args.split or "val", things=things, limit=args.limit,
+                               stuff_area_limit=args.stuff_area)
+    if args.out:
+        from kseg.paths import atomic_path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(args.out) / "metrics.json") as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_panoptic_report(report))
     return 0
