@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kseg-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv opencv test test-all test-faults demo clean
+.PHONY: venv opencv test test-all test-faults demo web clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,13 @@ test-faults: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m kseg demo $(DEMO_ARGS)
+
+# make web: the browser demo (apps/web: MediaPipe Tasks on the webcam) at http://127.0.0.1:8000/;
+# WEB_PORT=8001 for another port. Installs the pinned npm packages on first use (needs npm).
+WEB_PORT ?= 8000
+web:
+	test -d apps/web/node_modules/@mediapipe/tasks-vision || (cd apps/web && npm ci --no-audit --no-fund)
+	$(PYTHON) apps/web/serve.py --port $(WEB_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_out

@@ -8,7 +8,15 @@ segmenter (0.878 people-masks, 0.921 people-parsing): the image squashed to the 
 the output upsampled to the image and thresholded at 0.5 (argmax of two classes).
 
 ``--task parsing``: the 8-group human-parsing models on the people-parsing validation split of
-``configs/parsing.yaml``: per-class IoU and mIoU at label resolution.
+``configs/parsing.yaml``: per-class IoU and mIoU at label resolution; also on the CelebAMask-HQ
+faces held out by ``configs/parsing_v2.yaml`` (mapped with ``configs/faces_parsing_groups.json``:
+hair, skin, cloth, accessories; close-ups at webcam distance).
+
+``--task person-free``: images with nobody in them (the held-out parts of the composite format's
+person-free backgrounds: COCO val images without a person annotation, CamVid val/test frames
+without pedestrian or bicyclist pixels, the pets validation split; plus the empty-room video frames,
+which composites train on): the share of pixels a model labels anything but background, per class,
+and the share of images where that exceeds 1% of the frame. Works for portrait and parsing models.
 
 Models are ``.tflite`` files (through ai-edge-litert, as the apps run them) or ``.keras`` files;
 ``--size H W`` runs a ``.keras`` model rebuilt at another input size.
@@ -26,9 +34,31 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class _Selfie:
+    """MediaPipe's selfie segmenter (``../shared/peers/selfie_segmentation.tflite``) behind
+    ``Segmenter``'s interface: category 1 where its person probability exceeds 0.5."""
+
+    class_names = ("background", "person")
+
+    def __init__(self, path, threads):
+        import sys
+        from types import SimpleNamespace
+
+        sys.path.insert(0, os.path.dirname(__file__))
+        from vs_mediapipe import MediaPipeSelfie
+
+        self._mp, self._ns = MediaPipeSelfie(path, threads), SimpleNamespace
+        self.input_size = self._mp.size
+
+    def segment(self, image):
+        return self._ns(category_mask=self._mp.person(image).astype("uint8"))
+
+
 def load_segmenter(path, size=None, threads=2):
     from kseg.runtime import Segmenter
 
+    if os.path.basename(str(path)).startswith("selfie_segmentation"):
+        return _Selfie(path, threads)
     if str(path).endswith(".keras"):
         from kseg.evaluate import load_model
         from kseg.models.base import with_input_size
@@ -36,7 +66,9 @@ def load_segmenter(path, size=None, threads=2):
         model = load_model(path)
         if size:
             model = with_input_size(model, size)
-        return Segmenter(model)
+        from kseg.runtime import read_card
+
+        return Segmenter(model, card=read_card(path))  # class names from the run's classes.json
     return Segmenter(path, num_threads=threads)
 
 
@@ -46,8 +78,51 @@ def val_sets(task, val_fraction=0.1, seed=0):
 
     if task == "portrait":
         return people_dataset(val_fraction=val_fraction, seed=seed)[1]
-    _, val = open_ccp(shared_data_dir() / "people-parsing", groups="suggested").split(val_fraction, seed)
-    return {"people-parsing": val}
+    if task == "person-free":
+        return person_free_sets(val_fraction, seed)
+    root = shared_data_dir()
+    _, val = open_ccp(root / "people-parsing", groups="suggested").split(val_fraction, seed)
+    sets = {"people-parsing": val}
+    groups = os.path.join(os.path.dirname(__file__), "..", "configs", "faces_parsing_groups.json")
+    if (root / "faces").is_dir() and os.path.isfile(groups):
+        sets["faces"] = open_ccp(root / "faces", groups=groups).split(val_fraction, seed)[1]
+    return sets
+
+
+def person_free_sets(val_fraction=0.1, seed=0):
+    """``{name: [load() -> RGB image, ...]}``: held-out person-free images, and the empty-room frames."""
+    from kseg.data.readers.composite import CompositeOptions, _open_backgrounds
+    from kseg.paths import shared_data_dir
+
+    root = shared_data_dir()
+    sets = {}
+    for split, names in (("val", ("coco", "camvid", "pets")), ("train", ("videos",))):
+        o = CompositeOptions(split=split, val_fraction=val_fraction, split_seed=seed)
+        for name in names:
+            if not (root / name).exists():
+                continue
+            for bg in _open_backgrounds({"path": name}, root, o):
+                if len(bg):
+                    label = bg.name if split == "val" else f"{bg.name} (trained on)"
+                    sets[label] = [lambda j=j, bg=bg: bg.load(j) for j in range(len(bg))]
+    return sets
+
+
+def score_person_free(seg, images, class_names):
+    """Share of pixels per class (background excluded) and of images with more than 1% labelled."""
+    import numpy as np
+
+    n = len(class_names)
+    counts, total, flagged = np.zeros(n, np.int64), 0, 0
+    for load in images:
+        pred = seg.segment(load()).category_mask
+        c = np.bincount(pred.ravel(), minlength=n)[:n]
+        counts += c
+        total += pred.size
+        flagged += int(c[1:].sum() > 0.01 * pred.size)
+    return {"n": len(images), "labelled_share": float(counts[1:].sum() / max(total, 1)),
+            "images_over_1pct": float(flagged / max(len(images), 1)),
+            "per_class_share": {name: float(counts[k] / max(total, 1)) for k, name in enumerate(class_names) if k}}
 
 
 def score(seg, ds, num_classes, person=None):
@@ -95,7 +170,7 @@ def write_cards(args, results, argv):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--task", choices=("portrait", "parsing"), default="portrait")
+    ap.add_argument("--task", choices=("portrait", "parsing", "person-free"), default="portrait")
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run .keras models at this input size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--val-fraction", type=float, default=0.1)
@@ -119,6 +194,14 @@ def main(argv=None):
         seg = load_segmenter(path, args.size, args.threads)
         key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}"
         for name, ds in sets.items():
+            if args.task == "person-free":
+                row = score_person_free(seg, ds, list(seg.class_names))
+                top = sorted(row["per_class_share"].items(), key=lambda kv: -kv[1])[:3]
+                print(f"{key:<52} {name:<26} n={row['n']:<4} labelled {100 * row['labelled_share']:.2f}% of pixels, "
+                      f"{100 * row['images_over_1pct']:.1f}% of images over 1%  ("
+                      + ", ".join(f"{c} {100 * v:.2f}%" for c, v in top) + ")", flush=True)
+                results.setdefault(key, {})[name] = row
+                continue
             n = len(ds.class_names)
             person = 1 if args.task == "portrait" else None
             cm, per_image = score(seg, ds, n, person)

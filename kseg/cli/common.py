@@ -24,6 +24,7 @@ _NUMBER_FLAGS = {
     "calibration": (lambda v: v >= 1, "at least 1 image"),
     "parity": (lambda v: v >= 0, "0 (skip) or more images"),
     "threads": (lambda v: v >= 1, "at least 1"),
+    "stuff_area": (lambda v: v >= 0, "0 or more pixels"),
     "runs": (lambda v: v >= 1, "at least 1"),
     "warmup": (lambda v: v >= 0, "0 or more"),
     "limit": (lambda v: v >= 1, "at least 1 sample"),

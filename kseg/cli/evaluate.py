@@ -13,14 +13,15 @@ from kseg.paths import check_writable
 
 def add(sub) -> None:
     """Add ``kseg evaluate``."""
-    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; "
-                       "Mask R-CNN: COCO box/mask AP)")
-    p.add_argument("model", help=".keras model; instance models also .weights.h5 (with --config) or an exported .tflite")
+    p = sub.add_parser("evaluate", help="score a model on a dataset (per-class IoU, mIoU, Dice, ...; two-class "
+                       "models also MAE, S-measure, E-measure, F-beta; Mask R-CNN: COCO box/mask AP)")
+    p.add_argument("model", help=".keras model or exported .tflite; instance models also .weights.h5 (with --config)")
     p.add_argument("data", help="dataset folder; instance models: a COCO folder (--split, default val) or an instances JSON")
     add_dataset_args(p)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="input size for models with a free input size")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads for a .tflite model (default 2)")
     p.add_argument("--limit", type=int, help="only the first N samples")
     p.add_argument("--held-out", type=float, metavar="FRACTION",
                    help="score only the validation split kseg train held out with this data.val_fraction "
@@ -32,6 +33,11 @@ def add(sub) -> None:
     inst.add_argument("--config", help="the configs/mask_rcnn_*.yaml a .weights.h5 file was trained with")
     inst.add_argument("--results", metavar="FILE.json", help="write the detections in COCO result format")
     inst.add_argument("--images", help="image folder of an annotation JSON (default: guessed beside it)")
+    inst.add_argument("--panoptic", metavar="SEMANTIC_MODEL",
+                      help="panoptic quality (PQ, SQ, RQ) on a COCO folder: things from MODEL (an instance model), "
+                           "stuff from this semantic model's 'background' class (e.g. exports/portrait.tflite)")
+    inst.add_argument("--stuff-area", type=int, default=4096,
+                      help="--panoptic: stuff segments under this many pixels are dropped (default 4096)")
     p.set_defaults(func=run)
 
 
@@ -42,18 +48,20 @@ def run(args) -> int:
         check_writable(args.out, "--out")
     if args.results:
         check_writable(Path(args.results).parent, "--results")
+    if args.panoptic:
+        return _run_panoptic(args)
     if instance_branch(args):
         return _run_instances(args)
     if args.results or args.config or args.images:
         raise KsegError(f"--results/--config/--images are for instance models; {args.model} is a semantic model")
     from kseg.config import resolve_data_path
     from kseg.data.readers import open_dataset
-    from kseg.evaluate import evaluate, load_model
+    from kseg.evaluate import evaluate, open_model
 
     ds = open_dataset(resolve_data_path(args.data), args.format, **dataset_options(args))
     if args.held_out is not None:
         ds = ds.split(args.held_out, seed=args.seed)[1]
-    model = load_model(args.model)
+    model = open_model(args.model, num_threads=args.threads)
     report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
                       batch_size=args.batch_size, out_dir=args.out, limit=args.limit)
     if args.json:
@@ -87,4 +95,34 @@ def _run_instances(args) -> int:
         print(format_instance_report(report))
         if args.results:
             print(f"detections (COCO result format) written to {args.results}")
+    return 0
+
+
+def _run_panoptic(args) -> int:
+    from kseg.evaluate_panoptic import evaluate_panoptic, format_panoptic_report
+    from kseg.runtime import INSTANCE_HINT, Segmenter, load_instance_model, model_kind
+
+    if args.results or args.config or args.images or args.held_out is not None:
+        raise KsegError("--panoptic takes a COCO folder; --results/--config/--images/--held-out do not apply")
+    if model_kind(args.model) == "semantic":
+        raise KsegError(f"--panoptic: MODEL gives the things and must be {INSTANCE_HINT}; {args.model} is a "
+                        "semantic model (give that one as --panoptic)")
+    if model_kind(args.panoptic) == "instance":
+        raise KsegError(f"--panoptic {args.panoptic}: give a semantic segmentation model with a 'background' "
+                        "class (the stuff), e.g. exports/portrait.tflite")
+    things = dataset_options(args).get("categories") or ("person",)
+    model = load_instance_model(args.model, num_threads=args.threads)
+    seg = Segmenter(args.panoptic, num_threads=args.threads)
+    report = evaluate_panoptic(model, seg, args.data, split=args.split or "val", things=things, limit=args.limit,
+                               stuff_area_limit=args.stuff_area)
+    if args.out:
+        from kseg.paths import atomic_path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(args.out) / "metrics.json") as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_panoptic_report(report))
     return 0

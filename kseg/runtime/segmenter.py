@@ -30,7 +30,8 @@ class SegmentationResult:
 
     Attributes:
         category_mask: ``(H, W)`` uint8 class index per pixel, at the input frame's resolution.
-        confidence: ``(H, W, C)`` float32 class probabilities (they sum to 1 per pixel).
+        confidence: ``(H, W, C)`` float32 class probabilities (they sum to 1 per pixel); for a
+            model with one sigmoid output channel ``C = 2``: ``[1 - p, p]``.
     """
 
     category_mask: np.ndarray
@@ -145,6 +146,8 @@ class Segmenter:
 
     Attributes:
         class_names: tuple of class names (from the card; ``class_0``… without one).
+        num_classes: number of classes (2 for a model with one sigmoid output channel, whose
+            ``binary_sigmoid`` is then True).
         person_index: index of the ``person`` class (or ``foreground``/the only non-background
             class of a two-class model), else ``None``.
         input_size: the model's ``(H, W)``.
@@ -173,9 +176,12 @@ class Segmenter:
             else:
                 self._backend = _TFLiteBackend(p, num_threads)
         self.input_size = self._backend.input_size
-        self.num_classes = self._backend.num_classes
+        # one output channel is a sigmoid map (U²-Net's saliency): foreground vs background
+        self.binary_sigmoid = self._backend.num_classes == 1
+        self.num_classes = 2 if self.binary_sigmoid else self._backend.num_classes
         self._check_card()
-        names = self.card.get("class_names") or [f"class_{i}" for i in range(self.num_classes)]
+        default = ["background", "foreground"] if self.binary_sigmoid else [f"class_{i}" for i in range(self.num_classes)]
+        names = self.card.get("class_names") or default
         self.class_names = tuple(names)
         self.colors = self.card.get("colors")
         self.output_kind = (self.card.get("output") or {}).get("meaning", "logits")
@@ -211,7 +217,7 @@ class Segmenter:
         return 1 if self.num_classes == 2 else None
 
     def logits(self, rgb: np.ndarray) -> np.ndarray:
-        """Raw model output for one frame, at the model's resolution ``(h, w, C)`` float32."""
+        """Raw model output for one frame, at the model's resolution ``(h, w, C)`` float32 (``C = 1`` for a sigmoid model)."""
         self._check_image(rgb)
         return self._backend.logits(_resize(rgb, self.input_size))
 
@@ -229,7 +235,11 @@ class Segmenter:
             KsegError: not a uint8 ``H×W×3`` array.
         """
         y = self.logits(rgb)
-        probs = y if self.output_kind == "probabilities" else _softmax(y)
+        if self.binary_sigmoid:
+            p = y if self.output_kind == "probabilities" else 1.0 / (1.0 + np.exp(-y))
+            probs = np.concatenate([1.0 - p, p], axis=-1)
+        else:
+            probs = y if self.output_kind == "probabilities" else _softmax(y)
         probs = _upsample(probs, rgb.shape[:2]).astype(np.float32, copy=False)
         mask = probs.argmax(axis=-1).astype(np.uint8)
         return SegmentationResult(category_mask=mask, confidence=probs)

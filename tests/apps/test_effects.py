@@ -194,3 +194,34 @@ def test_tryon_texture_puts_the_pattern_on_the_clothes_only(tmp_path):
 def test_tryon_unreadable_texture_is_one_line_error(tmp_path):
     with pytest.raises(KsegError, match="texture image .*not found"):
         TryOn(texture=str(tmp_path / "none.png"))
+
+
+def test_mask_overlay_colours_each_instance():
+    """Two people side by side (the right one scoring lower, overlapping the left by 8 columns)
+    and a third detection lying inside the first: two colours, the overlap to the better score,
+    the hidden detection dropped (kseg.runtime.combine_panoptic)."""
+    from kseg.runtime import instance_colors
+
+    y0, y1, x0, x1 = PERSON
+
+    def detector(rgb):
+        masks = np.zeros((3, H, W), np.uint8)
+        masks[0, y0:y1, x0:128] = 1
+        masks[1, y0:y1, 120:x1] = 1
+        masks[2, y0 + 20:y0 + 60, x0:100] = 1
+        return {"masks": masks, "scores": np.array([0.9, 0.8, 0.7]), "boxes": np.zeros((3, 4))}
+
+    effect = MaskOverlay(strength=0.6, color="#ff0000", instances=detector)
+    outs = run_clip(effect, frames=CLIP[:2])
+    frame, out = CLIP[0], outs[0]
+    c0, c1 = instance_colors(2).astype(float)
+    assert np.abs(c0 - c1).sum() > 100
+    assert [s["area"] for s in effect.segments] == [(y1 - y0) * (128 - x0), (y1 - y0) * (x1 - 128)]
+    rows = slice(y0 + MARGIN, y1 - MARGIN)
+    for cols, c in ((slice(x0 + 8, 118), c0), (slice(121, 124), c0), (slice(132, x1 - 8), c1)):
+        want = np.rint(0.5 * frame[rows, cols].astype(float) + 0.5 * c)
+        assert np.abs(out[rows, cols].astype(float) - want).max() <= 1, cols
+    bg = outside(PERSON, MARGIN)
+    expected = 0.4 * frame[bg].astype(float) + 0.6 * np.array([255, 0, 0])
+    assert np.abs(out[bg] - expected).mean() < 1.5  # the background as without instances
+    assert effect.describe().endswith("2 people")

@@ -16,7 +16,7 @@ Formats (``open_dataset(path, format, **options)``):
             (path: the data folder or a .yaml/.json options file; see ``composite``)
 
 Instances for Mask R-CNN: ``open_instances`` (COCO), ``instances_from_semantic`` and
-``open_composite_instances``.
+``open_composite_instances``. Panoptic ground truth from COCO instances: ``open_coco_panoptic``.
 
 One module per format (``folders``, ``ccp``, ``camvid``, ``pets``, ``coco``, ``composite``) on ``base`` (the
 dataset types, decoding, LUTs, folder pairing); ``people`` mixes the person sets; this package
@@ -39,7 +39,9 @@ from kseg.data.readers.base import (
 )
 from kseg.data.readers.camvid import CAMVID_COLORS, open_camvid
 from kseg.data.readers.ccp import open_ccp
-from kseg.data.readers.coco import open_coco, open_instances
+from kseg.data.readers.coco import (
+    BACKGROUND_STUFF, PanopticDataset, open_coco, open_coco_panoptic, open_instances, panoptic_from_instances,
+)
 from kseg.data.readers.composite import composite_folder, open_composite, open_composite_instances
 from kseg.data.readers.folders import open_masks
 from kseg.data.readers.people import people_dataset
@@ -104,7 +106,7 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
 __all__ = [
     "IGNORE", "FORMATS", "SegSample", "SegDataset", "InstanceDataset", "concat", "open_dataset",
     "open_masks", "open_ccp", "open_camvid", "open_pets", "open_coco", "open_instances", "open_composite",
-    "open_composite_instances", "composite_folder",
-    "instances_from_semantic", "people_dataset", "grouping_lut", "identity_lut", "read_image",
+    "open_composite_instances", "composite_folder", "open_coco_panoptic", "panoptic_from_instances",
+    "PanopticDataset", "BACKGROUND_STUFF", "instances_from_semantic", "people_dataset", "grouping_lut", "identity_lut", "read_image",
     "read_label", "detect_format", "missing_pairs", "default_colors",
 ]

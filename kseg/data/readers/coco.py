@@ -178,3 +178,139 @@ def open_instances(path, split="train", categories=None) -> InstanceDataset:
         loaders.append(load)
         ids.append(img_id)
     return InstanceDataset(f"{root.name}-{split}", ("background", *names), paths, loaders, tuple(cat_ids), ids)
+
+
+# --------------------------------------------------------------------------------------
+# panoptic ground truth from instance annotations
+
+BACKGROUND_STUFF = 0  # category id of "background" stuff: not a COCO id (COCO's start at 1)
+
+
+def panoptic_from_instances(masks, category_ids, iscrowd, background: int | None = BACKGROUND_STUFF):
+    """A panoptic map (segment ids + segments) from the instance masks of one image.
+
+    Non-crowd instances are things, one segment each; crowd regions of a category are merged
+    into one crowd segment (``iscrowd: 1``: not matched, predictions on them not counted as
+    false positives); pixels where two non-crowd instances overlap are void (0), as they
+    cannot be given to either. With ``background``, every pixel no annotation covers is one
+    stuff segment of that category: "everything but these things".
+
+    Args:
+        masks: ``(N, H, W)`` 0/1 instance masks.
+        category_ids: ``(N,)`` category id of each.
+        iscrowd: ``(N,)`` bool.
+        background: the category id of the background stuff segment (``None``: leave those
+            pixels void).
+
+    Returns:
+        ``(ids, segments)``: ``(H, W)`` int32 segment ids (0 = void) and COCO panoptic
+        ``segments_info`` dicts ``{"id", "category_id", "iscrowd", "area"}``; segments left
+        without pixels are not listed.
+
+    Example:
+        image, target = open_instances(path, "val", ("person",)).load(0)
+        ids, segments = panoptic_from_instances(target["masks"], target["category_ids"], target["iscrowd"])
+    """
+    masks = np.asarray(masks, bool)
+    n = len(masks)
+    ids = np.zeros(masks.shape[1:], np.int32)
+    segments = []
+    crowd = np.asarray(iscrowd, bool).reshape(n)
+    cats = np.asarray(category_ids).reshape(n)
+    covered = masks.any(axis=0) if n else np.zeros(ids.shape, bool)
+    for cat in sorted(set(cats[crowd].tolist())):  # crowd first: an outlined instance on it keeps its pixels
+        sid = len(segments) + 1
+        ids[masks[crowd & (cats == cat)].any(axis=0)] = sid
+        segments.append({"id": sid, "category_id": int(cat), "iscrowd": 1})
+    things = np.nonzero(~crowd)[0]
+    count = masks[things].sum(axis=0) if len(things) else np.zeros(ids.shape, np.int64)
+    for k in things:
+        sid = len(segments) + 1
+        ids[masks[k] & (count == 1)] = sid
+        segments.append({"id": sid, "category_id": int(cats[k]), "iscrowd": 0})
+    ids[count > 1] = 0
+    if background is not None:
+        sid = len(segments) + 1
+        ids[~covered] = sid
+        segments.append({"id": sid, "category_id": int(background), "iscrowd": 0})
+    areas = np.bincount(ids.ravel(), minlength=len(segments) + 1)
+    segments = [{**s, "area": int(areas[s["id"]])} for s in segments if areas[s["id"]] > 0]
+    return ids, segments
+
+
+class PanopticDataset:
+    """COCO images with a panoptic ground truth built from their instance annotations.
+
+    ``load(i)`` → ``(image, ids, segments)`` (see ``panoptic_from_instances``).
+
+    Attributes:
+        name: ``"{folder}-{split}"``.
+        categories: COCO-style ``{"id", "name", "isthing"}`` of the things and the stuff.
+        image_paths, image_ids: every image of the split (with or without things).
+    """
+
+    def __init__(self, name, categories, image_paths, image_ids, loaders):
+        self.name = name
+        self.categories = categories
+        self.image_paths = image_paths
+        self.image_ids = image_ids
+        self._loaders = loaders
+
+    def __len__(self):
+        return len(self.image_paths)
+
+    def load(self, i):
+        from kseg.data.readers.base import read_image
+
+        image = read_image(self.image_paths[i])
+        masks, cats, crowd = self._loaders[i]()
+        if len(masks) and masks.shape[1:] != image.shape[:2]:
+            raise KsegError(f"annotations of {self.image_paths[i]} are for a {masks.shape[2]}×{masks.shape[1]} image "
+                            f"but the file is {image.shape[1]}×{image.shape[0]}; the image does not match its annotation")
+        if not len(masks):
+            masks = np.zeros((0, *image.shape[:2]), np.uint8)
+        ids, segments = panoptic_from_instances(masks, cats, crowd, BACKGROUND_STUFF)
+        return image, ids, segments
+
+
+def open_coco_panoptic(path, split="val", things=("person",), limit=None) -> PanopticDataset:
+    """Every image of a COCO split, with a panoptic ground truth of ``things`` + background stuff.
+
+    The shared COCO subsets have instance annotations only (no COCO panoptic PNGs, no stuff
+    annotations), so the ground truth is built from them: each instance of ``things`` is a thing
+    segment (crowds as crowd regions), and every other pixel, other COCO objects included, is one
+    "background" stuff segment (category id 0).
+
+    Args:
+        path: a COCO subset folder (``annotations/instances_{split}2017.json`` + images).
+        split: ``"train"`` or ``"val"``.
+        things: thing category names.
+        limit: only the first ``limit`` images (by image id).
+
+    Example:
+        ds = open_coco_panoptic("../shared/data/coco/coco-mini", "val")
+        image, ids, segments = ds.load(0)
+    """
+    root = Path(path)
+    _require_dir(root, "dataset")
+    ann_path, img_dir = _coco_paths(root, split)
+    coco = _load_coco(ann_path)
+    cat_ids, names = _coco_category_ids(coco, things)
+    paths, ids, loaders = [], [], []
+    for img_id in sorted(coco.getImgIds())[: limit or None]:
+        info = coco.loadImgs(img_id)[0]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id, catIds=cat_ids, iscrowd=None))
+
+        def load(anns=anns, h=info["height"], w=info["width"]):
+            masks = np.stack([_ann_mask(coco, a, h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
+            return (masks, np.array([a["category_id"] for a in anns], np.int64),
+                    np.array([bool(a.get("iscrowd", 0)) for a in anns], bool))
+
+        paths.append(str(img_dir / info["file_name"]))
+        ids.append(img_id)
+        loaders.append(load)
+    if not paths:
+        raise KsegError(f"{ann_path} lists no image")
+    categories = [{"id": c, "name": n, "isthing": 1} for c, n in zip(cat_ids, names)]
+    categories.append({"id": BACKGROUND_STUFF, "name": "background", "isthing": 0})
+    return PanopticDataset(f"{root.name}-{split}", categories, paths, ids, loaders)
