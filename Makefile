@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kseg-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-all test-faults demo web clean
+.PHONY: venv opencv test test-all test-faults demo web clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,29 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,jax]"
+	@$(MAKE) --no-print-directory opencv
 	touch $@
+
+# kseg depends on opencv-python, OpenCV's GUI build (the live window of python -m apps.webcam).
+# opencv-python-headless installs the same cv2 package, and the two installed together overwrite
+# each other's files: if an older .venv or a dependency brought it, it goes and opencv-python's
+# files are put back. Where the GUI build cannot load (no libGL.so.1 or glib: a bare server or
+# container image) the headless build replaces it: everything but the window works, and the app
+# says so when asked for one.
+OPENCV_VERSION = $(shell sed -n 's/^opencv-python==//p' requirements.lock)
+opencv:
+	@test -x $(BIN)/python || { echo "no $(VENV) yet: run make venv"; exit 1; }
+	@if $(BIN)/python -m pip show -q opencv-python-headless 2>/dev/null; then \
+	  echo "removing opencv-python-headless: it shares the cv2 package with opencv-python"; \
+	  $(BIN)/python -m pip uninstall --quiet -y opencv-python-headless; \
+	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps opencv-python==$(OPENCV_VERSION); \
+	fi
+	@$(BIN)/python -c "import cv2" 2>/dev/null || { \
+	  echo "note: OpenCV's GUI build does not load here ($$($(BIN)/python -c 'import cv2' 2>&1 | tail -n 1));" \
+	       "installing opencv-python-headless instead: no live window (apt-get install libgl1 libglib2.0-0, then make opencv)"; \
+	  $(BIN)/python -m pip uninstall --quiet -y opencv-python; \
+	  $(BIN)/python -m pip install --quiet --no-deps opencv-python-headless==$(OPENCV_VERSION); \
+	  $(BIN)/python -c "import cv2"; }
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -11,7 +11,9 @@ Examples:
 
 Keys (in the window): ``e``/Tab next effect, ``1``–``4`` portrait/swap/tryon/mask, ``m`` next
 model, ``+``/``-`` strength, ``c``/``v`` garment/hair colour (try-on), ``s`` temporal smoothing
-on/off, ``r`` edge refinement on/off, ``h`` HUD on/off, ``q``/Esc quit.
+on/off, ``r`` edge refinement on/off, ``h`` HUD on/off, ``q``/Esc quit. Each key that changes
+something says what on stderr (``webcam: key '2': swap #00b140, portrait.tflite``), and the last
+line says why the run stopped (``webcam: stopped (window closed)``).
 """
 
 from __future__ import annotations
@@ -187,20 +189,28 @@ class App:
             p.effect = self.effect
             p.model_label = self.model_label()
 
-    def select(self, name):
-        """Switch to effect ``name``; a missing model is reported and the switch skipped."""
+    def select(self, name) -> bool:
+        """Switch to effect ``name``; a missing model is reported and the switch skipped (``False``)."""
         try:
             self.effect = self.get_effect(name)
         except KsegError as e:
             print(f"webcam: {e}", file=sys.stderr)
-            return
+            return False
         self._sync()
+        return True
 
     def on_key(self, key: int) -> bool:
-        """Handle one key; ``False`` means quit."""
+        """Handle one key; ``False`` means quit. What a key changed is one line on stderr."""
         ch = chr(key) if 0 <= key < 256 else ""
         if key in (27,) or ch == "q":
             return False
+        said = self._apply_key(ch)
+        if said:
+            print(f"webcam: key {ch!r}: {said}", file=sys.stderr, flush=True)
+        return True
+
+    def _apply_key(self, ch: str) -> str | None:
+        """Apply one key; returns what it changed (``None``: nothing)."""
         if ch in ("e", "\t"):
             i = EFFECT_ORDER.index(self.effect.name) if self.effect.name in EFFECT_ORDER else -1
             for j in range(1, len(EFFECT_ORDER) + 1):
@@ -209,7 +219,8 @@ class App:
                     self.select(name)
                     break
         elif ch in "1234" and ch:
-            self.select(EFFECT_ORDER[int(ch) - 1])
+            if not self.select(EFFECT_ORDER[int(ch) - 1]):
+                return None
         elif ch == "m":
             self.model_i = (self.model_i + 1) % len(self.person_models)
             self._sync()
@@ -229,7 +240,14 @@ class App:
             self._sync()
         elif ch == "h" and self.pipeline.hud is not None:
             self.pipeline.hud.enabled = not self.pipeline.hud.enabled
-        return True
+            return f"HUD {'on' if self.pipeline.hud.enabled else 'off'}"
+        else:
+            return None
+        if ch == "s":
+            return f"temporal smoothing {'on' if self.smoothing > 0 else 'off'}"
+        if ch == "r":
+            return f"edge refinement {'on' if self.refine else 'off'}"
+        return f"{self.effect.describe()}, {self.model_label()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +364,7 @@ def run(args) -> int:
     finally:
         app.close()
     print(stats.format_line())
+    print(f"webcam: stopped ({stats.ended})", file=sys.stderr)
     for s in sinks:
         if getattr(s, "written", False):
             print(f"wrote {s.path}")

@@ -198,9 +198,12 @@ def evaluate_segmenter(seg, ds, limit=None) -> dict:
     person_ious = []
     skipped: list[str] = []
     from kseg.evaluate import iter_loaded
+    from kseg.progress import progress
 
     indices = range(min(len(ds), limit) if limit else len(ds))
-    for _, image, mask in iter_loaded(ds, indices, skipped, workers=2, ahead=4):  # bounded read-ahead
+    name = Path(str(getattr(seg, "path", None) or "model")).name
+    loaded = iter_loaded(ds, indices, skipped, workers=2, ahead=4)  # bounded read-ahead
+    for _, image, mask in progress(loaded, f"{name} on {ds.name}", "images", total=len(indices)):
         pred = seg.segment(image).category_mask
         cm += confusion_matrix(mask, pred, n)
         if person is not None:

@@ -104,7 +104,8 @@ class TrainConfig:
     # learning rate with N replicas (data.batch_size is per replica): linear (×N), sqrt (×√N), none
     lr_scaling: str = "linear"
     seed: int = 0
-    verbose: int = 2
+    # auto: Keras' bar on a terminal; in a log a line per epoch and one every 30 s within it
+    verbose: int | str = "auto"
 
 
 @dataclass
@@ -251,7 +252,8 @@ _RANGES = (
     ("train.early_stop_patience", lambda v: v is None or v >= 0, "epochs without improvement (0 or null: off)"),
     ("train.optimizer", lambda v: v.lower() in ("adam", "adamw", "sgd"), "adam, adamw or sgd"),
     ("train.schedule", lambda v: v in ("poly", "cosine", "constant"), "poly, cosine or constant"),
-    ("train.verbose", lambda v: v in (0, 1, 2), "0 (silent), 1 (progress bar) or 2 (a line per epoch)"),
+    ("train.verbose", lambda v: not isinstance(v, bool) and v in (0, 1, 2, "auto"),
+     "auto (a bar on a terminal, lines in a log), 0 (silent), 1 (progress bar) or 2 (a line per epoch)"),
 )
 
 

@@ -148,6 +148,7 @@ def label_frames(teacher, frames, out_dir, low: float = 0.3, high: float = 0.7, 
     import cv2
 
     from kseg.data.readers import open_masks
+    from kseg.progress import progress
 
     out = Path(out_dir).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def label_frames(teacher, frames, out_dir, low: float = 0.3, high: float = 0.7, 
         (tmp / "masks").mkdir()
         kept = skipped = 0
         ignored = 0.0
-        for name, rgb in frames:
+        for name, rgb in progress(frames, "teacher labels", "frames"):
             mask = teacher_mask(teacher(rgb), low, high)
             if min_person and (mask == 1).mean() < min_person:
                 skipped += 1

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,11 +227,10 @@ class EvalReport:
 
 
 def _progress(total, label):
-    import keras
+    """A bar on a terminal, plain lines in a log (``kseg.progress``)."""
+    from kseg.progress import Progress
 
-    if total == 0 or not sys.stderr.isatty():
-        return None
-    return keras.utils.Progbar(total, unit_name=label)
+    return Progress(total, "evaluation", label)
 
 
 def iter_loaded(ds, indices, skipped, workers=2, ahead=4):
@@ -339,16 +337,16 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
                     np.concatenate([overlay(image, pred, colors), overlay(image, mask, colors)], axis=1),
                 )
                 written += 1
-        if bar:
-            bar.add(len(buf))
+        bar.update(len(buf))
         buf.clear()
 
-    for item in iter_loaded(ds, indices, skipped):
-        buf.append(item)
-        if len(buf) == (1 if runtime else batch_size):
+    with bar:
+        for item in iter_loaded(ds, indices, skipped):
+            buf.append(item)
+            if len(buf) == (1 if runtime else batch_size):
+                flush()
+        if buf:
             flush()
-    if buf:
-        flush()
     num = int(len(indices) - len(skipped))
     if num == 0:
         raise KsegError(f"no readable sample in dataset {ds.name}; run `kseg data check` on it")

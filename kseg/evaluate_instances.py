@@ -280,33 +280,38 @@ def detect_coco(model: InstanceModel, coco: CocoImages, class_map: dict, thresho
         coco: ``CocoImages``.
         class_map: model class index → COCO category id (other classes are dropped).
         threshold: mask probability threshold.
-        progress: optional callable ``(done, total)``.
+        progress: ``None`` (default): a bar on a terminal, plain lines in a log
+            (``kseg.progress``, on stderr); ``False``: nothing; a callable: called with
+            ``(done, total)`` after each image.
 
     Returns:
         list of ``{"image_id", "category_id", "bbox", "score", "segmentation"}``.
     """
     from kseg.data.instances import letterbox
     from kseg.data.readers import read_image
+    from kseg.progress import Progress
 
     size = model.input_size
     results = []
-    for i, (image_id, path) in enumerate(zip(coco.image_ids, coco.image_paths)):
-        if not Path(path).is_file():
-            raise KsegError(f"image {path} of {coco.ann_file.name} not found; check --images")
-        raw = read_image(path)
-        boxed, scale = letterbox(raw, size)
-        det = model.raw(boxed)
-        n = int(det["num_detections"])
-        cls = np.asarray(det["classes"][:n]).astype(int)
-        keep = np.nonzero(np.isin(cls, list(class_map)))[0]
-        h, w = raw.shape[:2]
-        boxes = np.clip(np.asarray(det["boxes"])[keep] / scale, 0, [w, h, w, h]).astype(np.float32)
-        masks = paste_masks(np.asarray(det["masks"])[keep], boxes, (h, w), threshold)
-        cats = [class_map[int(c)] for c in cls[keep]]
-        res = coco_results(image_id, boxes, np.asarray(det["scores"])[keep], np.arange(1, len(keep) + 1), masks, cats)
-        results += res
-        if progress:
-            progress(i + 1, len(coco))
+    bar = Progress(len(coco), "evaluation", "images", mode=None if progress is None else "off")
+    report = progress or (lambda done, total: bar.set(done))
+    with bar:
+        for i, (image_id, path) in enumerate(zip(coco.image_ids, coco.image_paths)):
+            if not Path(path).is_file():
+                raise KsegError(f"image {path} of {coco.ann_file.name} not found; check --images")
+            raw = read_image(path)
+            boxed, scale = letterbox(raw, size)
+            det = model.raw(boxed)
+            n = int(det["num_detections"])
+            cls = np.asarray(det["classes"][:n]).astype(int)
+            keep = np.nonzero(np.isin(cls, list(class_map)))[0]
+            h, w = raw.shape[:2]
+            boxes = np.clip(np.asarray(det["boxes"])[keep] / scale, 0, [w, h, w, h]).astype(np.float32)
+            masks = paste_masks(np.asarray(det["masks"])[keep], boxes, (h, w), threshold)
+            cats = [class_map[int(c)] for c in cls[keep]]
+            res = coco_results(image_id, boxes, np.asarray(det["scores"])[keep], np.arange(1, len(keep) + 1), masks, cats)
+            results += res
+            report(i + 1, len(coco))
     return results
 
 
@@ -326,7 +331,7 @@ def evaluate_instances(model: InstanceModel, data, split=None, categories=None, 
         limit: only the first ``limit`` images.
         results_path: also write the detections in COCO result format here (atomically).
         threshold: mask probability threshold.
-        progress: optional callable ``(done, total)``.
+        progress: as for ``detect_coco`` (default: a bar on a terminal, plain lines in a log).
 
     Returns:
         dict ``model``, ``data``, ``images``, ``detections``, ``categories``, ``segm`` and

@@ -61,7 +61,9 @@ def evaluate_panoptic(instance_model, segmenter, data, split: str = "val", thing
         things: COCO category names of the things (the instance model's classes).
         limit: only the first ``limit`` images.
         score_threshold, overlap_threshold, stuff_area_limit: ``combine_panoptic``'s settings.
-        progress: optional callable ``(done, total)``.
+        progress: ``None`` (default): a bar on a terminal, plain lines in a log
+            (``kseg.progress``, on stderr); ``False``: nothing; a callable: called with
+            ``(done, total)`` after each image.
 
     Returns:
         dict ``model``, ``semantic_model``, ``data``, ``images``, ``things``, ``stuff``,
@@ -75,6 +77,7 @@ def evaluate_panoptic(instance_model, segmenter, data, split: str = "val", thing
     from kseg.config import resolve_data_path
     from kseg.data.readers import open_coco_panoptic
     from kseg.metrics import PanopticQuality
+    from kseg.progress import Progress
     from kseg.runtime import combine_panoptic, detect_instances
 
     ds = open_coco_panoptic(resolve_data_path(data), split, tuple(things), limit=limit)
@@ -85,21 +88,23 @@ def evaluate_panoptic(instance_model, segmenter, data, split: str = "val", thing
     pq = PanopticQuality(ds.categories)
     counts = {"predicted_things": 0, "predicted_stuff": 0, "true_things": 0, "true_crowds": 0, "true_stuff": 0}
     t0 = time.perf_counter()
-    for i in range(len(ds)):
-        image, gt_ids, gt_segments = ds.load(i)
-        det = detect_instances(instance_model.model, image, min_score=score_threshold)
-        semantic = segmenter.segment(image).category_mask
-        pan = combine_panoptic(semantic, det, stuff=stuff_map, things=thing_map, score_threshold=score_threshold,
-                               overlap_threshold=overlap_threshold, stuff_area_limit=stuff_area_limit)
-        pq.update(pan.ids, pan.segments, gt_ids, gt_segments)
-        counts["predicted_things"] += sum(s["isthing"] for s in pan.segments)
-        counts["predicted_stuff"] += sum(not s["isthing"] for s in pan.segments)
-        thing_ids = set(thing_map.values())
-        counts["true_things"] += sum(s["category_id"] in thing_ids and not s["iscrowd"] for s in gt_segments)
-        counts["true_crowds"] += sum(bool(s["iscrowd"]) for s in gt_segments)
-        counts["true_stuff"] += sum(s["category_id"] not in thing_ids for s in gt_segments)
-        if progress:
-            progress(i + 1, len(ds))
+    bar = Progress(len(ds), "panoptic evaluation", "images", mode=None if progress is None else "off")
+    report = progress or (lambda done, total: bar.set(done))
+    with bar:
+        for i in range(len(ds)):
+            image, gt_ids, gt_segments = ds.load(i)
+            det = detect_instances(instance_model.model, image, min_score=score_threshold)
+            semantic = segmenter.segment(image).category_mask
+            pan = combine_panoptic(semantic, det, stuff=stuff_map, things=thing_map, score_threshold=score_threshold,
+                                   overlap_threshold=overlap_threshold, stuff_area_limit=stuff_area_limit)
+            pq.update(pan.ids, pan.segments, gt_ids, gt_segments)
+            counts["predicted_things"] += sum(s["isthing"] for s in pan.segments)
+            counts["predicted_stuff"] += sum(not s["isthing"] for s in pan.segments)
+            thing_ids = set(thing_map.values())
+            counts["true_things"] += sum(s["category_id"] in thing_ids and not s["iscrowd"] for s in gt_segments)
+            counts["true_crowds"] += sum(bool(s["iscrowd"]) for s in gt_segments)
+            counts["true_stuff"] += sum(s["category_id"] not in thing_ids for s in gt_segments)
+            report(i + 1, len(ds))
     dt = time.perf_counter() - t0
     result = _clean(pq.result())
     result["per_class"] = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in result["per_class"].values()}

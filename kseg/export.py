@@ -59,12 +59,24 @@ def _input_size(model, input_size):
     return int(h), int(w)
 
 
-def _representative(data, size, limit):
-    """A converter-ready generator of ``[float32 (1, H, W, 3)]`` from many kinds of input."""
+def _representative(data, size, limit, show_progress=True):
+    """A converter-ready generator of ``[float32 (1, H, W, 3)]`` from many kinds of input.
+
+    The converter runs the float model on each image while it draws them, so the calibration's
+    progress is shown as they are drawn (``kseg.progress``).
+    """
     import tensorflow as tf
+
+    from kseg.progress import Progress
 
     if data is None:
         return None
+    if isinstance(data, np.ndarray):
+        total = min(data.shape[0] if data.ndim == 4 else 1, limit)
+    elif isinstance(data, (list, tuple)) and data and np.ndim(data[0]) == 3:  # a list of images
+        total = min(len(data), limit)
+    else:  # a dataset, a generator, a callable: at most ``limit``
+        total = limit
 
     def batches():
         source = data() if callable(data) else data
@@ -80,13 +92,15 @@ def _representative(data, size, limit):
 
     def gen():
         n = 0
-        for image in batches():
-            if image.shape[:2] != tuple(size):
-                image = tf.image.resize(image, size).numpy()
-            yield [image[None].astype(np.float32)]
-            n += 1
-            if n >= limit:
-                break
+        with Progress(total, "calibration", "images", mode=None if show_progress else "off") as bar:
+            for image in batches():
+                if image.shape[:2] != tuple(size):
+                    image = tf.image.resize(image, size).numpy()
+                yield [image[None].astype(np.float32)]
+                n += 1
+                bar.update()
+                if n >= limit:
+                    break
         if n == 0:
             raise KsegError("representative_data yielded no images; give a few images at the model's input size")
 
@@ -120,7 +134,8 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
         num_calibration: at most this many calibration images.
 
     Returns:
-        The path of the ``.tflite`` file.
+        The path of the ``.tflite`` file. The calibration's progress is shown on stderr
+        (``kseg.progress``: a bar on a terminal, plain lines in a log).
 
     Raises:
         KsegError: unknown quantization, int8 without calibration data, a Keras 3 model passed
@@ -213,7 +228,7 @@ def _convert(converter, model, quantization, representative_data, size, io_dtype
         if rep is None:
             # The converter insists on a representative dataset before it inspects the graph,
             # even for a QAT model whose FakeQuant ranges it then uses (the dataset is unused).
-            rep = _representative(np.zeros((1, *size, 3), np.float32), size, 1)
+            rep = _representative(np.zeros((1, *size, 3), np.float32), size, 1, show_progress=False)
         converter.representative_dataset = rep
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
@@ -357,17 +372,21 @@ def parity(keras_model, tflite_path, images, masks=None, num_threads=None) -> di
         masks: optional label masks (uint8, 255 = ignore) matching ``images``.
         num_threads: interpreter threads.
 
+    Progress goes to stderr (``kseg.progress``).
+
     Returns:
         ``{"pixel_agreement", "n_images", "n_pixels"}`` and, with masks, ``"miou_keras"``,
         ``"miou_tflite"``, ``"pixel_accuracy_keras"``, ``"pixel_accuracy_tflite"``.
     """
+    from kseg.progress import progress
+
     lite = Segmenter(tflite_path, num_threads=num_threads)
     ref = Segmenter(keras_model, card=lite.card)
     n = lite.num_classes
     agree = total = 0
     conf_k = np.zeros((n, n), np.int64)
     conf_t = np.zeros((n, n), np.int64)
-    for i, image in enumerate(images):
+    for i, image in enumerate(progress(images, "parity", "images")):
         a = ref.segment(image).category_mask
         b = lite.segment(image).category_mask
         agree += int((a == b).sum())

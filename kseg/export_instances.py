@@ -175,7 +175,9 @@ def _int8_parts(conv, calib, model):
     from ai_edge_litert import schema_py_generated as schema
     from tensorflow.lite.python import convert as tfl_convert
 
-    conv.representative_dataset = lambda: ([x] for x in calib)
+    from kseg.progress import progress
+
+    conv.representative_dataset = lambda: ([x] for x in progress(calib, "calibration", "images"))
     conv.experimental_mlir_quantizer = True
     conv._experimental_calibrate_only = True  # calibration statistics only; quantized below
     calibrated = conv.convert()
@@ -242,9 +244,11 @@ def parity(model, runner, images, threshold=0.5, min_score=0.0):
         ``median_mask_iou`` (pasted masks of matched detections).
     """
     from kseg.models.mask_rcnn.boxes import box_iou
+    from kseg.progress import progress
 
     same, matched, total, score_diff, ious, diffs, n = 0, 0, 0, 0.0, [], [], 0
-    for image in images:
+    label = "parity" + (f" (score >= {min_score:g})" if min_score else "")
+    for image in progress(images, label, "images"):
         n += 1
         ref = {k: np.asarray(v)[0] for k, v in model.predict_on_batch(np.asarray(image, np.float32)[None]).items()}
         lite = runner.detect(image)

@@ -1,6 +1,9 @@
 """Training: build data and model from a ``RunConfig`` and run ``model.fit``.
 
-Writes ``runs/NAME/{config.yaml, best.keras, last.keras, history.csv, curves.png, logs/}``.
+Writes ``runs/NAME/{config.yaml, best.keras, last.keras, history.csv, curves.png, logs/}``
+(``logs/``: TensorBoard, ``tensorboard --logdir runs/NAME/logs``). Progress: Keras' bar on a
+terminal; in a log one line per epoch and, within long epochs, one every 30 s
+(``train.verbose``, ``kseg.progress``).
 A killed run resumes where it stopped when started again with the same name (Keras
 ``BackupAndRestore`` keeps the epoch, weights and optimizer state in ``runs/NAME/backup``,
 written atomically with a SHA-256 beside them; the previous backup stays until the new one is
@@ -30,6 +33,7 @@ from kseg import _faults
 from kseg.config import RunConfig, save_config
 from kseg.errors import KsegError
 from kseg.paths import atomic_path
+from kseg.progress import fit_verbose, step_lines_callback
 
 MONITOR = "val_mean_iou"
 
@@ -618,6 +622,11 @@ def fit(cfg: RunConfig):
             metrics=make_metrics(num_classes),
         )
     distribute.patch_keras_for_multi_worker(model, strategy)
+    # a bar on a terminal; in a log Keras' line per epoch and, within long epochs, one every 30 s
+    verbose = fit_verbose(cfg.train.verbose) if worker.chief else 0
+    callbacks = _callbacks(cfg, out, train_ds, val_ds)
+    if verbose == 2:
+        callbacks.insert(0, step_lines_callback(keras.callbacks.Callback))
     interrupts = contextlib.ExitStack()  # Ctrl-C stops between steps, so a re-run resumes
     try:
         interrupts.enter_context(deferred_interrupts())
@@ -626,8 +635,8 @@ def fit(cfg: RunConfig):
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             steps_per_epoch=cfg.train.steps_per_epoch,
-            callbacks=_callbacks(cfg, out, train_ds, val_ds),
-            verbose=cfg.train.verbose if worker.chief else 0,
+            callbacks=callbacks,
+            verbose=verbose,
         )
     except Exception as e:
         if type(e).__name__ in ("InvalidArgumentError", "DataLossError", "UnknownError"):

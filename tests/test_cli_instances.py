@@ -149,6 +149,7 @@ def test_evaluate_keras_weights_and_tflite_agree(files, capsys, tmp_path):
         res = tmp_path / f"{name}.json"
         rc, out, err = _run(["evaluate", extra[0], coco, *extra[1:], "--json", "--results", res], capsys)
         assert rc == 0, err
+        assert err.splitlines()[-1].startswith("evaluation: 3/3 images in "), err  # progress, as a log sees it
         reports[name] = json.loads(out)
         dets = json.loads(res.read_text())
         assert len(dets) == reports[name]["detections"] > 0

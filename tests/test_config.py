@@ -68,3 +68,11 @@ def test_every_shipped_semantic_config_loads(path):
     assert cfg.model.name in MODELS
     assert cfg.name == path.stem  # runs/NAME matches the file the docs cite
     assert all(s % 32 == 0 for s in cfg.data.size)
+
+
+def test_train_verbose_is_auto_by_default_and_checked():
+    assert load_config(None).train.verbose == "auto"  # a bar on a terminal, lines in a log (kseg.progress)
+    assert load_config(None, ["train.verbose=1"]).train.verbose == 1
+    for bad in ("true", "3", "bar"):
+        with pytest.raises(KsegError, match=r"config train.verbose must be auto \(a bar on a terminal"):
+            load_config(None, [f"train.verbose={bad}"])

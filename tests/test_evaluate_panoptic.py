@@ -98,7 +98,9 @@ def test_cli_panoptic_errors_are_one_line(tmp_path, capsys):
 def test_cli_panoptic_on_coco_with_the_shipped_models(capsys):
     assert main(["evaluate", "exports/person-instances.tflite", "coco/coco-mini", "--panoptic",
                  "exports/portrait.tflite", "--limit", "2", "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
+    assert "panoptic evaluation: 2/2 images in " in captured.err  # progress, as a log sees it
     assert r["images"] == 2 and r["things"] == ["person"] and r["stuff"] == ["background"]
     for key in ("all", "things", "stuff"):
         assert 0 <= r["pq"][key]["pq"] <= r["pq"][key]["sq"] <= 1

@@ -166,7 +166,9 @@ def _cli(argv):
     return args.func(args)
 
 
-def test_cli_export_int8_writes_card_with_parity_and_latency(trained, tmp_path):
+def test_cli_export_int8_writes_card_with_parity_and_latency(trained, tmp_path, capsys):
+    import re
+
     from kseg.data.synthetic import write_shapes_dataset
 
     model = trained[0]
@@ -183,6 +185,12 @@ def test_cli_export_int8_writes_card_with_parity_and_latency(trained, tmp_path):
     assert card["training_data"] == str(data) and card["quantization"] == "int8"
     assert card["params"] == model.count_params()
     assert_builtin_ops(out)
+    # progress on stderr, as plain lines (not a terminal here): calibration and parity
+    err = capsys.readouterr().err
+    assert "calibration: 16/16 images in " in err, err
+    n = card["metrics"]["parity_n_images"]
+    assert re.search(rf"^parity: {n}/{n} images in [0-9.]+ s$", err, re.M), err
+    assert "\r" not in err
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (layer, module prefixes), lowest first. A prefix matches the module and its submodules;
 # "kseg" alone (the package's __init__: __version__ and a lazy kseg.Segmenter) matches only itself.
 LAYERS = [
-    ("base", ("kseg.errors", "kseg.paths", "kseg.config", "kseg._vendor", "kseg._faults")),
+    ("base", ("kseg.errors", "kseg.paths", "kseg.config", "kseg.progress", "kseg._vendor", "kseg._faults")),
     ("data", ("kseg.data",)),
     ("models", ("kseg.models", "kseg.ops", "kseg.losses", "kseg.metrics", "kseg.metrics_saliency",
                 "kseg.metrics_panoptic")),

@@ -61,6 +61,25 @@ def test_train_refuses_another_architecture_in_the_same_run(tmp_path, shapes, ca
     assert "holds a checkpoint of model unet" in err and "Traceback" not in err
 
 
+def test_train_progress_in_a_log_is_lines_not_a_bar(tmp_path, shapes, capsys, monkeypatch):
+    """Not a terminal (a log): Keras' line per epoch, kseg's lines within the epoch, no bar."""
+    monkeypatch.setenv("KSEG_PROGRESS_EVERY", "0")  # a line at every step (30 s by default)
+    monkeypatch.delenv("KSEG_PROGRESS", raising=False)
+    cfg = _config(tmp_path, shapes, epochs=2, name="log")
+    assert main(["train", "--config", str(cfg), "--set", "train.verbose=auto", "--set", "train.steps_per_epoch=3"]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\b" not in out
+    lines = out.splitlines()
+    for epoch in (1, 2):
+        assert [ln.split(",")[0] for ln in lines if ln.startswith(f"epoch {epoch}/2:")] == [
+            f"epoch {epoch}/2: {s}/3 steps (" + f"{100 * s / 3:.0f}%)" for s in (1, 2)]  # then Keras' own line
+    keras_lines = [ln for ln in lines if "val_mean_iou" in ln]
+    assert len(keras_lines) == 2 and all(ln.startswith("3/3 - ") for ln in keras_lines), out
+    logs = tmp_path / "runs" / "log" / "logs"  # TensorBoard's, as the last line says
+    assert lines[-1] == f"curves in TensorBoard: tensorboard --logdir {logs}"
+    assert list((logs / "train").glob("events.out.tfevents.*")) and list((logs / "validation").glob("events.out.tfevents.*"))
+
+
 def test_unknown_config_key_is_one_line(tmp_path, shapes, capsys):
     cfg = _config(tmp_path, shapes, epochs=1, extra="trian: {}\n")
     assert main(["train", "--config", str(cfg)]) == 2
@@ -75,7 +94,9 @@ def test_evaluate_and_predict(tmp_path, shapes, capsys):
     out = tmp_path / "eval"
     capsys.readouterr()
     assert main(["evaluate", str(best), str(shapes), "--format", "masks", "--out", str(out), "--json", "--limit", "6"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "evaluation: 6/6 images in " in captured.err  # progress, as a log sees it
     assert report["num_images"] == 6
     cm = np.array(report["confusion_matrix"])
     assert cm.shape == (3, 3) and cm.sum() == 6 * 48 * 64  # scored at label resolution

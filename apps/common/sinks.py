@@ -264,11 +264,12 @@ class WindowSink(Sink):
         self.name = "window"
         if not display_available():
             raise KsegError(
-                "no window can be shown (no display, or opencv-python-headless has no GUI); "
-                "install opencv-python for a window, or write --out out.mp4 / --frames DIR"
+                "no window can be shown (no display, or OpenCV is the headless build without a GUI: "
+                "make opencv installs opencv-python); or write --out out.mp4 / --frames DIR"
             )
         try:
-            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+            # GUI_NORMAL: no toolbar or status bar (Qt's zoom/save buttons would cover the HUD's space)
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         except cv2.error as e:
             raise KsegError(f"cannot open a window: {str(e).strip().splitlines()[-1][:120]}; use --out out.mp4") from None
         self._bgr = None

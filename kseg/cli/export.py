@@ -121,6 +121,7 @@ def _run_semantic(args, out: Path) -> str:
         _check_classes(len(card["class_names"]), list(ds.class_names), f"--data {args.config or args.data}",
                        f"the QAT model {args.model}")
     rep = None
+    cal_idx = []
     images = masks = None
     if ds is not None:
         card.setdefault("training_data", args.data)
@@ -137,7 +138,7 @@ def _run_semantic(args, out: Path) -> str:
             images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
     out = to_tflite(source, out, quantization=args.quantization, representative_data=rep,
                     io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,
-                    card=card, num_calibration=args.calibration)
+                    card=card, num_calibration=len(cal_idx) if rep is not None else args.calibration)
     ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
     extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
     if images is not None and keras_model is not None:

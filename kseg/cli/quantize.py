@@ -95,7 +95,7 @@ def run(args) -> int:
     # the model, its history and qat.json appear together or not at all (a failure or Ctrl-C
     # leaves an earlier QAT model as it was)
     with staged_output(Path(args.out) / QAT_MODEL_FILE, "--out") as staged:
-        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=staged.parent, verbose=2,
+        qat_fine_tune(model, train_ds, val_ds, epochs=args.epochs, lr=args.lr, out_dir=staged.parent, verbose="auto",
                       loss=loss)
         with atomic_path(staged.parent / "qat.json") as tmp:
             Path(tmp).write_text(json.dumps(info, indent=2))

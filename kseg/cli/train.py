@@ -92,6 +92,8 @@ def run(args) -> int:
     if cfg.train.strategy != "multi_worker" or read_tf_config().chief:  # the others wrote a temporary folder
         written = [f for f in ("best.keras", "last.keras", "history.csv", "curves.png") if (cfg.run_dir / f).is_file()]
         print(f"run written to {cfg.run_dir} ({', '.join(written) or 'no checkpoint'})")
+        if (cfg.run_dir / "logs").is_dir():
+            print(f"curves in TensorBoard: tensorboard --logdir {cfg.run_dir / 'logs'}")
     return 0
 
 

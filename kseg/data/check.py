@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ import numpy as np
 
 from kseg.data.readers import IGNORE, UNKNOWN, missing_pairs, open_dataset
 from kseg.errors import KsegError
+from kseg.progress import Progress
 
 
 @dataclass
@@ -130,7 +130,8 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
         path: the dataset folder.
         format: as for ``open_dataset``.
         workers: reader threads (OpenCV decodes without holding the GIL).
-        progress: print progress to stderr (default: when stderr is a terminal).
+        progress: show progress on stderr (``kseg.progress``: a bar on a terminal, plain lines
+            in a log); ``False``: not at all.
         **options: reader options (``split``, ``groups``, ``border``, ``categories``...).
 
     Returns:
@@ -150,8 +151,7 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
     images = np.zeros(n_cls, np.int64)
     ignored = 0
     sizes: Counter = Counter()
-    show = sys.stderr.isatty() if progress is None else progress
-    step = max(1, len(ds) // 50)
+    bar = Progress(len(ds), "check", "samples", mode=None if progress in (None, True) else "off")
 
     def one(i):
         try:
@@ -161,8 +161,8 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
         counts = np.bincount(mask.reshape(-1), minlength=256)
         return (image.shape[:2], counts), None
 
-    with ThreadPoolExecutor(workers) as pool:
-        for k, (res, err) in enumerate(pool.map(one, range(len(ds)))):
+    with ThreadPoolExecutor(workers) as pool, bar:
+        for res, err in pool.map(one, range(len(ds))):
             if err:
                 bad.append(err)
             else:
@@ -171,9 +171,6 @@ def check_dataset(path, format="auto", workers=4, progress=None, **options) -> C
                 pixels += counts[:n_cls]
                 images += counts[:n_cls] > 0
                 ignored += int(counts[IGNORE]) + int(counts[UNKNOWN])
-            if show and ((k + 1) % step == 0 or k + 1 == len(ds)):
-                print(f"\rchecked {k + 1}/{len(ds)}", end="", file=sys.stderr, flush=True)
-    if show and len(ds):
-        print(file=sys.stderr)
+            bar.update()
     return CheckReport(ds.name, fmt, ds.class_names, len(ds), pixels, images, ignored, sizes, bad,
                        time.perf_counter() - t0)

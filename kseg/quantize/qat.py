@@ -335,6 +335,8 @@ def calibrate_ranges(qat, twin, images, batch_size: int = 8, max_batches: int = 
     """
     import tensorflow as tf
 
+    from kseg.progress import progress
+
     tf_keras = tf_keras_module()
     targets = _range_targets(qat)
     names = sorted({n for n, kind, _ in targets if n is not None and kind == "output"})
@@ -345,12 +347,15 @@ def calibrate_ranges(qat, twin, images, batch_size: int = 8, max_batches: int = 
     probe = tf_keras.Model(twin.inputs, probe_outputs) if probe_outputs else None
     if isinstance(images, tf.data.Dataset):
         batches = (b[0] if isinstance(b, (tuple, list)) else b for b in images.take(max_batches))
+        known = int(images.cardinality())  # negative: unknown or infinite
+        total = min(known, max_batches) if known >= 0 else max_batches
     else:
         arr = np.asarray(images, np.float32)
         batches = (arr[i: i + batch_size] for i in range(0, min(len(arr), batch_size * max_batches), batch_size))
+        total = -(-min(len(arr), batch_size * max_batches) // batch_size)
     sums: dict = {}
     n = 0
-    for batch in batches:
+    for batch in progress(batches, "QAT range calibration", "batches", total=total):
         batch = tf.convert_to_tensor(batch, tf.float32)
         values = {("input", None): batch}
         if probe is not None:
@@ -471,7 +476,8 @@ def qat_fine_tune(model_k3, train_ds, val_ds=None, epochs: int = 2, loss=None, l
         out_dir: when given, the QAT model is saved there as ``qat_model.h5`` with
             ``history.json``.
         steps_per_epoch: passed to ``fit`` (needed for repeated datasets).
-        verbose: ``fit`` verbosity.
+        verbose: ``fit`` verbosity, or ``"auto"``: a bar on a terminal; in a log a line per
+            epoch and one every 30 s within it (``kseg.progress``).
         calibrate: start the fake-quant ranges from the float model's ranges on a few
             training batches (``calibrate_ranges``) instead of tfmot's [-6, 6].
 
@@ -489,8 +495,12 @@ def qat_fine_tune(model_k3, train_ds, val_ds=None, epochs: int = 2, loss=None, l
                 metrics=[pixel_accuracy_ignore])
     history = {}
     if epochs:
+        from kseg.progress import fit_verbose, step_lines_callback
+
+        verbose = fit_verbose(verbose)
+        callbacks = [step_lines_callback(tf_keras.callbacks.Callback)] if verbose == 2 else []
         h = qat.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    verbose=verbose)
+                    verbose=verbose, callbacks=callbacks)
         history = {k: [float(v) for v in vs] for k, vs in h.history.items()}
     qat.kseg_history = history
     if out_dir is not None:

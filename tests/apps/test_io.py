@@ -275,6 +275,26 @@ def test_app_keys_switch_effect_strength_and_model(tmp_path, monkeypatch):
     assert app.on_key(ord("q")) is False
 
 
+def test_app_keys_say_what_they_changed(tmp_path, monkeypatch, capsys):
+    from apps.common.hud import Hud
+    from apps.webcam import App
+
+    model = _fake_app(monkeypatch, tmp_path)
+    app = App(model=model, parsing_model=None, fast_model=None)
+    app.bind(Pipeline(ArraySource([solid((0, 0, 0))]), [NullSink()], app.effect, app.estimator(), hud=Hud()))
+    for ch in "2+3hrx":
+        app.on_key(ord(ch))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "webcam: key '2': swap #00b140, m.tflite",
+        "webcam: key '+': swap #00b140, m.tflite",
+        "webcam: try-on needs the parsing model (upper_clothes, hair): exports/parsing.tflite was not found; "
+        "give --parsing-model PATH",  # '3': reported, nothing changed
+        "webcam: key 'h': HUD off",
+        "webcam: key 'r': edge refinement off",
+    ]  # 'x' is no key: nothing
+
+
 def test_kseg_demo_reports_a_missing_model_in_one_line(tmp_path, capsys):
     from kseg.cli import main
 

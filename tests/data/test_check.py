@@ -45,7 +45,7 @@ def test_sizes_histogram_and_ignore(tmp_path, capsys):
                                 {"width": 10, "height": 8, "images": 1}]
     text = r.format_text()
     assert "min 10×8, median 24×16, max 40×30" in text and f"{100 * ignored / sum(areas):.2f}%" in text
-    assert capsys.readouterr().err.strip().endswith("checked 5/5")  # progress on stderr
+    assert capsys.readouterr().err.startswith("check: 5/5 samples in ")  # progress on stderr, as a log sees it
 
 
 def test_every_bad_sample_is_listed_and_exit_is_1(tmp_path, capsys):

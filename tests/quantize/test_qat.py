@@ -141,8 +141,9 @@ def test_load_qat_model_missing(tmp_path):
         load_qat_model(tmp_path)
 
 
-def test_max_unpooling_qat_converts_and_follows(tmp_path):
-    """SegNet's custom unpooling through QAT to uint8 TFLite: builtin ops, follows the QAT model."""
+def test_max_unpooling_qat_converts_and_follows(tmp_path, capsys, monkeypatch):
+    """SegNet's custom unpooling through QAT to uint8 TFLite: builtin ops, follows the QAT model.
+    Its progress in a log: range calibration and each step as plain lines, tf_keras' line per epoch."""
     from kseg.export import assert_builtin_ops, to_tflite
     from kseg.models.blocks import MaxUnpooling2D
     from kseg.quantize.qat import qat_fine_tune
@@ -160,7 +161,17 @@ def test_max_unpooling_qat_converts_and_follows(tmp_path):
     images, masks = make_shapes(24, size=(16, 16), num_classes=3, seed=1)
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images.astype("float32"), masks, batch_size=8, epochs=3, verbose=0)
-    qat = qat_fine_tune(model, _dataset(images, masks), epochs=2, lr=1e-4)
+    monkeypatch.setenv("KSEG_PROGRESS_EVERY", "0")  # a line at every step (30 s by default)
+    monkeypatch.delenv("KSEG_PROGRESS", raising=False)
+    capsys.readouterr()
+    qat = qat_fine_tune(model, _dataset(images, masks), epochs=2, lr=1e-4, verbose="auto")
+    out, err = capsys.readouterr()
+    assert "QAT range calibration: 3/3 batches in " in err  # 24 images in batches of 8
+    assert "\r" not in out + err and "\b" not in out + err
+    lines = out.splitlines()
+    assert [ln.split(" (")[0] for ln in lines if ln.startswith("epoch ")] == [
+        "epoch 1/2: 1/3 steps", "epoch 1/2: 2/3 steps", "epoch 2/2: 1/3 steps", "epoch 2/2: 2/3 steps"]
+    assert sum(ln.startswith("3/3 - ") and "loss" in ln for ln in lines) == 2, out  # tf_keras, verbose=2
     path = to_tflite(qat, tmp_path / "unpool_qat.tflite", quantization="qat")
     assert_builtin_ops(path)
     seg = Segmenter(path)

@@ -58,6 +58,7 @@ from kseg.data.readers.base import (
     read_label,
 )
 from kseg.errors import KsegError
+from kseg.progress import Progress
 
 log = logging.getLogger("kseg")
 
@@ -617,12 +618,11 @@ def _generate(sources: CompositeSources, final: Path) -> None:
     (tmp / "masks").mkdir()
     if o.labels == "instances":
         (tmp / "instances").mkdir()
-    show = sys.stderr.isatty() if o.progress is None else o.progress
+    bar = Progress(o.count, "composites", mode=None if o.progress in (None, True) else "off")
     log.info("generating %d composites into %s", o.count, final)
     t0 = time.perf_counter()
     try:
         _STATE.update(sources=sources, out=tmp)
-        step = max(1, o.count // 50)
         workers = o.workers
         if workers > 1 and ("tensorflow" in sys.modules or threading.active_count() > 1):
             # a forked child inherits locks other threads held (TensorFlow's pools): it can wait on
@@ -634,20 +634,17 @@ def _generate(sources: CompositeSources, final: Path) -> None:
             import multiprocessing as mp
 
             # fork: the workers inherit the opened sources; they use numpy and OpenCV only
-            with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool, bar:
                 records = []
-                for k, r in enumerate(pool.imap(_write_one, range(o.count), chunksize=8)):
+                for r in pool.imap(_write_one, range(o.count), chunksize=8):
                     records.append(r)
-                    if show and ((k + 1) % step == 0 or k + 1 == o.count):
-                        print(f"\rcomposites {k + 1}/{o.count}", end="", file=sys.stderr, flush=True)
+                    bar.update()
         else:
             records = []
-            for i in range(o.count):
-                records.append(_write_one(i))
-                if show and ((i + 1) % step == 0 or i + 1 == o.count):
-                    print(f"\rcomposites {i + 1}/{o.count}", end="", file=sys.stderr, flush=True)
-        if show:
-            print(file=sys.stderr)
+            with bar:
+                for i in range(o.count):
+                    records.append(_write_one(i))
+                    bar.update()
         seconds = time.perf_counter() - t0
         names = _class_names(sources)
         (tmp / "classes.json").write_text(json.dumps({"classes": list(names)}))
