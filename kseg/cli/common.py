@@ -103,6 +103,17 @@ def open_data(path, format: str):
     return open_dataset(root, format)
 
 
+def _source_name(source) -> str:
+    """A training source in words: its path, or for generated composites what they are."""
+    if source.path:
+        return str(source.path)
+    if source.format == "composite":
+        o = dict(getattr(source, "options", None) or {})
+        count, labels = o.get("count"), o.get("labels", "person")
+        return f"{count or ''} composites ({labels} labels)".strip()
+    return source.format or "?"
+
+
 def config_data(config, size, batch_size: int | None = None, training: bool = False):
     """The data of a training config, split as ``kseg train`` splits it.
 
@@ -119,7 +130,7 @@ def config_data(config, size, batch_size: int | None = None, training: bool = Fa
         cfg.data.batch_size = batch_size
     cfg.data.cache = False
     train_ds, val_ds, train_set, val_set = build_data(cfg)
-    names = f'{", ".join(s.path for s in cfg.data.train)} (config {config})'
+    names = f'{", ".join(_source_name(s) for s in cfg.data.train)} (config {config})'
     if not training:
         return train_set, val_set, names
     return train_set, train_ds, val_ds, names

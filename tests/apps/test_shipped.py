@@ -49,7 +49,7 @@ def test_tryon_with_the_parsing_model_recolours_the_jumper_only():
     far = clothes == 0
     assert far.mean() > 0.5
     np.testing.assert_array_equal(out[far], frame[far])  # where the clothes mask is 0 nothing changes
-    core = clothes > 0.98
+    core = clothes > 0.9  # confident: parsing_v2 (class-weighted CE + Dice) is less peaked than CE alone
     assert core.sum() > 5000  # the orange jumper is found
     hue_in = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
     hue_out = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
