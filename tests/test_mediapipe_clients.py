@@ -33,13 +33,13 @@ pytestmark = pytest.mark.shared_data
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("portrait", "portrait-fast", "parsing")
 MIN_AGREEMENT = 0.985
-# parsing misses 98.5%: measured 97.87% (MediaPipe) and 98.38% (Task Library) on these 20
-# photos. Most of the gap is resampling, not the model: MediaPipe resizes the frame with an
+# parsing misses 98.5% with MediaPipe: measured 98.42% (MediaPipe) and 98.54% (Task Library) on
+# these 20 photos with parsing_v2 (the previous parsing model: 97.87% and 98.38%). Most of the gap is resampling, not the model: MediaPipe resizes the frame with an
 # affine warp that maps pixel corners (no half-pixel offset), kseg with cv2.resize (INTER_AREA
 # when shrinking); with MediaPipe's warp in front of kseg's interpreter the agreement on the
 # people-parsing photos goes from 97.9% to 99.5%. Eight classes with thin parts (footwear,
 # accessories) have many more boundary pixels than two, so resampling moves more of them.
-MIN_AGREEMENT_PER_MODEL = {"parsing": 0.975}
+MIN_AGREEMENT_PER_MODEL = {"parsing": 0.98}
 N_PER_SET = 10  # images from each of people-parsing and portraits
 
 # Pinned to what pip resolved when these tests were written, so a later release cannot change
