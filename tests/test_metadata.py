@@ -150,21 +150,34 @@ def test_instance_model_outputs_described():
     assert md["labels"] == ["background", "person"]
     assert md["activation"] is None and md["min_parser_version"] == "1.0.0"
     (inp,) = md["inputs"]
-    # float32 input fed RGB 0..255: identity normalisation, tensor range 0..255
+    # uint8 input fed RGB 0..255: identity normalisation, tensor range 0..255
     assert (inp["mean"], inp["std"], inp["min"], inp["max"]) == ([0.0], [1.0], [0.0], [255.0])
     assert "letterbox" in inp["description"]
 
 
+@pytest.fixture(scope="module")
+def float_input_model(tmp_path_factory):
+    """A float32-input semantic model (every shipped export now takes uint8) and its card."""
+    import keras
+
+    from kseg.export import to_tflite
+
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 1)])
+    path = to_tflite(model, tmp_path_factory.mktemp("float_in") / "tiny.tflite", quantization="float32",
+                     card={"class_names": ["background", "person"]})
+    return path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
+
+
 @pytest.mark.parametrize("rng, mean, std, lo, hi", [([0, 1], 0.0, 255.0, 0.0, 1.0), ([-1, 1], 127.5, 127.5, -1.0, 1.0)])
-def test_float_input_normalisation_from_card_range(rng, mean, std, lo, hi):
-    raw, card = _load("person-instances")
+def test_float_input_normalisation_from_card_range(float_input_model, rng, mean, std, lo, hi):
+    raw, card = float_input_model
     card = copy.deepcopy(card)
     card["input"]["range"] = rng
     (inp,) = read_metadata(embed_metadata(raw, card))["inputs"]
     assert (inp["mean"], inp["std"], inp["min"], inp["max"]) == ([mean], [std], [lo], [hi])
 
 
-def test_errors_say_what_is_wrong(tmp_path):
+def test_errors_say_what_is_wrong(tmp_path, float_input_model):
     raw, card = _load("portrait")
     with pytest.raises(KsegError, match="no 'TFL3' identifier"):
         embed_metadata(b"not a model at all", card)
@@ -174,10 +187,11 @@ def test_errors_say_what_is_wrong(tmp_path):
     inst_raw, inst_card = _load("person-instances")
     with pytest.raises(KsegError, match="has 5 outputs"):
         embed_metadata(inst_raw, dict(inst_card, task="semantic_segmentation"))
-    odd = copy.deepcopy(inst_card)
+    float_raw, float_card = float_input_model
+    odd = copy.deepcopy(float_card)
     odd["input"]["range"] = [0, 2]
     with pytest.raises(KsegError, match=r"give the card input.mean and input.std"):
-        embed_metadata(inst_raw, odd)
+        embed_metadata(float_raw, odd)
     with pytest.raises(KsegError, match="not found"):
         read_metadata(tmp_path / "missing.tflite")
 
