@@ -47,8 +47,9 @@ test-all: $(STAMP)
 
 # the fault-injection suite's slow cases (Ctrl-C at random moments of real runs, then resume);
 # make test runs its fast ones. Both print the table of cases at the end.
+# Also the multi-worker restart test (a worker killed mid-run, the rerun resumes; about 1 minute).
 test-faults: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/faults $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m slow tests/faults tests/test_distribute.py $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m kseg demo $(DEMO_ARGS)
