@@ -23,20 +23,13 @@ CONFIG=${CONFIG:-configs/mask_rcnn_person_composite.yaml}
 OUT=${OUT:-$HOME/kseg-runs/runs}
 SRC=${SRC:-$HOME/kseg-runs/src-person-instances}
 MINUTES=${MINUTES:-165}          # training wall-clock budget; the schedule itself is train.epochs
-STEPS=${STEPS:-"train eval export evaluate benchmark figures"}
+STEPS=${STEPS-"train eval export evaluate benchmark figures"}
 PY=${PY:-$HERE/.venv/bin/python}
 export KSEG_DATA=${KSEG_DATA:-$(cd "$HERE/.." && pwd)/shared/data}
 export TF_CPP_MIN_LOG_LEVEL=2
 
-if [ ! -d "$SRC/kseg" ] || [ "${REFRESH:-0}" = 1 ]; then
-    mkdir -p "$SRC"
-    for d in kseg benchmarks configs tools apps exports; do
-        rm -rf "${SRC:?}/$d"
-        cp -r "$HERE/$d" "$SRC/$d"
-    done
-    (cd "$HERE" && git rev-parse HEAD > "$SRC/COMMIT" && git status --short > "$SRC/DIRTY" || true)
-    echo "snapshot of $HERE ($(cat "$SRC/COMMIT")) in $SRC"
-fi
+. "$HERE/tools/snapshot.sh"
+snapshot_code "$HERE" "$SRC"
 cd "$SRC"
 export PYTHONPATH=$SRC
 NAME=$($PY -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$CONFIG")

@@ -25,20 +25,13 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$HOME/kseg-runs/runs}
 SRC=${SRC:-$HOME/kseg-runs/src-zoo}
 CONFIGS=${CONFIGS:-"camvid_segformer_b0 camvid_hrnet_w18_small pets_u2net_small people_u2net_small"}
-STEPS=${STEPS:-"train camvid saliency figures"}
+STEPS=${STEPS-"train camvid saliency figures"}
 PY=${PY:-$HERE/.venv/bin/python}
 export KSEG_DATA=${KSEG_DATA:-$(cd "$HERE/.." && pwd)/shared/data}
 export TF_CPP_MIN_LOG_LEVEL=2
 
-if [ ! -d "$SRC/kseg" ] || [ "${REFRESH:-0}" = 1 ]; then
-    mkdir -p "$SRC"
-    for d in kseg benchmarks configs tools apps exports; do
-        rm -rf "${SRC:?}/$d"
-        cp -r "$HERE/$d" "$SRC/$d"
-    done
-    (cd "$HERE" && git rev-parse HEAD > "$SRC/COMMIT" && git status --short > "$SRC/DIRTY" || true)
-    echo "snapshot of $HERE ($(cat "$SRC/COMMIT")) in $SRC"
-fi
+. "$HERE/tools/snapshot.sh"
+snapshot_code "$HERE" "$SRC"
 mkdir -p "$OUT/eval"
 ln -sfn "$OUT" "$SRC/runs"   # tools/camvid_zoo.sh and camvid_table.py read runs/NAME and runs/eval
 cd "$SRC"

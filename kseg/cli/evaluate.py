@@ -83,6 +83,16 @@ def _run_instances(args) -> int:
                                 limit=args.limit, results_path=args.results)
     if args.results:
         report["results_file"] = args.results
+    if _write_report(args, report):
+        return 0
+    print(format_instance_report(report))
+    if args.results:
+        print(f"detections (COCO result format) written to {args.results}")
+    return 0
+
+
+def _write_report(args, report) -> bool:
+    """``--out DIR``: DIR/metrics.json (atomically); ``--json``: the report on stdout (returns True)."""
     if args.out:
         from kseg.paths import atomic_path
 
@@ -91,11 +101,7 @@ def _run_instances(args) -> int:
             Path(tmp).write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        print(format_instance_report(report))
-        if args.results:
-            print(f"detections (COCO result format) written to {args.results}")
-    return 0
+    return bool(args.json)
 
 
 def _run_panoptic(args) -> int:
@@ -115,14 +121,6 @@ def _run_panoptic(args) -> int:
     seg = Segmenter(args.panoptic, num_threads=args.threads)
     report = evaluate_panoptic(model, seg, args.data, split=args.split or "val", things=things, limit=args.limit,
                                stuff_area_limit=args.stuff_area)
-    if args.out:
-        from kseg.paths import atomic_path
-
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(args.out) / "metrics.json") as tmp:
-            Path(tmp).write_text(json.dumps(report, indent=2))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
+    if not _write_report(args, report):
         print(format_panoptic_report(report))
     return 0
