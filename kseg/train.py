@@ -268,6 +268,48 @@ def dataset_class_weights(train_set, num_classes: int, method: str):
     return np.asarray(w, dtype="float32")
 
 
+def deep_supervision_outputs(model) -> list[str] | None:
+    """The output names of a deep-supervision model (dict of logits: ``logits`` is the fused map,
+    the others side outputs, e.g. U²-Net's ``side1``…``side6``), or ``None`` for a model with one
+    output."""
+    if isinstance(model.output, dict):
+        names = list(model.output)
+        if "logits" not in names:
+            raise KsegError(f"model {model.name} returns a dict without a 'logits' entry ({', '.join(names)}); "
+                            "kseg train needs the fused logits under 'logits'")
+        return names
+    return None
+
+
+def targets_for(ds, names):
+    """``ds`` with each element's mask repeated for every output in ``names`` (the same ground truth
+    supervises the fused and every side output, as in U²-Net's deep supervision)."""
+
+    def repeat(x, y, *rest):
+        return (x, {n: y for n in names}, *rest)
+
+    return ds.map(repeat)
+
+
+def _rename_fused_logs():
+    """Multi-output training logs ``logits_mean_iou``, ``val_logits_pixel_accuracy``, …; this renames
+    the fused output's metrics to the single-output names (``mean_iou``…) before the checkpoint,
+    early-stopping and CSV callbacks read them, so every run's history and monitor look alike."""
+    import keras
+
+    class RenameFusedLogs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if not logs:
+                return
+            for key in list(logs):
+                for prefix in ("logits_", "val_logits_"):
+                    rest = key[len(prefix):]
+                    if key.startswith(prefix) and rest != "loss":
+                        logs[prefix.replace("logits_", "") + rest] = logs.pop(key)
+
+    return RenameFusedLogs()
+
+
 def make_metrics(num_classes: int):
     from kseg import metrics
 
@@ -480,7 +522,13 @@ def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
-        """Saves ``best.keras`` (best val mIoU) and ``last.keras``, each atomically."""
+        """Saves ``best.keras`` (best val mIoU) and ``last.keras``, each atomically; a deep-supervision
+        model is saved as its single-output (fused logits) model, the one evaluate and export use."""
+
+        def deployable(self):
+            from kseg.models.saving import single_output
+
+            return single_output(self.model)
 
         def __init__(self):
             super().__init__()
@@ -494,13 +542,14 @@ def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            model = self.deployable()
             with atomic_path(run_dir / "last.keras", option="--out-dir") as tmp:
-                self.model.save(tmp)
+                model.save(tmp)
             score = logs.get(MONITOR)
             if score is not None and score > self.best:
                 self.best = float(score)
                 with atomic_path(run_dir / "best.keras", option="--out-dir") as tmp:
-                    self.model.save(tmp)
+                    model.save(tmp)
                 with atomic_path(run_dir / "best_score.txt", option="--out-dir") as tmp:
                     Path(tmp).write_text(f"{self.best}\n")
 
@@ -616,15 +665,24 @@ def fit(cfg: RunConfig):
         print(distribute.describe(cfg.train.strategy, strategy, worker, cfg, scaled), flush=True)
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
-        model.compile(
-            optimizer=make_optimizer(scaled, steps),
-            loss=make_loss(cfg, num_classes, train_set),
-            metrics=make_metrics(num_classes),
-        )
+        sides = deep_supervision_outputs(model)
+        loss = make_loss(cfg, num_classes, train_set)
+        if sides:  # deep supervision: the same loss on the fused and on every side output, summed
+            model.compile(
+                optimizer=make_optimizer(scaled, steps),
+                loss={n: loss for n in sides},
+                metrics={"logits": make_metrics(num_classes)},
+            )
+        else:
+            model.compile(optimizer=make_optimizer(scaled, steps), loss=loss, metrics=make_metrics(num_classes))
+    if sides:
+        train_ds, val_ds = targets_for(train_ds, sides), targets_for(val_ds, sides)
     distribute.patch_keras_for_multi_worker(model, strategy)
     # a bar on a terminal; in a log Keras' line per epoch and, within long epochs, one every 30 s
     verbose = fit_verbose(cfg.train.verbose) if worker.chief else 0
     callbacks = _callbacks(cfg, out, train_ds, val_ds)
+    if sides:
+        callbacks.insert(0, _rename_fused_logs())
     if verbose == 2:
         callbacks.insert(0, step_lines_callback(keras.callbacks.Callback))
     interrupts = contextlib.ExitStack()  # Ctrl-C stops between steps, so a re-run resumes

@@ -148,3 +148,32 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     assert main(["train", "--config", str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "init_from" in err[0] and "first/best.keras" in err[0]
+
+
+def test_deep_supervision_trains_every_side_and_saves_the_fused_model(tmp_path, shapes):
+    """U²-Net with deep_supervision: the loss is summed over the fused and the six side outputs,
+    history and best-checkpoint use the fused output's metrics under the usual names, resume works,
+    and best.keras is the single-output model that evaluate and export load."""
+    import keras
+
+    from kseg.models.saving import load_model
+
+    model = "model: {name: u2net, kwargs: {small: true, width: 0.25, deep_supervision: true}}\n"
+    cfg = _config(tmp_path, shapes, epochs=1, name="ds", model=model)
+    assert main(["train", "--config", str(cfg)]) == 0
+    run = tmp_path / "runs" / "ds"
+    row = list(csv.DictReader(open(run / "history.csv")))[0]
+    for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "pixel_accuracy", "logits_loss",
+                *(f"side{k}_loss" for k in range(1, 7))):
+        assert key in row and np.isfinite(float(row[key])), key
+    assert not any(k.startswith(("logits_mean", "val_logits_mean")) for k in row)
+    # the total is the sum of the seven terms (same loss, weight 1 each)
+    parts = float(row["logits_loss"]) + sum(float(row[f"side{k}_loss"]) for k in range(1, 7))
+    assert float(row["loss"]) == pytest.approx(parts, rel=1e-3)
+    assert float(row["val_mean_iou"]) == pytest.approx(float((run / "best_score.txt").read_text()))
+    best = load_model(run / "best.keras")
+    assert not isinstance(best.output, dict) and tuple(best.output.shape) == (None, 32, 32, 3)
+    raw = keras.saving.load_model(run / "best.keras", compile=False)  # saved single-output already
+    assert not raw.deep_supervision
+    assert main(["train", "--config", str(cfg), "--set", "train.epochs=2"]) == 0
+    assert _epochs(run) == [0, 1]

@@ -51,4 +51,13 @@ def load_model(path):
         raise KsegError(f"model file {p} not found; give the path of a .keras file, e.g. runs/NAME/best.keras")
     if p.suffix != ".keras":
         raise KsegError(f"model file {p} is not a .keras file; kseg evaluate/predict take .keras models")
-    return load_keras_file(p)
+    return single_output(load_keras_file(p))
+
+
+def single_output(model):
+    """The model as evaluation and export see it: a deep-supervision trainer (U²-Net with
+    ``deep_supervision=True``, whose outputs are a dict of fused and side logits) becomes the
+    single-output model with the same weights; any other model is returned as it is."""
+    if getattr(model, "deep_supervision", False) and hasattr(model, "without_deep_supervision"):
+        return model.without_deep_supervision()
+    return model

@@ -93,7 +93,10 @@ class U2Net(SegmentationModel):
     to each, e.g. ``y = {k: mask for k in model.output_names}``). By default it returns the fused
     logits only, as every kseg model does, so training, evaluation, QAT and export work as
     usual; ``without_deep_supervision()`` turns a deep-supervision model into that one with the
-    same weights.
+    same weights. ``kseg train`` does all of this when the config says
+    ``model: {name: u2net, kwargs: {deep_supervision: true}}``: it sums the loss over the seven
+    outputs, reports and monitors the fused output's metrics, and saves the fused model as
+    ``best.keras``/``last.keras``.
 
     Args:
         num_classes: output channels (logits): 2 for foreground/background with kseg's
