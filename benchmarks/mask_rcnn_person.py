@@ -11,7 +11,9 @@ continues where it stopped), state.json the finished epochs; a checkpoint is wri
 temporary name and renamed, so a run killed mid-save keeps the previous one. ``eval`` runs
 pycocotools (box and mask AP) on the persons of the COCO val images that are not training
 images, and writes OUT/NAME/eval.json (``--rpn-post-nms-test 100 300 1000``: once per
-test-time proposal count, eval_proposals.json). ``--set key.sub=value`` overrides a config value
+test-time proposal count, eval_proposals.json). ``people-masks-val`` writes the held-out
+people-masks instances (one per connected person region) as OUT/people-masks-val/{gt JSON, images}
+for ``kseg evaluate MODEL.tflite GT.json --images DIR --categories person``. ``--set key.sub=value`` overrides a config value
 (YAML syntax), e.g. ``--set data.composites.count=20`` for a smoke run.
 """
 
@@ -252,6 +254,22 @@ def people_masks_val(out, limit=None):
     return gt, inst
 
 
+def cmd_people_masks_val(args):
+    """The held-out people-masks instances as a COCO annotation file plus its images, so that any
+    instance model (a shipped .tflite included) is scored on them by ``kseg evaluate``."""
+    import numpy as np
+    from PIL import Image
+
+    out = Path(args.out_dir or ROOT / "runs") / "people-masks-val"
+    out.mkdir(parents=True, exist_ok=True)
+    gt, inst = people_masks_val(out, args.limit)
+    for i in range(len(inst)):
+        image = inst.load(i)[0]
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(out / f"{i + 1}.png")
+    print(f"{len(inst)} images and {gt}; score a model with:\n"
+          f"  kseg evaluate exports/person-instances.tflite {gt} --images {out} --categories person")
+
+
 def cmd_eval(args):
     cfg = load_cfg(args.config, args.set)
     out = run_dir(args, cfg)
@@ -446,7 +464,7 @@ def cmd_app_fps(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "app-fps"))
+    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "app-fps", "people-masks-val"))
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values (YAML), e.g. train.epochs=2 data.composites.count=20")
@@ -471,7 +489,7 @@ def main(argv=None):
                    help="quant: parts whose weights are rounded to int8 (backbone, encoder, fpn_rpn, box_head, mask_head, all)")
     args = p.parse_args(argv)
     {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity,
-     "app-fps": cmd_app_fps}[args.command](args)
+     "app-fps": cmd_app_fps, "people-masks-val": cmd_people_masks_val}[args.command](args)
 
 
 if __name__ == "__main__":
