@@ -91,6 +91,16 @@ if step saliency; then
             --held-out 0.15 --seed 0
         evaluate "$OUT/pets_u2net_small/best.keras" pets pets_u2net_small_pets-border-as-pet --format pets \
             --border pet --held-out 0.15 --seed 0
+        R=$OUT/pets_u2net_small
+        [ -f "$R/tflite/pets_u2net_small_int8.tflite" ] || { say "export pets_u2net_small int8";
+            $K export "$R/best.keras" --quantization int8 --config configs/pets_u2net_small.yaml --parity 20 \
+                --out "$R/tflite/pets_u2net_small_int8.tflite" || echo "FAILED export"; }
+        [ -f "$R/tflite/pets_u2net_small_int8.tflite" ] && \
+            evaluate "$R/tflite/pets_u2net_small_int8.tflite" pets pets_u2net_small_int8_pets --format pets \
+                --border ignore --held-out 0.15 --seed 0
+        [ -f "$OUT/eval/pets_u2net_small_bench.json" ] || [ ! -f "$R/tflite/pets_u2net_small_int8.tflite" ] || {
+            say "benchmark pets_u2net_small int8"; $K benchmark "$R/tflite/pets_u2net_small_int8.tflite" --threads 2 \
+                --runs 50 --warmup 10 --json "$OUT/eval/pets_u2net_small_bench.json" || echo "FAILED benchmark"; }
     fi
 fi
 
@@ -125,8 +135,9 @@ if sod:
         iou = (d.get("per_class_iou") or {}).get(fg)
         lines.append(f"| {p.stem} | {d['num_images']} | {'' if iou is None else f'{iou:.3f}'} | {d['miou']:.3f} | "
                      + " | ".join(f"{s[k]:.3f}" if k in s else "" for k in keys) + " |")
-bench = ev / "people_u2net_small_bench.json"
-if bench.is_file():
+for bench in (ev / "people_u2net_small_bench.json", ev / "pets_u2net_small_bench.json"):
+    if not bench.is_file():
+        continue
     b = json.loads(bench.read_text())
     for m in b.get("models", []):
         lines.append(f"- kseg benchmark {m.get('model')}: median {m.get('median_ms', 0):.2f} ms (2 threads), "
