@@ -279,7 +279,12 @@ class PersonKeeper:
             self.state = "nobody"
 
     def weight(self, alpha):
-        """The restriction ``(h, w)`` in [0, 1] at the working resolution (``None``: keep all)."""
+        """The restriction ``(h, w)`` in [0, 1] at the working resolution (``None``: keep all).
+
+        ``None`` too when every region of the semantic mask is the chosen person's alone (the
+        usual webcam frame with one person): the restriction would change nothing there, and
+        skipping it saves the full-resolution multiply on every frame.
+        """
         import cv2
 
         if self._chosen is None:
@@ -295,6 +300,8 @@ class PersonKeeper:
         own[0] = False
         shared = (mine > 0) & ~own
         shared[0] = False
+        if own[1:].all():  # every region is the chosen person's alone (one person in view): nothing to take away
+            return None
         wgt = own[labels].astype(np.float32)
         r = max(1, round(self.grow * ww))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
