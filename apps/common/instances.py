@@ -9,11 +9,12 @@ instance colours take the best of both:
    colour, an unmatched detection is a new person and takes the first colour no one shown is
    using, a person missed by ``hold`` detections in a row is let go (until then their last mask
    still counts, so a missed detection does not flip a colour).
-2. **People → pixels** (``split_people``): each pixel of the current semantic foreground goes to
-   the nearest person's instance mask, within the connected regions of the foreground that
-   such a mask touches; regions no instance touches (a person the detector missed) are left to
-   the semantic overlay. So the outline is the semantic model's, of this frame, even between
-   detections, and two touching people are split where their instance masks meet.
+2. **People → pixels** (``split_people``): each connected region of the current semantic
+   foreground that one person's instance mask overlaps is that person's; a region several
+   people overlap (people touching) is split pixel by pixel, each to the nearest instance mask;
+   a region no instance touches (a person the detector missed) is left to the semantic
+   overlay. So the outline is the semantic model's, of this frame, even between detections
+   (the semantic region carries the motion; the instance masks only say whose it is).
 
 Example:
     tracks = InstanceTracks()
@@ -154,20 +155,28 @@ def nearest_seed(seeds) -> np.ndarray:
     return lut[lab]
 
 
-def split_people(foreground, seeds, nearest=None, reach: int = 2) -> np.ndarray:
-    """Share a semantic foreground among people: each pixel to the nearest person's seed.
+def split_people(foreground, seeds, nearest=None, reach: int = 2, share: float = 0.25) -> np.ndarray:
+    """Share a semantic foreground among people: whole regions to their one person, else pixel by pixel.
+
+    Each connected region of the foreground is looked at with the people's seeds (instance
+    masks) in and near it:
+
+    - no seed: nobody's (0);
+    - one person's seed, or one person's and others' covering at most ``share`` of as many
+      pixels (a mask of a few frames ago overlapping a neighbour who moved): the whole region
+      is that person's;
+    - several people's (people touching): each pixel goes to the nearest seed.
 
     Args:
         foreground: ``(h, w)`` bool, the semantic person mask.
         seeds: ``(h, w)`` int32 person labels (``InstanceTracks.seeds``), 0 for none.
         nearest: ``nearest_seed(seeds)`` if already computed (it changes only with the seeds).
-        reach: a seed within this many pixels of a connected region of the foreground claims
-            it (the semantic mask of this frame and an instance mask of a few frames ago need
-            not touch).
+        reach: seeds count this many pixels beyond their masks (the semantic mask of this
+            frame and an instance mask of a few frames ago need not touch).
+        share: see above.
 
     Returns:
-        ``(h, w)`` int32: the person label of each foreground pixel in a region some seed
-        claims, 0 elsewhere.
+        ``(h, w)`` int32: the person label of each foreground pixel, 0 for nobody.
 
     Example:
         split_people(fg, seeds)     # two touching people: split where their instance masks meet
@@ -176,15 +185,26 @@ def split_people(foreground, seeds, nearest=None, reach: int = 2) -> np.ndarray:
 
     fg = np.asarray(foreground, bool)
     seeds = np.asarray(seeds, np.int32)
-    if not fg.any() or not (seeds > 0).any():
+    people = int(seeds.max(initial=0))
+    if not fg.any() or people == 0:
         return np.zeros(fg.shape, np.int32)
     n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
-    near = seeds > 0
-    if reach > 0:
+    grown = seeds
+    if reach > 0:  # labels spread by `reach` pixels where there is none (a larger label wins a tie)
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
-        near = cv2.dilate(near.astype(np.uint8), k).astype(bool)
-    claimed = np.bincount(comp[near], minlength=n) > 0
-    claimed[0] = False
-    if nearest is None:
-        nearest = nearest_seed(seeds)
-    return np.where(claimed[comp], nearest, 0).astype(np.int32)
+        grown = np.where(seeds > 0, seeds, cv2.dilate(seeds.astype(np.float32), k).astype(np.int32))
+    at = (grown > 0) & (comp > 0)
+    counts = np.bincount(comp[at] * (people + 1) + grown[at], minlength=n * (people + 1)).reshape(n, people + 1)[:, 1:]
+    order = np.sort(counts, axis=1)
+    best = order[:, -1]
+    second = order[:, -2] if people > 1 else np.zeros(n, np.int64)
+    owner = np.where((best > 0) & (second <= share * best), np.argmax(counts, axis=1) + 1, 0)
+    shared = (best > 0) & (owner == 0)
+    owner[0], shared[0] = 0, False
+    labels = owner[comp]
+    if shared.any():
+        if nearest is None:
+            nearest = nearest_seed(seeds)
+        split = shared[comp]
+        labels[split] = nearest[split]
+    return labels.astype(np.int32)
