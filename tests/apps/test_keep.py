@@ -309,3 +309,46 @@ print(rc, len(people["masks"]) > 0, sorted(m for m in sys.modules if m.split("."
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "0 True []"
     assert (tmp_path / "keep.mp4").is_file()
+
+
+def test_frames_go_on_with_the_last_choice_while_a_detection_is_in_flight():
+    """Threaded, with a detector the test holds: no frame waits for it; between detections the
+    last choice is kept, on the semantic mask of each frame (the people move 6 px meanwhile)."""
+    from tests.apps.fakes import GatedDetector
+
+    det = GatedDetector(lambda rgb: dets(A, B, shape=rgb.shape[:2]))
+    k = PersonKeeper(det, keep="largest", threaded=True, max_rate=None)
+    frame = np.zeros((H, W, 3), np.uint8)
+    try:
+        for _ in range(3):  # the first detection is held: everyone sharp, nobody waits
+            assert k(frame, semantic(A, B)) is not None and k.state == "waiting"
+        assert det.waiting.wait(30) and det.calls == 1
+        det.release()
+        assert k.runner.wait(30)
+        out = k(frame, semantic(A, B))  # takes the detection (A, the largest) and hands this frame over
+        assert k.state == "chosen" and out[50, 40] == pytest.approx(1.0) and out[60, 120] == 0.0
+        assert det.waiting.wait(30) and det.calls == 2  # the second detection is in flight, held
+        a2, b2 = (16, 10, 76, 100), (106, 40, 146, 118)
+        for _ in range(3):
+            out = k(frame, semantic(a2, b2))
+            assert det.waiting.is_set() and k.detections == 1
+            assert out[50, 73] == pytest.approx(1.0) and out[60, 140] == 0.0  # A where it is now; B still not
+    finally:
+        det.release(5)
+        k.close()
+
+
+def test_rate_cap_in_the_frame_path_is_counted_on_the_clock():
+    """Unthreaded keeper with max_rate 4: detections only on frames ≥ 0.25 s after the last one."""
+    from tests.apps.fakes import FakeClock
+
+    clock = FakeClock()
+    det = ScriptedDetector([[A, B]])
+    k = PersonKeeper(det, keep="largest", threaded=False, max_rate=4.0)
+    k.runner.clock = clock
+    frame = np.zeros((H, W, 3), np.uint8)
+    for t in (0.0, 0.125, 0.25, 0.3125, 0.5):
+        clock.t = t
+        out = k(frame, semantic(A, B))
+        assert out[60, 120] == 0.0  # the choice holds on the frames without a detection
+    assert det.calls == 3 and k.detections == 3
