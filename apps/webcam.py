@@ -10,6 +10,9 @@ Examples:
     python -m apps.webcam --keep largest                   # portrait: only the largest person sharp
     python -m apps.webcam --effect mask --instances        # each person in a colour of their own
 
+``--keep`` and ``--instances`` run the person instance model on a thread of its own, on the
+latest frame, at most ``--detect-rate`` (default 5) times a second: the frames never wait for it.
+
 Keys (in the window): ``e``/Tab next effect, ``1``–``4`` portrait/swap/tryon/mask, ``m`` next
 model, ``+``/``-`` strength, ``c``/``v`` garment/hair colour (try-on), ``s`` temporal smoothing
 on/off, ``r`` edge refinement on/off, ``h`` HUD on/off, ``q``/Esc quit. Each key that changes
@@ -110,12 +113,13 @@ class App:
             raise KsegError(f"--keep {keep}: choose one of {', '.join(KEEP_CHOICES)}")
         self.keep = keep
         if keep_rate is not None and not keep_rate >= 0:
-            raise KsegError(f"--detect-rate {keep_rate}: give instance detections per second, ≥ 0 (0: no cap)")
+            raise KsegError(f"--detect-rate {keep_rate:g}: give instance detections per second, ≥ 0 (0: no cap)")
         self.keep_rate = keep_rate or None
         self.keeper = None
         self.instances = bool(instances)
         if self.instances:  # loaded now: a missing model is one line at the start, not on key 4
-            self.effect_args["instances"] = (detector_factory or self._detector)(instance_model or DEFAULT_INSTANCE_MODEL)
+            detector = (detector_factory or self._detector)(instance_model or DEFAULT_INSTANCE_MODEL)
+            self.effect_args["instances"] = detector
             self.effect_args["max_rate"] = self.keep_rate  # the mask effect takes them; the others ignore them
         if keep != "all":
             self.keeper = (keeper_factory or self._keeper)(instance_model or DEFAULT_INSTANCE_MODEL, keep)

@@ -54,7 +54,8 @@ def test_submit_never_waits_and_the_detector_gets_the_latest_frame():
         assert det.waiting.wait(30)
         det.release()
         assert runner.wait(30)
-        assert runner.take()["scores"][0] == pytest.approx(0.06)  # frame 6, the newest when the detector was free; 2-5 never queued
+        # frame 6, the newest when the detector was free; 2-5 were never queued
+        assert runner.take()["scores"][0] == pytest.approx(0.06)
         assert [int(s[0, 0, 0]) for s in det.seen] == [1, 6] and runner.detections == 2
     finally:
         det.release(5)
