@@ -13,8 +13,9 @@ class MaskOverlay(Effect):
     """Show what the models see: background tinted with ``color``, the 0.5 contour in yellow.
 
     With an instance detector the overlay is panoptic: the background is the stuff the semantic
-    model sees (tinted as without instances) and each person the instance model finds is a
-    thing, tinted and outlined in a colour of its own that stays with them from frame to frame:
+    model sees (tinted as without instances; the apps' person models have no other stuff
+    class) and each person the instance model finds is a thing, tinted and outlined in a colour
+    of its own that stays with them from frame to frame:
 
     - the detector runs beside the frames (``apps.common.detect.LatestFrameDetector``: its own
       thread, the latest frame, at most ``max_rate`` a second), so the overlay keeps the
@@ -23,9 +24,10 @@ class MaskOverlay(Effect):
       two people goes to the higher score, a detection mostly hidden behind a better one is
       dropped), then are matched to the people of the previous detection by mask IoU
       (``apps.common.instances.InstanceTracks``): a matched person keeps their colour;
-    - on every frame the current semantic mask is shared among the people
-      (``split_people``), so outlines follow the semantic model's edges of this frame; a person
-      the detector did not find keeps the plain semantic overlay.
+    - on every frame the current semantic mask is shared among the people (``split_people``:
+      a region one person's instance mask overlaps is theirs, one several people's overlap is
+      split by nearest instance mask), so outlines follow the semantic model's edges of this
+      frame; a person the detector did not find keeps the plain semantic overlay.
 
     Args:
         strength: tint opacity of the background, 0..1.
