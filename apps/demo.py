@@ -28,7 +28,8 @@ def before_after(before: np.ndarray, after: np.ndarray, labels=("before", "after
 
 def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait",
              strength: float = 0.6, threads: int = 1, frame_index: int | None = None, segmenter_factory=None,
-             keep: str = "all", instance_model=None, keeper_factory=None):
+             keep: str = "all", instance_model=None, keeper_factory=None, instances: bool = False,
+             detector_factory=None):
     """Run ``effect`` over ``source`` headless; write the video and the before/after PNG.
 
     Args:
@@ -41,8 +42,9 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
         frame_index: the frame shown in the PNG (default: the middle of the clip).
         keep: portrait: which people stay sharp (``all``, ``largest``, ``nearest``, ``center``;
             see ``apps.common.keep``).
-        instance_model: the person instance model for ``keep`` (default
+        instance_model: the person instance model for ``keep`` and ``instances`` (default
             ``exports/person-instances.tflite``).
+        instances: mask effect: each person in a colour of their own (``MaskOverlay``).
 
     Returns:
         ``(RunStats, video_path, png_path)``.
@@ -65,7 +67,8 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
         raise KsegError(f"demo clip {source} not found; it ships in assets/ — is this a complete checkout?")
     app = App(model=model, parsing_model=None, fast_model=None, threads=threads, effect=effect,
               effect_args={"strength": strength}, segmenter_factory=segmenter_factory, keep=keep,
-              instance_model=instance_model, keeper_factory=keeper_factory)
+              instance_model=instance_model, keeper_factory=keeper_factory, instances=instances,
+              detector_factory=detector_factory)
     src = open_source(clip)
     pick = frame_index if frame_index is not None else (src.frame_count or 2) // 2
     kept = {}
@@ -96,10 +99,10 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
 
 
 def main(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effect="portrait", strength=0.6,
-         threads=1, keep="all", instance_model=None) -> int:
+         threads=1, keep="all", instance_model=None, instances=False) -> int:
     """Run the demo and print what it wrote and its frames/s; the ``kseg demo`` command."""
     stats, video, png = run_demo(out_dir, model, source, effect, strength, threads, keep=keep,
-                                 instance_model=instance_model)
+                                 instance_model=instance_model, instances=instances)
     print(f"{effect} on {source}: {stats.format_line()}")
     print(f"frames/s (decode + segment + refine + effect + mp4 encode, 3 threads): {stats.fps:.1f}")
     written = [str(p) for p in (video, png) if p.is_file()]

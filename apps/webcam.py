@@ -8,6 +8,10 @@ Examples:
     python -m apps.webcam --source assets/book.mkv --out out.mp4 --no-window
     python -m apps.webcam --virtual-cam                    # use it in a video call
     python -m apps.webcam --keep largest                   # portrait: only the largest person sharp
+    python -m apps.webcam --effect mask --instances        # each person in a colour of their own
+
+``--keep`` and ``--instances`` run the person instance model on a thread of its own, on the
+latest frame, at most ``--detect-rate`` (default 5) times a second: the frames never wait for it.
 
 Keys (in the window): ``e``/Tab next effect, ``1``–``4`` portrait/swap/tryon/mask, ``m`` next
 model, ``+``/``-`` strength, ``c``/``v`` garment/hair colour (try-on), ``s`` temporal smoothing
@@ -25,6 +29,7 @@ import sys
 import threading
 from pathlib import Path
 
+from apps.common.detect import DEFAULT_RATE
 from apps.common.sources import resolve
 from kseg.errors import Interrupted, KsegError
 from kseg.paths import check_writable, write_errno, write_failure
@@ -55,17 +60,25 @@ class App:
         instance_model: the person instance model for ``keep`` (default
             ``exports/person-instances.tflite``).
         keeper_factory: ``(instance_model, keep) -> PersonKeeper`` (tests: a fake detector).
-        keep_rate: at most this many instance detections per second (``None``: back to back).
+        keep_rate: at most this many instance detections per second, for ``keep`` and
+            ``instances`` (default 5, ``apps.common.detect.DEFAULT_RATE``; ``None`` or 0: back
+            to back). The detector runs on its own thread either way; the cap keeps it from
+            taking the pipeline's CPU.
+        instances: the mask effect colours each person the instance model finds in a colour of
+            their own (``apps.effects.MaskOverlay``; needs the instance model).
+        detector_factory: ``instance_model -> detector`` for ``instances`` (tests: a fake).
 
     Raises:
-        KsegError: the model cannot be loaded, try-on is asked for without a parsing model, or
-            ``keep`` is asked for without the instance model.
+        KsegError: the model cannot be loaded, try-on is asked for without a parsing model,
+            ``keep`` or ``instances`` is asked for without the instance model, or a negative
+            ``keep_rate``.
     """
 
     def __init__(self, model=DEFAULT_MODEL, parsing_model=DEFAULT_PARSING_MODEL, fast_model=DEFAULT_FAST_MODEL,
                  threads: int | None = 1, effect: str = "portrait", effect_args: dict | None = None,
                  smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None,
-                 keep: str = "all", instance_model=None, keeper_factory=None, keep_rate: float | None = None):
+                 keep: str = "all", instance_model=None, keeper_factory=None, keep_rate: float | None = DEFAULT_RATE,
+                 instances: bool = False, detector_factory=None):
         from apps.common.keep import DEFAULT_INSTANCE_MODEL, KEEP_CHOICES
 
         from apps.effects import make_effect
@@ -99,14 +112,26 @@ class App:
         if keep not in KEEP_CHOICES:
             raise KsegError(f"--keep {keep}: choose one of {', '.join(KEEP_CHOICES)}")
         self.keep = keep
-        self.keep_rate = keep_rate
+        if keep_rate is not None and not keep_rate >= 0:
+            raise KsegError(f"--detect-rate {keep_rate:g}: give instance detections per second, ≥ 0 (0: no cap)")
+        self.keep_rate = keep_rate or None
         self.keeper = None
+        self.instances = bool(instances)
+        if self.instances:  # loaded now: a missing model is one line at the start, not on key 4
+            detector = (detector_factory or self._detector)(instance_model or DEFAULT_INSTANCE_MODEL)
+            self.effect_args["instances"] = detector
+            self.effect_args["max_rate"] = self.keep_rate  # the mask effect takes them; the others ignore them
         if keep != "all":
             self.keeper = (keeper_factory or self._keeper)(instance_model or DEFAULT_INSTANCE_MODEL, keep)
             self.effect_args["keeper"] = self.keeper  # portrait takes it; the other effects ignore it
         self.effects = {}
         self.make_effect = make_effect
         self.effect = self.get_effect(effect)
+
+    def _detector(self, instance_model):
+        from apps.common.keep import load_instance_detector
+
+        return load_instance_detector(instance_model, num_threads=1, option="--instances")
 
     def _keeper(self, instance_model, keep):
         from apps.common.keep import PersonKeeper, load_instance_detector
@@ -263,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="loop a video or image folder")
     p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480),
                    help="camera resolution to ask for (default 640 480)")
-    p.add_argument("--effect", choices=EFFECT_ORDER, default="portrait")
+    p.add_argument("--effect", choices=EFFECT_ORDER, help="the effect to start with (default portrait; "
+                   "mask with --instances)")
     p.add_argument("--strength", type=float, help="effect strength 0..1 (portrait: blur radius)")
     p.add_argument("--background", default="green",
                    help="swap: a colour (green, #00b140, 0,177,64), an image or a video (default green)")
@@ -280,10 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--keep", choices=KEEP_CHOICES, default="all",
                    help=f"portrait: which people stay sharp (default all). {KEEP_HELP}")
-    p.add_argument("--keep-rate", type=float,
-                   help="--keep: at most this many instance detections per second (default: as fast as they run)")
+    p.add_argument("--instances", action="store_true",
+                   help="mask effect: each person the instance model finds in a colour of their own, kept "
+                   "from frame to frame (panoptic: background stuff, people as instances)")
+    p.add_argument("--detect-rate", "--keep-rate", dest="detect_rate", type=float, default=DEFAULT_RATE,
+                   help=f"--keep/--instances: at most this many instance detections per second, on their own "
+                   f"thread (default {DEFAULT_RATE:g}; 0: as fast as they run)")
     p.add_argument("--instance-model", default=DEFAULT_INSTANCE_MODEL,
-                   help=f"person instance model for --keep (default {DEFAULT_INSTANCE_MODEL})")
+                   help=f"person instance model for --keep and --instances (default {DEFAULT_INSTANCE_MODEL})")
     p.add_argument("--out", help="write the result to a video file (.mp4 or .avi)")
     p.add_argument("--frames", help="write every result frame as PNG into this folder")
     p.add_argument("--virtual-cam", action="store_true", help="send the result to a virtual camera (pyvirtualcam)")
@@ -338,10 +368,11 @@ def run(args) -> int:
         check_writable(Path(args.out).parent, "--out")
     if args.frames:
         check_writable(args.frames, "--frames")
+    args.effect = args.effect or ("mask" if args.instances else "portrait")
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
               smoothing=args.smoothing, refine=not args.no_refine, keep=args.keep,
-              instance_model=args.instance_model, keep_rate=args.keep_rate)
+              instance_model=args.instance_model, keep_rate=args.detect_rate, instances=args.instances)
     try:
         source = open_source(args.source, loop=args.loop, size=tuple(args.size))
         try:

@@ -4,6 +4,7 @@ Usage:
     python benchmarks/app_fps.py                              # shipped models, 600 frames per effect
     python benchmarks/app_fps.py --model /tmp/dev/portrait.tflite --frames 300
     python benchmarks/app_fps.py --long 10000                 # + memory over a 10,000-frame run
+    python benchmarks/app_fps.py --keep largest --keep-rate 5 0 --effects --skip-stability --no-baseline
 
 Sections:
     1. each effect, threaded pipeline and sequential loop: decode → segment → refine → effect
@@ -16,7 +17,13 @@ Sections:
     3. temporal stability over the clip: mean |mask_t - mask_{t-1}| (soft person mask, 0..1, in
        %), over all pixels and over still pixels only (where the frame itself changed by < 3
        grey levels, so true motion is left out), without and with smoothing;
-    4. with ``--long N``: RSS at frame 200 and at the end of an N-frame looped run.
+    4. with ``--long N``: RSS at frame 200 and at the end of an N-frame looped run;
+    5. with ``--keep RULE``: the portrait effect through the threaded pipeline without and with
+       ``--keep RULE`` (the person instance model on its own thread; at each ``--keep-rate``),
+       the same clip and frames, every setting once per round over ``--repeats`` rounds (the
+       order rotates), median frames/s of each, the ratio to the run without (of the medians,
+       and the median of the per-round ratios), CPU ms per frame, instance detections per second
+       and the detector's median wall ms.
 """
 
 from __future__ import annotations
@@ -71,6 +78,63 @@ def run_effect(app, name, clip, frames, threaded):
     # CPU time of the whole process (all threads: decoder, interpreter, OpenCV) per frame
     stats.cpu_ms = ((t1.user - t0.user) + (t1.system - t0.system)) * 1e3 / max(stats.frames, 1)
     return stats
+
+
+def run_keep(app, clip, frames):
+    """One threaded portrait run of ``app`` (with or without a keeper); stats + detections made."""
+    keeper = app.keeper
+    if keeper is not None:
+        keeper.reset()
+        before = keeper.detections
+    stats = run_effect(app, "portrait", clip, frames, threaded=True)
+    if keeper is not None:
+        stats.detections = keeper.detections - before
+        stats.detect_ms = keeper.detect_ms
+    return stats
+
+
+def keep_section(args, clip, report):
+    """Portrait frames/s without and with ``--keep`` (at each rate): interleaved rounds, medians, ratios."""
+    from apps.webcam import App
+
+    def make(keep, rate):
+        return App(model=args.model, parsing_model=None, fast_model=None, threads=args.threads[0], effect="portrait",
+                   effect_args={"strength": 0.6}, keep=keep, instance_model=args.instance_model, keep_rate=rate)
+
+    apps = {"without --keep": make("all", None)}
+    for rate in args.keep_rate:
+        apps[f"with --keep {args.keep} --detect-rate {rate:g}"] = make(args.keep, rate)
+    runs = {k: [] for k in apps}
+    try:
+        for r in range(args.repeats):  # each round runs every setting once, in an order that rotates
+            names = list(apps)
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                runs[k].append(run_keep(apps[k], clip, args.frames))
+    finally:
+        for a in apps.values():
+            a.close()
+    base = runs["without --keep"]
+    report["keep"] = {"rule": args.keep, "settings": {}}
+    print(f"\n| portrait, threaded, {args.frames} frames | frames/s (median of {args.repeats}) | each round | "
+          "ratio (of medians; median of rounds) | CPU ms/frame | instance detections/s |")
+    print("|---|---:|---|---|---:|---:|")
+    for k, v in runs.items():
+        fps = float(np.median([s.fps for s in v]))
+        cpu = float(np.median([s.cpu_ms for s in v]))
+        each = ", ".join(f"{s.fps:.1f}" for s in v)
+        if v is base:
+            print(f"| {k} | {fps:.1f} | {each} | — | {cpu:.2f} | — |")
+            report["keep"]["settings"][k] = {"fps": fps, "all_fps": [s.fps for s in v], "cpu_ms_per_frame": cpu}
+            continue
+        ratio = fps / float(np.median([s.fps for s in base]))
+        paired = float(np.median([a.fps / b.fps for a, b in zip(v, base)]))
+        det_rate = float(np.median([s.detections / s.wall_s for s in v]))
+        det_ms = float(np.median([s.detect_ms for s in v]))
+        print(f"| {k} | {fps:.1f} | {each} | {ratio:.3f}; {paired:.3f} | {cpu:.2f} | "
+              f"{det_rate:.1f} (detect {det_ms:.0f} ms) |", flush=True)
+        report["keep"]["settings"][k] = {"fps": fps, "all_fps": [s.fps for s in v], "ratio": ratio,
+                                         "ratio_paired": paired, "cpu_ms_per_frame": cpu,
+                                         "detections_per_s": det_rate, "detect_ms": det_ms}
 
 
 def baseline(seg, clip, frames):
@@ -130,6 +194,12 @@ def main(argv=None) -> int:
     p.add_argument("--effects", nargs="*", default=["portrait", "swap", "tryon", "mask"], help="effects to time (none: skip)")
     p.add_argument("--long", type=int, default=0, help="frames of the memory run (0: skip)")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--keep", choices=("largest", "nearest", "center"),
+                   help="also time portrait without and with --keep RULE (interleaved runs, ratio)")
+    p.add_argument("--keep-rate", type=float, nargs="+", default=[5.0],
+                   help="--keep: the app's --detect-rate(s), instance detections per second (default 5, the "
+                   "app's; 0: no cap; several: one row each)")
+    p.add_argument("--instance-model", default="exports/person-instances.tflite", help="--keep: the instance model")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,6 +284,8 @@ def main(argv=None) -> int:
               f"frame 200, {last:.1f} MiB at frame {max(samples)} ({last - first:+.1f} MiB); samples "
               + ", ".join(f"{k}: {v:.1f}" for k, v in sorted(samples.items())))
     app.close()
+    if args.keep:
+        keep_section(args, clip, report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -3,9 +3,12 @@
 A semantic person mask says *where people are*, not *which person is which*, so it cannot blur
 one person and not another. ``PersonKeeper`` adds that with the Mask R-CNN person model:
 
-1. **Detection at its own rate.** The instance model (~0.15 s per call on a 2-core CPU) runs on
-   its own thread on the latest frame it was handed (older frames are dropped, never queued);
-   the semantic model keeps running on every frame in the pipeline.
+1. **Detection beside the frames.** The instance model (the int8 Mask R-CNN: ~21 ms of CPU per
+   call on one thread, ten times the semantic model) runs on its own lower-priority thread
+   (``apps.common.detect.LatestFrameDetector``): a frame is handed over only when the thread is
+   idle and the rate cap allows (the apps: 5 per second), so it always works on a fresh frame,
+   nothing queues, and the frame loop never waits; between detections the last one is used
+   and the semantic mask, computed on every frame, carries the motion (point 3).
 2. **A choice that does not jump.** The first detection picks a person by the ``keep`` rule
    (``largest``, ``nearest`` or ``center``; a detection whose mask mostly repeats a
    better-scoring one, such as a weak detector's box around two people, is left out:
@@ -31,9 +34,6 @@ Example:
 """
 
 from __future__ import annotations
-
-import threading
-import time
 
 import numpy as np
 
@@ -183,8 +183,8 @@ class PersonKeeper:
         detector: ``rgb → {"boxes" (D, 4) x1,y1,x2,y2, "scores" (D,), "masks" (D, h, w) 0/1}``
             at the resolution of the frame it is given (``load_instance_detector``).
         keep: ``largest``, ``nearest`` or ``center`` (``all`` needs no keeper).
-        threaded: run the detector on its own thread at its own rate (else inside each call:
-            deterministic, for tests and offline processing).
+        threaded: run the detector on its own thread at its own rate (else inside the calls it
+            is due in: deterministic, for tests and offline processing).
         detect_scale: the frame is shrunk by this before detection (0.5: 640×480 → 320×240,
             already the 320-px model's input).
         work_width: width of the working resolution of the restriction (160).
@@ -194,7 +194,8 @@ class PersonKeeper:
             semantic edges and motion since the detection).
         feather: blur of the restriction's edge, as a fraction of the working width.
         max_rate: at most this many detections per second (``None``: back to back); on a
-            2-core machine the detection thread takes CPU from the pipeline.
+            2-core machine the detection thread takes CPU from the pipeline (the apps use
+            ``apps.common.detect.DEFAULT_RATE``, 5).
 
     Attributes:
         detections: detector results used so far; ``detect_ms``: the last detector call's ms.
@@ -210,91 +211,41 @@ class PersonKeeper:
     def __init__(self, detector, keep: str = "largest", threaded: bool = True, detect_scale: float = 0.5,
                  work_width: int = 160, hold: int = 3, min_iou: float = 0.3, grow: float = 0.02,
                  feather: float = 0.02, max_rate: float | None = None):
+        from apps.common.detect import LatestFrameDetector
+
         self.detector = detector
         self.max_rate = max_rate
         self.keep = keep
         self.tracker = PersonTracker(keep, min_iou=min_iou, hold=hold)
         self.threaded = bool(threaded)
         self.detect_scale = float(detect_scale)
+        self.runner = LatestFrameDetector(detector, threaded=threaded, max_rate=max_rate, scale=detect_scale)
         self.work_width = int(work_width)
         self.grow = float(grow)
         self.feather = float(feather)
         self.detections = 0
-        self.detect_ms = 0.0
         self.chosen_box = None
         self.state = "waiting"
         self._chosen = self._others = None  # work-resolution masks of the chosen person / the rest
         self._bufs = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._pending = None
-        self._result = None
-        self._error = None
-        self._stop = False
-        self._thread = None
 
     # ------------------------------------------------------------ detection
 
-    def _detect(self, frame):
-        import cv2
+    @property
+    def detect_ms(self) -> float:
+        """The last detector call's wall milliseconds."""
+        return self.runner.detect_ms
 
-        h, w = frame.shape[:2]
-        s = self.detect_scale
-        small = frame if s == 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
-                                                  interpolation=cv2.INTER_AREA)
-        t = time.perf_counter()
-        det = self.detector(small)
-        self.detect_ms = (time.perf_counter() - t) * 1e3
-        sy, sx = h / small.shape[0], w / small.shape[1]
-        boxes = np.asarray(det["boxes"], np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
-        return {"boxes": boxes, "masks": np.asarray(det["masks"]), "shape": (h, w)}
+    @property
+    def _thread(self):
+        return self.runner._thread
 
-    def _loop(self):
-        last = None
-        while True:
-            if self.max_rate and last is not None:  # wait out the interval (new frames wake us), then the newest
-                deadline = last + 1.0 / self.max_rate
-                with self._wake:
-                    while not self._stop and deadline - time.perf_counter() > 0:
-                        self._wake.wait(deadline - time.perf_counter())
-            with self._wake:
-                while self._pending is None and not self._stop:
-                    self._wake.wait()
-                if self._stop:
-                    return
-                frame, self._pending = self._pending, None
-            last = time.perf_counter()
-            try:
-                result = self._detect(frame)
-            except Exception as e:  # reported on the next call, in the caller's thread
-                with self._lock:
-                    self._error = e
-                return
-            with self._lock:
-                self._result = result
-
-    def submit(self, frame):
-        """Hand ``frame`` to the detector (threaded: replaces a frame not started yet; returns at once)."""
-        if not self.threaded:
-            self._result = self._detect(frame)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="kseg-instances", daemon=True)
-            self._thread.start()
-        with self._wake:
-            if self._pending is not None and self._pending.shape == frame.shape:
-                np.copyto(self._pending, frame)  # the newer frame replaces one not started yet
-            else:
-                self._pending = frame.copy()  # a copy: the pipeline reuses its frame buffers
-            self._wake.notify()
+    def submit(self, frame) -> bool:
+        """Hand ``frame`` to the detector if it is due (``LatestFrameDetector.submit``; never waits)."""
+        return self.runner.submit(frame)
 
     def _take_result(self):
-        with self._lock:
-            result, self._result = self._result, None
-            error, self._error = self._error, None
-        if error is not None:
-            raise KsegError(f"the instance model failed: {type(error).__name__}: {str(error)[:160]}")
-        return result
+        return self.runner.take()
 
     # ------------------------------------------------------------ the chosen person
 
@@ -328,7 +279,12 @@ class PersonKeeper:
             self.state = "nobody"
 
     def weight(self, alpha):
-        """The restriction ``(h, w)`` in [0, 1] at the working resolution (``None``: keep all)."""
+        """The restriction ``(h, w)`` in [0, 1] at the working resolution (``None``: keep all).
+
+        ``None`` too when every region of the semantic mask is the chosen person's alone (the
+        usual webcam frame with one person): the restriction would change nothing there, and
+        skipping it saves the full-resolution multiply on every frame.
+        """
         import cv2
 
         if self._chosen is None:
@@ -344,6 +300,8 @@ class PersonKeeper:
         own[0] = False
         shared = (mine > 0) & ~own
         shared[0] = False
+        if own[1:].all():  # every region is the chosen person's alone (one person in view): nothing to take away
+            return None
         wgt = own[labels].astype(np.float32)
         r = max(1, round(self.grow * ww))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
@@ -391,26 +349,26 @@ class PersonKeeper:
     def reset(self):
         """Forget the choice (the next detection picks again by the rule)."""
         self.tracker.reset()
+        self.runner.reset()
         self._chosen = self._others = self.chosen_box = None
         self.state = "waiting"
 
     def close(self):
         """Stop the detection thread."""
-        with self._wake:
-            self._stop = True
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self.runner.close()
 
 
-def load_instance_detector(path=DEFAULT_INSTANCE_MODEL, num_threads: int = 1, min_score: float = 0.5):
-    """A detector for ``PersonKeeper`` from an instance model file (the shipped person model by default).
+def load_instance_detector(path=DEFAULT_INSTANCE_MODEL, num_threads: int = 1, min_score: float = 0.5,
+                           option: str = "--keep"):
+    """A person detector for ``PersonKeeper`` and ``MaskOverlay`` from an instance model file.
 
     Args:
-        path: an instance ``.tflite`` with its card (or a ``.keras`` Mask R-CNN).
+        path: an instance ``.tflite`` with its card (or a ``.keras`` Mask R-CNN); the shipped
+            person model by default.
         num_threads: interpreter threads (1: the app's pipeline already uses the other core).
         min_score: detections scoring below this are ignored.
+        option: the option that needs the model, for the message when it is missing
+            (``--keep`` or ``--instances``).
 
     Returns:
         ``rgb → {"boxes", "scores", "masks"}`` of the person class only, at the frame's size.
@@ -427,10 +385,11 @@ def load_instance_detector(path=DEFAULT_INSTANCE_MODEL, num_threads: int = 1, mi
         p = resolve(path)
     if not p.is_file():
         raise KsegError(
-            f"instance model {path} not found; --keep needs a person instance model: it ships as "
+            f"instance model {path} not found; {option} needs a person instance model: it ships as "
             f"{DEFAULT_INSTANCE_MODEL} in a complete checkout, or export it with `kseg export "
             "runs/mask_rcnn_person_lite0/last.weights.h5 --config configs/mask_rcnn_person_lite0.yaml "
-            f"--quantization float16 --out {DEFAULT_INSTANCE_MODEL}` (or use --keep all)"
+            f"--quantization float16 --out {DEFAULT_INSTANCE_MODEL}` "
+            + ("(or use --keep all)" if option == "--keep" else f"(or leave out {option})")
         )
     from kseg.runtime import detect_instances, load_instance_model
 

@@ -1,7 +1,8 @@
 """Effects: pure functions of a frame and its soft masks (``Effect.apply(frame, masks, out)``).
 
 ``portrait`` (lens-like background blur), ``swap`` (background colour/image/video), ``tryon``
-(recolour upper clothes and hair, parsing model), ``mask`` (debug overlay).
+(recolour upper clothes and hair, parsing model), ``mask`` (debug overlay; with an instance
+detector, each person in a colour of their own).
 
 Example:
     effect = make_effect("portrait", strength=0.6)

@@ -22,13 +22,16 @@ def add(sub) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
     p.add_argument("--model", default="exports/portrait.tflite", help="person model (default exports/portrait.tflite)")
     p.add_argument("--source", default="assets/book.mkv", help="video to process (default the bundled clip)")
-    p.add_argument("--effect", choices=["portrait", "swap", "mask"], default="portrait")
+    p.add_argument("--effect", choices=["portrait", "swap", "mask"],
+                   help="the effect (default portrait; mask with --instances)")
     p.add_argument("--strength", type=float, default=0.6, help="effect strength 0..1 (default 0.6)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--keep", choices=["all", "largest", "nearest", "center"], default="all",
                    help="portrait: which people stay sharp (needs the instance model; default all)")
+    p.add_argument("--instances", action="store_true",
+                   help="mask effect: each person the instance model finds in a colour of their own")
     p.add_argument("--instance-model", default=None,
-                   help="person instance model for --keep (default exports/person-instances.tflite)")
+                   help="person instance model for --keep and --instances (default exports/person-instances.tflite)")
     p.set_defaults(func=run)
 
 
@@ -38,5 +41,6 @@ def run(args) -> int:
     check_writable(args.out, "--out")
     from apps.demo import main as demo_main
 
-    return demo_main(args.out, args.model, args.source, args.effect, args.strength, args.threads,
-                     keep=args.keep, instance_model=args.instance_model)
+    effect = args.effect or ("mask" if args.instances else "portrait")
+    return demo_main(args.out, args.model, args.source, effect, args.strength, args.threads,
+                     keep=args.keep, instance_model=args.instance_model, instances=args.instances)

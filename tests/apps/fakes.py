@@ -103,3 +103,54 @@ class ListSink:
 
     def close(self):
         self.closed = True
+
+
+class GatedDetector:
+    """An instance detector that answers only when the test lets it: each call waits for ``release``.
+
+    It records every image it is handed (``seen``) and says when a call is waiting (``waiting``),
+    so a test can check, without timing anything, that the frame loop ran on while a detection
+    was in flight, and which frame the detection got.
+
+    Args:
+        answer: ``rgb → detections dict`` (at the size of ``rgb``).
+        timeout: seconds a call waits for ``release`` before failing (a test that forgot to
+            release fails instead of hanging).
+    """
+
+    def __init__(self, answer, timeout: float = 30.0):
+        import threading
+
+        self.answer = answer
+        self.timeout = timeout
+        self.seen = []
+        self.waiting = threading.Event()
+        self._go = threading.Semaphore(0)
+
+    @property
+    def calls(self) -> int:
+        return len(self.seen)
+
+    def __call__(self, rgb):
+        self.seen.append(rgb.copy())
+        self.waiting.set()
+        released = self._go.acquire(timeout=self.timeout)
+        self.waiting.clear()
+        if not released:
+            raise TimeoutError("the test never released the detector")
+        return self.answer(rgb)
+
+    def release(self, n: int = 1):
+        """Let ``n`` calls (waiting or future) return."""
+        for _ in range(n):
+            self._go.release()
+
+
+class FakeClock:
+    """A clock the test moves by hand (``LatestFrameDetector(clock=...)``)."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = float(t)
+
+    def __call__(self) -> float:
+        return self.t
