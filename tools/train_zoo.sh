@@ -123,7 +123,8 @@ if table.is_file():
     lines += ["", "## CamVid (tools/camvid_table.py)", "", table.read_text()]
 keys = ("mae", "s_measure", "max_f_beta", "mean_f_beta", "adaptive_f_beta", "weighted_f_beta", "max_e_measure",
         "mean_e_measure", "adaptive_e_measure")
-sod = sorted(p for p in ev.glob("*.json") if p.stem.startswith(("people_u2net", "portrait_", "pets_u2net")))
+sod = sorted(p for p in ev.glob("*.json") if p.stem.startswith(("people_u2net", "portrait_", "pets_u2net"))
+             and not p.stem.endswith("_bench"))
 if sod:
     lines += ["", "## Salient-object metrics (held-out images; kseg evaluate)", "",
               "| model / set | images | person/pet IoU | mIoU | " + " | ".join(keys) + " |",
