@@ -112,7 +112,7 @@ def _is_tf_keras_model(model) -> bool:
 
 
 def to_tflite(model, path, quantization: str = "float32", representative_data=None, io_dtype: str = "uint8",
-              input_size=None, card: dict | None = None, num_calibration: int = 100) -> Path:
+              input_size=None, card: dict | None = None, num_calibration: int = 100, float_ops=None) -> Path:
     """Convert a model to a ``.tflite`` file (written atomically) and write its model card.
 
     Args:
@@ -132,6 +132,10 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
         card: model card fields to record (``class_names``, ``colors``, ``training_data``,
             ``metrics``, ``data_licence``, ``command``, ...); see ``write_model_card``.
         num_calibration: at most this many calibration images.
+        float_ops: ``"int8"`` only: TFLite op names (e.g. ``("BATCH_MATMUL", "SOFTMAX", "GELU")``)
+            kept in float, every other op int8 (selective quantization through TFLite's
+            quantization debugger; float I/O). For graphs whose full-int8 form is slow or
+            inaccurate: SegFormer's attention and LayerNorm (docs/results.md).
 
     Returns:
         The path of the ``.tflite`` file. The calibration's progress is shown on stderr
@@ -166,15 +170,24 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
         model = load_keras_file(Path(model))
     if quantization == "int8" and representative_data is None:
         raise KsegError("quantization='int8' needs representative_data (a few hundred training images; --data on the CLI)")
+    float_ops = [str(o).strip().upper() for o in (float_ops or ()) if str(o).strip()]
+    if float_ops and quantization != "int8":
+        raise KsegError(f"float_ops (--float-ops) selects ops to keep in float in an int8 model; "
+                        f"use it with quantization int8, not {quantization}")
     size = _input_size(model, input_size)
     with tempfile.TemporaryDirectory(prefix="kseg_export_") as tmp_dir:
         converter = _converter(model, size, tmp_dir)
-        flatbuffer = _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration)
+        if float_ops:
+            flatbuffer = _convert_selective(converter, representative_data, size, num_calibration, float_ops)
+        else:
+            flatbuffer = _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration)
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(flatbuffer)
     _faults.pause("export-card")
     fields = {"quantization": quantization, "model": getattr(model, "name", None)}
+    if float_ops:
+        fields["float_ops"] = float_ops
     if not _is_tf_keras_model(model):  # a QAT model's count would include its quantizer ranges
         fields["params"] = int(model.count_params())
     fields.update(card or {})
@@ -214,6 +227,28 @@ def _converter(model, size, tmp_dir):
     saved = str(Path(tmp_dir) / "saved_model")
     model.export(saved, format="tf_saved_model", input_signature=[spec], verbose=False)
     return tf.lite.TFLiteConverter.from_saved_model(saved)
+
+
+def _convert_selective(converter, representative_data, size, num_calibration, float_ops):
+    """Int8 with ``float_ops`` left in float: TFLite's quantization debugger with ``denylisted_ops``
+    (calibrated on the representative data; float I/O)."""
+    import tensorflow as tf
+
+    calibration = [x for x in _representative(representative_data, size, num_calibration)()]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    _faults.pause("export-convert")
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: iter(calibration[:2]),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops)))
+        return debugger.get_nondebug_quantized_model()
+    except Exception as e:
+        if is_interrupt(e):
+            raise KeyboardInterrupt from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise KsegError(f"selective int8 conversion (float ops {', '.join(float_ops)}) failed: {first}") from None
 
 
 def _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration):

@@ -29,6 +29,8 @@ def add(sub) -> None:
     p.add_argument("--format", default="auto", help="dataset format: masks, ccp, camvid, pets, coco, auto")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size for models with a free size")
     p.add_argument("--io-dtype", default="uint8", choices=IO_DTYPES)
+    p.add_argument("--float-ops", metavar="OP,OP", help="int8 only: TFLite ops kept in float, the rest int8 "
+                   "(float I/O), e.g. SegFormer: BATCH_MATMUL,SOFTMAX,MEAN,SQUARED_DIFFERENCE,RSQRT,GELU,NEG,MUL,ADD,SUB")
     p.add_argument("--calibration", type=int, default=100, help="calibration images (default 100)")
     p.add_argument("--parity", type=int, default=20, help="images for Keras/TFLite parity with --data (0: skip)")
     p.add_argument("--keras-model", help="with qat: the float .keras model to compare against")
@@ -138,7 +140,8 @@ def _run_semantic(args, out: Path) -> str:
             images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
     out = to_tflite(source, out, quantization=args.quantization, representative_data=rep,
                     io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,
-                    card=card, num_calibration=len(cal_idx) if rep is not None else args.calibration)
+                    card=card, num_calibration=len(cal_idx) if rep is not None else args.calibration,
+                    float_ops=args.float_ops.split(",") if args.float_ops else None)
     ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
     extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
     if images is not None and keras_model is not None:

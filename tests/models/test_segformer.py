@@ -68,3 +68,39 @@ def test_segformer_errors_and_registry():
         SegFormer(input_shape=(64, 64, 3), embed_dims=(8, 15, 24, 32))
     m = build_model("segformer", num_classes=2, input_shape=(32, 32, 3), depths=(1, 1, 1, 1), **TINY)
     assert m.output_shape == (None, 32, 32, 2)
+
+
+def test_segformer_selective_int8_keeps_attention_in_float(tmp_path):
+    """to_tflite(..., "int8", float_ops=...): the named ops stay float (inputs float32), the
+    convolutions are int8, I/O float; the card records the float ops; only with int8."""
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kseg.export import to_tflite
+
+    model = SegFormer(num_classes=3, input_shape=(32, 32, 3), depths=(1, 1, 1, 1), **TINY)
+    x = images((32, 32), n=4)
+    path = to_tflite(model, tmp_path / "mixed.tflite", "int8", representative_data=x,
+                     float_ops=["BATCH_MATMUL", "SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT"])
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    dtype = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+    first_input = {}
+    for op in it._get_ops_details():
+        ins = [i for i in op["inputs"] if i >= 0]
+        first_input.setdefault(op["op_name"], set()).add(np.dtype(dtype[ins[0]]).name if ins else None)
+    for name in ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT"):
+        assert first_input[name] == {"float32"}, (name, first_input[name])
+    assert first_input["CONV_2D"] == {"int8"}
+    assert it.get_input_details()[0]["dtype"] == np.float32
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["float_ops"][:2] == ["BATCH_MATMUL", "SOFTMAX"] and card["quantization"] == "int8"
+    # close to the float model (a tiny random model: agreement of the argmax, not accuracy)
+    it.set_tensor(it.get_input_details()[0]["index"], x[:1].astype(np.float32))
+    it.invoke()
+    got = it.get_tensor(it.get_output_details()[0]["index"])
+    want = np.asarray(model(x[:1]))
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) > 0.8
+    with pytest.raises(KsegError, match="use it with quantization int8"):
+        to_tflite(model, tmp_path / "f.tflite", "float16", float_ops=["SOFTMAX"])
