@@ -421,9 +421,13 @@ def embed_metadata(tflite_bytes: bytes, card: dict) -> bytes:
 
     # MetadataPopulator._populate_associated_files: the files as a zip appended to the model
     # (zipfile mode "a" on a non-zip file starts an archive at its end; members stored).
+    # A fixed member date (zip's earliest) keeps the bytes a function of the model and the card:
+    # writestr with a bare name stamps the current time, so two embeddings could differ.
     out = io.BytesIO(model_buf)
     with zipfile.ZipFile(out, "a") as zf:
-        zf.writestr(LABELS_FILE, "\n".join(names))
+        info = zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_STORED
+        zf.writestr(info, "\n".join(names))
     return out.getvalue()
 
 
