@@ -417,54 +417,10 @@ def cmd_parity(args):
     (out / "parity_study.json").write_text(json.dumps(report, indent=1))
 
 
-def cmd_app_fps(args):
-    """Frames/s of portrait mode on the bundled clip: every person sharp vs --keep (instance model on
-    its own thread), threaded pipeline, no output encoding (benchmarks/app_fps.py's run_effect)."""
-    import numpy as np
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from app_fps import machine, run_effect
-
-    from apps.webcam import App, resolve
-
-    clip = resolve("assets/book.mkv")
-    print(f"# {machine()}; {args.frames} frames per run, median of {args.repeats}", flush=True)
-    print("| portrait | frames/s | CPU ms/frame | instance detections/s | detect ms (last call) |")
-    print("|---|---:|---:|---:|---:|")
-    report = {"machine": machine(), "frames": args.frames}
-    settings = [(k, None) for k in args.keep] + [("largest", r) for r in args.keep_rates]
-    for keep, rate_cap in settings:
-        app = App(model="exports/portrait.tflite", parsing_model=None, fast_model=None, threads=1, effect="portrait",
-                  effect_args={"strength": 0.6}, keep=keep, keep_rate=rate_cap)
-        label = keep if rate_cap is None else f"{keep}, --keep-rate {rate_cap:g}"
-        runs, rates, dms = [], [], []
-        for _ in range(args.repeats):
-            if app.keeper is not None:
-                app.keeper.reset()
-                n0 = app.keeper.detections
-            t0 = time.perf_counter()
-            r = run_effect(app, "portrait", clip, args.frames, True)
-            dt = time.perf_counter() - t0
-            runs.append(r)
-            if app.keeper is not None:
-                rates.append((app.keeper.detections - n0) / dt)
-                dms.append(app.keeper.detect_ms)
-        app.close()
-        fps = float(np.median([r.fps for r in runs]))
-        cpu = float(np.median([r.cpu_ms for r in runs]))
-        rate = float(np.median(rates)) if rates else None
-        dm = float(np.median(dms)) if dms else None
-        report[label] = {"fps": fps, "all_fps": [r.fps for r in runs], "cpu_ms_per_frame": cpu,
-                        "detections_per_s": rate, "detect_ms_last": dm}
-        print(f"| keep {label} | {fps:.1f} | {cpu:.2f} | {'-' if rate is None else f'{rate:.1f}'} | "
-              f"{'-' if dm is None else f'{dm:.0f}'} |", flush=True)
-    out = run_dir(args, load_cfg(args.config, args.set)) / "app_fps_keep.json"
-    out.write_text(json.dumps(report, indent=1))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "app-fps", "people-masks-val"))
+    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "people-masks-val"),
+                   help="(the --keep frame rate: benchmarks/app_fps.py --keep largest)")
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values (YAML), e.g. train.epochs=2 data.composites.count=20")
@@ -481,15 +437,11 @@ def main(argv=None):
     p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"],
                    help="export: one file each (float32, float16, dynamic, int8)")
     p.add_argument("--parity-images", type=int, default=20, help="export: val images for Keras/TFLite parity")
-    p.add_argument("--frames", type=int, default=300, help="app-fps: frames per run")
-    p.add_argument("--repeats", type=int, default=2, help="app-fps: runs per setting")
-    p.add_argument("--keep", nargs="+", default=["all", "largest"], help="app-fps: portrait --keep settings")
-    p.add_argument("--keep-rates", nargs="*", type=float, default=[], help="app-fps: also --keep largest at these caps")
     p.add_argument("--parts", nargs="+", default=["backbone", "box_head", "mask_head", "all"],
                    help="quant: parts whose weights are rounded to int8 (backbone, encoder, fpn_rpn, box_head, mask_head, all)")
     args = p.parse_args(argv)
     {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity,
-     "app-fps": cmd_app_fps, "people-masks-val": cmd_people_masks_val}[args.command](args)
+     "people-masks-val": cmd_people_masks_val}[args.command](args)
 
 
 if __name__ == "__main__":
