@@ -177,10 +177,8 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     size = _input_size(model, input_size)
     with tempfile.TemporaryDirectory(prefix="kseg_export_") as tmp_dir:
         converter = _converter(model, size, tmp_dir)
-        if float_ops:
-            flatbuffer = _convert_selective(converter, representative_data, size, num_calibration, float_ops)
-        else:
-            flatbuffer = _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration)
+        flatbuffer = _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration,
+                              float_ops)
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(flatbuffer)
@@ -229,29 +227,9 @@ def _converter(model, size, tmp_dir):
     return tf.lite.TFLiteConverter.from_saved_model(saved)
 
 
-def _convert_selective(converter, representative_data, size, num_calibration, float_ops):
-    """Int8 with ``float_ops`` left in float: TFLite's quantization debugger with ``denylisted_ops``
-    (calibrated on the representative data; float I/O)."""
-    import tensorflow as tf
-
-    calibration = [x for x in _representative(representative_data, size, num_calibration)()]
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: iter(calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    _faults.pause("export-convert")
-    try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: iter(calibration[:2]),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops)))
-        return debugger.get_nondebug_quantized_model()
-    except Exception as e:
-        if is_interrupt(e):
-            raise KeyboardInterrupt from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise KsegError(f"selective int8 conversion (float ops {', '.join(float_ops)}) failed: {first}") from None
-
-
-def _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration):
+def _convert(converter, model, quantization, representative_data, size, io_dtype, num_calibration, float_ops=()):
+    """Convert with ``converter``; with ``float_ops`` (int8 only) those op types stay float, the
+    rest int8, through TFLite's quantization debugger (``denylisted_ops``; float I/O)."""
     import tensorflow as tf
 
     if quantization != "float32":
@@ -266,11 +244,20 @@ def _convert(converter, model, quantization, representative_data, size, io_dtype
             rep = _representative(np.zeros((1, *size, 3), np.float32), size, 1, show_progress=False)
         converter.representative_dataset = rep
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
-        converter.inference_input_type = io
-        converter.inference_output_type = io
+        if float_ops:  # the float ops need the float kernels; the file keeps float I/O
+            converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        else:
+            io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io_dtype]
+            converter.inference_input_type = io
+            converter.inference_output_type = io
     _faults.pause("export-convert")
     try:
+        if float_ops:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=_representative(representative_data, size, 2, show_progress=False),
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops)))
+            return debugger.get_nondebug_quantized_model()
         return converter.convert()
     except KsegError:
         raise

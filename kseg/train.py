@@ -302,10 +302,9 @@ def _rename_fused_logs():
             if not logs:
                 return
             for key in list(logs):
-                for prefix in ("logits_", "val_logits_"):
-                    rest = key[len(prefix):]
-                    if key.startswith(prefix) and rest != "loss":
-                        logs[prefix.replace("logits_", "") + rest] = logs.pop(key)
+                for prefix, plain in (("logits_", ""), ("val_logits_", "val_")):
+                    if key.startswith(prefix) and key != prefix + "loss":  # the fused loss keeps its name
+                        logs[plain + key[len(prefix):]] = logs.pop(key)
 
     return RenameFusedLogs()
 
@@ -666,15 +665,10 @@ def fit(cfg: RunConfig):
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
         sides = deep_supervision_outputs(model)
-        loss = make_loss(cfg, num_classes, train_set)
+        loss, metrics = make_loss(cfg, num_classes, train_set), make_metrics(num_classes)
         if sides:  # deep supervision: the same loss on the fused and on every side output, summed
-            model.compile(
-                optimizer=make_optimizer(scaled, steps),
-                loss={n: loss for n in sides},
-                metrics={"logits": make_metrics(num_classes)},
-            )
-        else:
-            model.compile(optimizer=make_optimizer(scaled, steps), loss=loss, metrics=make_metrics(num_classes))
+            loss, metrics = {n: loss for n in sides}, {"logits": metrics}
+        model.compile(optimizer=make_optimizer(scaled, steps), loss=loss, metrics=metrics)
     if sides:
         train_ds, val_ds = targets_for(train_ds, sides), targets_for(val_ds, sides)
     distribute.patch_keras_for_multi_worker(model, strategy)
