@@ -5,14 +5,16 @@
 #
 #   bash tools/ship_portrait_small.sh [train|qat|export|eval|all] [RUNS_DIR]
 #   QUANT=int8 bash tools/ship_portrait_small.sh export    # post-training int8 instead of QAT
+#   CONFIG=portrait_small_v2 QUANT=int8 bash tools/ship_portrait_small.sh all   # another config, same chain
 #
-# RUNS_DIR defaults to $HOME/kseg-runs/runs; the teacher frames (see configs/portrait_small.yaml)
+# RUNS_DIR defaults to $HOME/kseg-runs/runs; the teacher frames (see the config's header)
 # must exist first: python -c "from kseg.distill import ..." as the config's header says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:-all}
 RUNS=${2:-$HOME/kseg-runs/runs}
-RUN=$RUNS/portrait_small
+CONFIG=${CONFIG:-portrait_small}
+RUN=$RUNS/$CONFIG
 PY=${PY:-.venv/bin/python}
 QAT_EPOCHS=${QAT_EPOCHS:-1}
 QUANT=${QUANT:-qat}   # qat, or int8 (post-training, calibrated on the config's training data)
@@ -21,11 +23,11 @@ LICENCE="people-parsing: CCP, Apache-2.0; people-masks: Human-Segmentation-Datas
 step() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
 
 if step train && [ ! -f "$RUN/done" ]; then
-  $PY -m kseg train --config configs/portrait_small.yaml --out-dir "$RUNS"
+  $PY -m kseg train --config configs/$CONFIG.yaml --out-dir "$RUNS"
   touch "$RUN/done"
 fi
 if step qat && [ "$QUANT" = qat ] && [ ! -f "$RUN/qat192/qat_model.h5" ]; then
-  $PY -m kseg quantize "$RUN/best.keras" --config configs/portrait_small.yaml --size 192 192 \
+  $PY -m kseg quantize "$RUN/best.keras" --config configs/$CONFIG.yaml --size 192 192 \
     --epochs "$QAT_EPOCHS" --lr 1e-5 --batch-size 16 --loss ce --out "$RUN/qat192"
 fi
 if step export; then
@@ -35,10 +37,10 @@ if step export; then
     [ -f "$OUT/$1.tflite" ] && continue
     mkdir -p "$OUT"
     if [ "$QUANT" = qat ]; then
-      $PY -m kseg export "$RUN/qat192" --quantization qat --config configs/portrait_small.yaml --size "$2" "$2" \
+      $PY -m kseg export "$RUN/qat192" --quantization qat --config configs/$CONFIG.yaml --size "$2" "$2" \
         --keras-model "$RUN/best.keras" --licence "$LICENCE" --parity 40 --out "$OUT/$1.tflite"
     else
-      $PY -m kseg export "$RUN/best.keras" --quantization int8 --config configs/portrait_small.yaml --size "$2" "$2" \
+      $PY -m kseg export "$RUN/best.keras" --quantization int8 --config configs/$CONFIG.yaml --size "$2" "$2" \
         --licence "$LICENCE" --parity 40 --out "$OUT/$1.tflite"
     fi
   done
