@@ -109,6 +109,15 @@ class TrainConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Defaults of ``kseg export --config`` for the model this config trains."""
+
+    # int8 only: TFLite op types kept in float (as ``kseg export --float-ops``), e.g. a
+    # transformer's attention and LayerNorm ops, for which XNNPACK has no int8 kernels
+    float_ops: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     """A whole run: data, model, training, and where outputs go (``out_dir/name``)."""
 
@@ -117,6 +126,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -166,6 +176,7 @@ _NESTED = {
     "DataConfig": DataConfig,
     "ModelConfig": ModelConfig,
     "TrainConfig": TrainConfig,
+    "ExportConfig": ExportConfig,
 }
 
 
@@ -209,6 +220,12 @@ def _convert(type_str, value, where):
         except KsegError:
             raise KsegError(f"config {where} must be {expected} like [{', '.join(_EXAMPLE[i] for i in inner)}], "
                             f"got {value!r}") from None
+    elif base == "list[str]":
+        if isinstance(value, str):
+            value = [v for v in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise KsegError(f"config {where} must be a list of names like [BATCH_MATMUL, SOFTMAX], got {value!r}")
+        value = [v.strip() for v in value]
     elif base.startswith("dict[") and not isinstance(value, dict):
         raise KsegError(f"config {where} must be a mapping of names to values, got {value!r}")
     return value

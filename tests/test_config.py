@@ -76,3 +76,19 @@ def test_train_verbose_is_auto_by_default_and_checked():
     for bad in ("true", "3", "bar"):
         with pytest.raises(KsegError, match=r"config train.verbose must be auto \(a bar on a terminal"):
             load_config(None, [f"train.verbose={bad}"])
+
+
+def test_export_float_ops(tmp_path):
+    """export.float_ops: a list of TFLite op names (or one comma-separated string); anything
+    else is one line naming the key."""
+    p = tmp_path / "run.yaml"
+    p.write_text("export: {float_ops: [BATCH_MATMUL, ' SOFTMAX']}\n")
+    cfg = load_config(p)
+    assert cfg.export.float_ops == ["BATCH_MATMUL", "SOFTMAX"]
+    save_config(cfg, tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml").export == cfg.export
+    assert load_config(None, ["export.float_ops=MEAN,RSQRT"]).export.float_ops == ["MEAN", "RSQRT"]
+    assert load_config(None).export.float_ops == []
+    p.write_text("export: {float_ops: 5}\n")
+    with pytest.raises(KsegError, match=r"export\.float_ops must be a list of names"):
+        load_config(p)

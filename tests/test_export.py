@@ -279,3 +279,25 @@ def test_quantize_fine_tunes_with_the_configs_loss_and_class_weights(tmp_path):
     m.compile(tfk.optimizers.Adam(1e-3), loss=fn)
     hist = m.fit(y_pred, y_true, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def test_cli_export_takes_float_ops_from_the_config(trained, tmp_path, capsys):
+    """A config's export.float_ops is the int8 default of kseg export --config (said in one
+    line, recorded in the card); --float-ops '' quantizes every op."""
+    from kseg.data.synthetic import write_shapes_dataset
+
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 12, size=(SIZE, SIZE), num_classes=3, seed=8)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n"
+                   f"  size: [{SIZE}, {SIZE}]\nexport:\n  float_ops: [RESIZE_BILINEAR]\n")
+    trained[0].save(tmp_path / "best.keras")
+    base = ["export", str(tmp_path / "best.keras"), "--quantization", "int8", "--config", str(cfg),
+            "--calibration", "4", "--parity", "0"]
+    assert _cli(base + ["--out", str(tmp_path / "mixed.tflite")]) == 0
+    assert "int8 with RESIZE_BILINEAR in float" in capsys.readouterr().out
+    card = json.loads((tmp_path / "mixed.json").read_text())
+    assert card["float_ops"] == ["RESIZE_BILINEAR"] and card["input"]["dtype"] == "float32"
+    assert _cli(base + ["--float-ops", "", "--out", str(tmp_path / "full.tflite")]) == 0
+    card = json.loads((tmp_path / "full.json").read_text())
+    assert "float_ops" not in card and card["input"]["dtype"] == "uint8"

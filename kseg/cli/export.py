@@ -30,7 +30,8 @@ def add(sub) -> None:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size for models with a free size")
     p.add_argument("--io-dtype", default="uint8", choices=IO_DTYPES)
     p.add_argument("--float-ops", metavar="OP,OP", help="int8 only: TFLite ops kept in float, the rest int8 "
-                   "(float I/O), e.g. SegFormer: BATCH_MATMUL,SOFTMAX,MEAN,SQUARED_DIFFERENCE,RSQRT,GELU,NEG,MUL,ADD,SUB")
+                   "(float I/O), e.g. SegFormer: BATCH_MATMUL,SOFTMAX,MEAN,SQUARED_DIFFERENCE,RSQRT,GELU,NEG,MUL,ADD,SUB; "
+                   "default: the --config's export.float_ops; '' for every op in int8")
     p.add_argument("--calibration", type=int, default=100, help="calibration images (default 100)")
     p.add_argument("--parity", type=int, default=20, help="images for Keras/TFLite parity with --data (0: skip)")
     p.add_argument("--keras-model", help="with qat: the float .keras model to compare against")
@@ -87,10 +88,16 @@ def _run_semantic(args, out: Path) -> str:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     card = {"command": command_line(), "data_licence": args.licence}
     ds = val = None
+    float_ops = [o for o in (args.float_ops or "").split(",") if o.strip()]
     if args.config:
         from kseg.config import load_config
 
-        size = tuple(args.size) if args.size else tuple(load_config(args.config).data.size)
+        cfg = load_config(args.config)
+        if args.float_ops is None and args.quantization == "int8" and cfg.export.float_ops:
+            float_ops = list(cfg.export.float_ops)
+            print(f"int8 with {','.join(float_ops)} in float ({args.config}: export.float_ops; "
+                  "--float-ops '' quantizes every op)")
+        size = tuple(args.size) if args.size else tuple(cfg.data.size)
         ds, val, data_name = config_data(args.config, size, training=False)
         card["training_data"] = data_name
     elif args.data:
@@ -141,7 +148,7 @@ def _run_semantic(args, out: Path) -> str:
     out = to_tflite(source, out, quantization=args.quantization, representative_data=rep,
                     io_dtype=args.io_dtype, input_size=tuple(args.size) if args.size else None,
                     card=card, num_calibration=len(cal_idx) if rep is not None else args.calibration,
-                    float_ops=args.float_ops.split(",") if args.float_ops else None)
+                    float_ops=float_ops or None)
     ops = assert_builtin_ops(out) if args.quantization in ("int8", "qat") else tflite_ops(out)
     extra = {"latency_ms": measure_latency(out, num_threads=args.threads)}
     if images is not None and keras_model is not None:
