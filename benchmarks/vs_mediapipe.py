@@ -9,7 +9,12 @@ and prediction are both empty counts 1).
 
 Validation sets are the 10% held out (seed 0) of each shared set, which no kseg people config
 trains on: ``people-masks`` (close-ups), ``people-parsing`` (full body), ``portraits``
-(webcam-like), ``faces`` (CelebAMask-HQ, person = any label) and COCO val persons.
+(webcam-like), ``faces`` (CelebAMask-HQ, person = any label) and COCO val persons. And
+``person-free``: held-out images with nobody in them (COCO val without a person annotation,
+CamVid val/test frames without pedestrians or cyclists, the pets validation split; the
+composite format's backgrounds, ``benchmarks/eval_people.py --task person-free``): the share of
+their pixels a model calls person and the share of images where that exceeds 1% (lower is
+better; what shows as sharp patches in a blurred background).
 
     .venv/bin/python benchmarks/vs_mediapipe.py exports/portrait.tflite exports/portrait-fast.tflite
     .venv/bin/python benchmarks/vs_mediapipe.py runs/x/model.tflite --sets portraits --rounds 5 --json out.json
@@ -34,7 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SETS = ("people-masks", "people-parsing", "portraits", "faces", "coco-val")
+SETS = ("people-masks", "people-parsing", "portraits", "faces", "coco-val", "person-free")
+FREE = "person-free"
 
 
 # --------------------------------------------------------------------------------------
@@ -178,6 +184,9 @@ def val_sets(names, limit=None):
     out = {}
     people = None
     for name in names:
+        if name == FREE:
+            out[name] = person_free_images(limit)
+            continue
         if name in ("people-masks", "people-parsing", "coco-val"):
             if people is None:
                 people = people_dataset(root, val_fraction=0.1, seed=0)[1]
@@ -192,6 +201,29 @@ def val_sets(names, limit=None):
             ds = ds.subset(list(range(min(limit, len(ds)))))
         out[name] = ds
     return out
+
+
+def person_free_images(limit=None) -> list:
+    """Loaders of the held-out person-free images (see the module docstring), ``limit`` per source."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from eval_people import person_free_sets
+
+    images = []
+    for name, loads in person_free_sets().items():
+        if "trained on" not in name:  # the empty-room video frames are training backgrounds
+            images += loads[:limit] if limit else loads
+    return images
+
+
+def person_free(model, images) -> dict:
+    """Share of pixels called person over ``images``, and share of images with more than 1%."""
+    labelled, total, flagged = 0, 0, 0
+    for load in images:
+        pred = model.person(load())
+        labelled += int(pred.sum())
+        total += pred.size
+        flagged += int(pred.mean() > 0.01)
+    return {"labelled_share": labelled / max(total, 1), "images_over_1pct": flagged / max(len(images), 1)}
 
 
 def person_iou(model, ds) -> float:
@@ -257,7 +289,10 @@ def main(argv=None):
         sets = val_sets(args.sets, args.limit)
         for m, row in zip(models, rows):
             for name, ds in sets.items():
-                row["iou"][name] = person_iou(m, ds)
+                if name == FREE:
+                    row["person_free"] = person_free(m, ds)
+                else:
+                    row["iou"][name] = person_iou(m, ds)
                 row.setdefault("n", {})[name] = len(ds)
 
     mp = rows[0]
@@ -265,16 +300,22 @@ def main(argv=None):
     print(f"machine: {machine()}; {args.rounds} interleaved rounds x {args.invokes} invokes, median")
     head = f"{'model':<30} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7} {'x MP 1T':>7} {'x MP 2T':>7}"
     names = list(rows[0]["iou"])
-    print(head + "".join(f" {n[:14]:>14}" for n in names))
+    free = "person_free" in rows[0]
+    print(head + "".join(f" {n[:14]:>14}" for n in names) + (f" {'free: px %':>10} {'imgs >1%':>8}" if free else ""))
     for row in rows:
         ms = {t: float(np.median(row["ms"][t])) for t in (1, 2)}
         row["median_ms"] = ms
         row["ratio_to_mediapipe"] = {t: ms[t] / mp_ms[t] for t in (1, 2)}
         line = (f"{row['model']:<30} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
                 f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f} {ms[1] / mp_ms[1]:>7.2f} {ms[2] / mp_ms[2]:>7.2f}")
-        print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
-    if names:
-        print("images per set: " + ", ".join(f"{n} {rows[0]['n'][n]}" for n in names))
+        if free:
+            f = row["person_free"]
+            line += "".join(f" {row['iou'][n]:>14.3f}" for n in names)
+            print(line + f" {100 * f['labelled_share']:>10.2f} {100 * f['images_over_1pct']:>7.0f}%")
+        else:
+            print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
+    if rows[0].get("n"):
+        print("images per set: " + ", ".join(f"{n} {k}" for n, k in rows[0]["n"].items()))
     if args.json:
         from kseg.paths import atomic_path
 

@@ -3,8 +3,8 @@
 # proposals kept after the RPN's NMS (rpn_post_nms_test) and the detections the mask head runs on
 # (max_detections) hold no weights, so each variant is the same weights exported again with the
 # config changed. Each variant: `kseg export ... --quantization int8` (calibrated as the shipped
-# file), `kseg evaluate` on coco-mini and coco-tiny val (person), then one interleaved
-# `kseg benchmark` of all files. Skips what exists; rerun after a kill.
+# file), `kseg evaluate` on coco-mini and coco-tiny val (person), then `kseg benchmark` of all
+# files, 3 rounds (median; time them on an otherwise idle machine). Skips what exists; rerun after a kill.
 #
 #   bash tools/instances_sweep.sh [RUN] [OUT]
 #   VARIANTS="50:20 100:20 300:20 100:50" bash tools/instances_sweep.sh
@@ -40,19 +40,22 @@ EOF
   fi
   for subset in coco-mini coco-tiny; do
     j=$OUT/${name}_$subset.json
-    [ -f "$j" ] || $PY -m kseg evaluate "$OUT/$name.tflite" "${KSEG_DATA:-../shared/data}/coco/$subset" \
-      --categories person --json "$j" > /dev/null
+    [ -f "$j" ] || { $PY -m kseg evaluate "$OUT/$name.tflite" "${KSEG_DATA:-../shared/data}/coco/$subset" \
+      --categories person --json > "$j.tmp" && mv "$j.tmp" "$j"; }
   done
   files+=("$OUT/$name.tflite")
 done
-[ -f "$OUT/latency.json" ] || $PY -m kseg benchmark "${files[@]}" --threads 2 --runs 30 --warmup 5 --json "$OUT/latency.json"
+for r in 1 2 3; do   # three rounds of all files: a burst of load hits every variant alike
+  [ -f "$OUT/latency_r$r.json" ] || $PY -m kseg benchmark "${files[@]}" --threads 2 --runs 100 --warmup 10 --json "$OUT/latency_r$r.json"
+done
 $PY - "$OUT" $VARIANTS <<'EOF'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-lat = json.loads((out / "latency.json").read_text())
-ms = {m["model"]: m["latency"]["median_ms"] for m in lat["models"]}
-lines = ["| proposals | detections | coco-mini mask AP / AP50 / box AP | coco-tiny mask AP / AP50 / box AP | ms, 2 threads (median) |",
+import statistics
+rounds = [json.loads((out / f"latency_r{r}.json").read_text())["models"] for r in (1, 2, 3)]
+ms = {m["model"]: statistics.median(rd[i]["latency"]["median_ms"] for rd in rounds) for i, m in enumerate(rounds[0])}
+lines = ["| proposals | detections | coco-mini mask AP / AP50 / box AP | coco-tiny mask AP / AP50 / box AP | ms, 2 threads (median of 3 rounds) |",
          "|---:|---:|---|---|---:|"]
 for v in sys.argv[2:]:
     post, det = v.split(":")
