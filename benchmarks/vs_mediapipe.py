@@ -203,27 +203,32 @@ def val_sets(names, limit=None):
     return out
 
 
-def person_free_images(limit=None) -> list:
-    """Loaders of the held-out person-free images (see the module docstring), ``limit`` per source."""
+def person_free_images(limit=None) -> dict:
+    """``{source: [load() -> RGB image]}``: the held-out person-free images (see the module
+    docstring), at most ``limit`` per source."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from eval_people import person_free_sets
 
-    images = []
-    for name, loads in person_free_sets().items():
-        if "trained on" not in name:  # the empty-room video frames are training backgrounds
-            images += loads[:limit] if limit else loads
-    return images
+    return {name: loads[:limit] if limit else loads for name, loads in person_free_sets().items()
+            if "trained on" not in name}  # the empty-room video frames are training backgrounds
 
 
-def person_free(model, images) -> dict:
-    """Share of pixels called person over ``images``, and share of images with more than 1%."""
-    labelled, total, flagged = 0, 0, 0
-    for load in images:
-        pred = model.person(load())
-        labelled += int(pred.sum())
-        total += pred.size
-        flagged += int(pred.mean() > 0.01)
-    return {"labelled_share": labelled / max(total, 1), "images_over_1pct": flagged / max(len(images), 1)}
+def person_free(model, sources: dict) -> dict:
+    """Share of pixels called person, and share of images with more than 1%: over all the
+    images of ``sources`` and per source."""
+    def share(loads):
+        labelled, total, flagged = 0, 0, 0
+        for load in loads:
+            pred = model.person(load())
+            labelled += int(pred.sum())
+            total += pred.size
+            flagged += int(pred.mean() > 0.01)
+        return labelled, total, flagged, len(loads)
+
+    per = {name: share(loads) for name, loads in sources.items()}
+    tot = [sum(v[i] for v in per.values()) for i in range(4)]
+    fig = lambda v: {"labelled_share": v[0] / max(v[1], 1), "images_over_1pct": v[2] / max(v[3], 1), "n": v[3]}  # noqa: E731
+    return {**fig(tot), "by_source": {name: fig(v) for name, v in per.items()}}
 
 
 def person_iou(model, ds) -> float:
@@ -293,7 +298,7 @@ def main(argv=None):
                     row["person_free"] = person_free(m, ds)
                 else:
                     row["iou"][name] = person_iou(m, ds)
-                row.setdefault("n", {})[name] = len(ds)
+                row.setdefault("n", {})[name] = sum(map(len, ds.values())) if name == FREE else len(ds)
 
     mp = rows[0]
     mp_ms = {t: float(np.median(mp["ms"][t])) for t in (1, 2)}
@@ -316,6 +321,12 @@ def main(argv=None):
             print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
     if rows[0].get("n"):
         print("images per set: " + ", ".join(f"{n} {k}" for n, k in rows[0]["n"].items()))
+    if free:
+        print("person-free, per source (pixels called person / images over 1%):")
+        for row in rows:
+            print(f"  {row['model']:<28} " + "  ".join(f"{src} ({f['n']}) {100 * f['labelled_share']:.1f}% / "
+                                                     f"{100 * f['images_over_1pct']:.0f}%"
+                                                     for src, f in row["person_free"]["by_source"].items()))
     if args.json:
         from kseg.paths import atomic_path
 
