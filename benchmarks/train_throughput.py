@@ -7,6 +7,7 @@ warm-up, the median of the next `--runs` epochs is reported. Each mode runs in i
 (the backend and the device split are fixed at start-up):
 
     tf               TensorFlow, one replica (the default; also prints parameters and GFLOPs)
+    tf_bf16          TensorFlow, one replica, the mixed_bfloat16 policy
     tf_mirrored2     TensorFlow, MirroredStrategy over 2 logical CPU devices (GPUs if present)
     tf_workers2      TensorFlow, MultiWorkerMirroredStrategy, 2 local worker processes
     jax              JAX, one device
@@ -19,6 +20,8 @@ figure.
     .venv/bin/python benchmarks/train_throughput.py --size 256 256 --batch 4 --steps 5 --runs 3
     .venv/bin/python benchmarks/train_throughput.py --models unet_lite deeplab_v3_plus_mnv2 \\
         --modes tf tf_mirrored2 tf_workers2 jax jax_dp2 --size 128 128 --batch 2
+    .venv/bin/python benchmarks/train_throughput.py --models portrait_small unet_lite --modes tf tf_bf16 \\
+        --size 192 192 --batch 16 --steps 4 --runs 2
 
 PSPNet needs sides that are multiples of 48 (output stride 8 × the pooling bins' lcm 6): its
 size is rounded up (256 → 288) and printed in the table. A model that cannot be built is
@@ -51,6 +54,8 @@ CONFIGS = {
     "pspnet_lite": ("pspnet", {"encoder": "efficientnet_lite0"}),
     "deeplab_v3_plus": ("deeplab_v3_plus", {"encoder": "efficientnet_lite0"}),
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", {"encoder": "mobilenet_v2"}),
+    "portrait_small": ("unet", {"encoder": "efficientnet_lite0", "encoder_stages": 5, "decoder_filters": [32, 24, 16],
+                                "decoder_block": "separable", "global_context": True}),
 }
 
 # input sides must be multiples of this (default 32: five stride-2 stages)
@@ -59,6 +64,7 @@ MULTIPLE = {"pspnet_resnet50": 48, "pspnet_lite": 48, "unet_paper": 16}
 # mode -> (KERAS_BACKEND, kseg train.strategy, replicas, how)
 MODES = {
     "tf": ("tensorflow", None, 1, "1 process"),
+    "tf_bf16": ("tensorflow", None, 1, "1 process, mixed_bfloat16"),
     "tf_mirrored2": ("tensorflow", "mirrored", 2, "MirroredStrategy, 2 logical devices"),
     "tf_workers2": ("tensorflow", "multi_worker", 2, "MultiWorkerMirrored, 2 local workers"),
     "jax": ("jax", None, 1, "1 device"),
@@ -133,6 +139,8 @@ def measure(mode: str, models, size, batch: int, steps: int, runs: int, classes:
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(time.perf_counter() - self.t0)
 
+    if mode == "tf_bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     replicas = strategy.num_replicas_in_sync
     rng = np.random.default_rng(0)
     for name in models:
