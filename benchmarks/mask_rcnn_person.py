@@ -175,6 +175,16 @@ def cmd_train(args):
         opt.build(model.trainable_variables)  # so that load_weights restores Adam's moments and step count
         model.load_weights(ckpt)
         print(f"resuming after epoch {initial_epoch} (optimizer step {int(opt.iterations.numpy())})", flush=True)
+    elif t.get("init_from"):  # fine-tuning: another run's weights (same architecture), a fresh optimizer
+        init = Path(t["init_from"]).expanduser()
+        if not init.is_file():
+            raise SystemExit(f"train.init_from {init} not found; train that run first or remove the key")
+        import warnings
+
+        with warnings.catch_warnings():  # its Adam state is not wanted: a new schedule starts
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(init)
+        print(f"starting from the weights of {init} (a fresh optimizer)", flush=True)
     deadline = time.time() + 60 * args.minutes if args.minutes else None
     steps = int(args.steps_per_epoch or t["steps_per_epoch"])
 

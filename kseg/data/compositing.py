@@ -35,11 +35,13 @@ import numpy as np
 IGNORE = 255
 
 # visible height of a person as a share of the frame height, by framing
-HEIGHTS = {"webcam": (0.4, 1.2), "full": (0.2, 0.9)}
+# (far: people in a scene, as COCO shows them: median height about 16% of the frame, a quarter
+# under 8%; drawn log-uniformly, so small people are as common as large ones)
+HEIGHTS = {"webcam": (0.4, 1.2), "full": (0.2, 0.9), "far": (0.05, 0.35)}
 # webcam framing of a person whose photo shows them whole: keep the top 25-55% (head and
 # shoulders down to about the waist)
 HEAD_AND_SHOULDERS = (0.25, 0.55)
-FRAMINGS = ("webcam", "full")
+FRAMINGS = ("webcam", "full", "far")
 
 
 @dataclass
@@ -225,7 +227,8 @@ def position(shape, cut, size, framing, rng) -> tuple[int, int] | None:
     all be placed at or beyond the frame's border.
 
     Webcam framing puts the person's (cut) bottom at or below the frame's bottom with the head
-    near the top; full framing puts the feet in the lower half. Horizontally the person may
+    near the top; full framing puts the feet in the lower half; far framing stands people on a
+    ground plane (feet at 30-100% of the frame's height, higher the smaller the person, ±10%). Horizontally the person may
     stand off-centre and a quarter out of frame; a side cut in its photo lies beyond the border.
     """
     h, w = shape
@@ -258,6 +261,13 @@ def position(shape, cut, size, framing, rng) -> tuple[int, int] | None:
     else:
         if framing == "webcam":         # a whole person at webcam scale: the head near the top
             lo, hi = -0.05 * H, 0.3 * H
+        elif framing == "far":          # feet on a ground plane: a smaller person stands farther up
+            lo_h, hi_h = HEIGHTS["far"]
+            t = np.clip((np.log(max(h / H, lo_h)) - np.log(lo_h)) / (np.log(hi_h) - np.log(lo_h)), 0.0, 1.0)
+            feet = H * (0.3 + 0.7 * t)
+            lo, hi = max(feet - 0.1 * H, 0.3 * H) - h, min(feet + 0.1 * H, 1.0 * H) - h
+            lo = max(lo, -0.05 * h)
+            hi = max(hi, lo)
         else:                           # feet in the lower half, the head (nearly) in frame
             lo, hi = max(0.5 * H - h, -0.05 * h), 1.05 * H - h
             hi = max(hi, lo)
@@ -398,8 +408,9 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
               min_visible=0.3, max_upscale=2.0, max_draws=None) -> Composite:
     """Paste people onto a background.
 
-    Each person gets a height (a share of the frame's: webcam 0.4-1.2, full 0.2-0.9), a webcam
-    crop (the top 25-55% of a person whose photo shows them whole), a mirror at random and a
+    Each person gets a height (a share of the frame's: webcam 0.4-1.2, full 0.2-0.9, far
+    0.05-0.35 log-uniform, whole people only, the feet on a ground plane: higher in the frame
+    the smaller they are), a webcam crop (the top 25-55% of a person whose photo shows them whole), a mirror at random and a
     place (``position``); people are pasted from the smallest to the largest, so nearer people
     occlude farther ones and an earlier person's instance loses the pixels a later one covers.
     A person that would be upscaled more than ``max_upscale``, or would leave an earlier person
@@ -412,7 +423,7 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
         size: output ``(H, W)``.
         rng: ``numpy.random.Generator`` for the layout (the labels depend on it alone).
         count: people to paste (default: all of a list).
-        framing: ``"webcam"`` or ``"full"``.
+        framing: ``"webcam"``, ``"full"`` or ``"far"``.
         harmonize: colour and blur matched to the background, softened edges, noise and a JPEG
             quality; changes the image only.
         look_rng: generator for harmonisation (default: seeded from one draw of ``rng``).
@@ -455,8 +466,12 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
             cut = head_and_shoulders(cut, rng.uniform(*HEAD_AND_SHOULDERS))
             if cut is None:
                 continue
-        # a person cut at the bottom of its photo is near the camera: never small in full framing
-        u = rng.uniform(*((0.45, 1.0) if framing == "full" and cut.cut[1] else (lo, hi)))
+        if framing == "far" and any(cut.cut):  # a close-up cannot stand far away
+            continue
+        if framing == "far":
+            u = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        else:  # a person cut at the bottom of its photo is near the camera: never small in full framing
+            u = rng.uniform(*((0.45, 1.0) if framing == "full" and cut.cut[1] else (lo, hi)))
         h, w = cut.shape
         scale = u * H / h
         # a person cut on both sides must span the frame (a close-up): scale up to that
@@ -492,7 +507,7 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
             if region is None:
                 continue
             (fy, fx), _, m = region
-            if m.sum() < max(16, 0.001 * H * W):
+            if m.sum() < (16 if framing == "far" else max(16, 0.001 * H * W)):  # slivers at a border
                 continue
             under = instances[fy, fx][m]
             lost = np.bincount(under, minlength=len(people_out) + 1)[1:]

@@ -111,6 +111,33 @@ def test_every_labelled_pixel_shows_its_person(framing):
     assert pasted >= 24 and occluded >= 1
 
 
+def test_far_framing_stands_small_whole_people_on_a_ground_plane():
+    """far: whole people only (a close-up is never pasted), 5-35% of the frame's height, feet
+    lower in the frame for taller people; pixels still exact."""
+    H, W = 256, 320
+    heights, feet, pasted = [], [], 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        people = [cut_person(*_photo_person(c, label=k + 1, h=int(rng.integers(200, 400)), w=int(rng.integers(60, 140)),
+                                            rng=rng), f"p{k}") for k, c in enumerate(COLOURS[:4])]
+        closeup = cut_person(*_photo_person(COLOURS[4], h=300, w=100, rng=rng), "close")
+        closeup.cut = (False, True, False, False)  # cut by its photo's bottom
+        comp = composite(_constant(BG, 300, 400), people + [closeup], (H, W), np.random.default_rng(seed),
+                         framing="far", harmonize=False)
+        ids = _colour_ids(comp.image, COLOURS[:4])
+        assert (ids >= 0).all() and not (comp.image == COLOURS[4]).all(-1).any()
+        for k, p in enumerate(comp.people, 1):
+            assert p["name"] != "close"
+            assert (ids[comp.instances == k] == int(p["name"][1]) + 1).all()
+            assert 0.05 <= p["height"] <= 0.35
+            heights.append(p["height"])
+            feet.append(p["box"][3] / H)
+        pasted += len(comp.people)
+    assert pasted >= 25
+    assert min(feet) >= 0.15 and np.mean(heights) < 0.2
+    assert np.corrcoef(np.log(heights), feet)[0, 1] > 0.5  # smaller people stand farther up
+
+
 def test_parsing_labels_travel_with_the_person():
     photo = np.zeros((200, 80, 3), np.uint8)
     lab = np.zeros((200, 80), np.uint8)
@@ -299,6 +326,12 @@ def test_options_file_config_entry_and_errors(data, tmp_path):
         open_dataset(data, "composite", colour=1)
     with pytest.raises(KsegError, match="framing"):
         open_dataset(data, "composite", framing="portrait")
+    with pytest.raises(KsegError, match=r"framing=\{'far': 0, 'near': 1\}: give weights"):
+        open_dataset(data, "composite", framing={"far": 0, "near": 1})
+    ds = open_dataset(data, "composite", people=["people"], backgrounds=["rooms"], count=6, size=48, harmonize=False,
+                      framing={"webcam": 1, "far": 2})
+    meta = json.loads((Path(ds.samples[0].image).parent.parent / "meta.json").read_text())
+    assert {r["framing"] for r in meta["composites"]} <= {"webcam", "far"} and meta["options"]["framing"]["far"] == 2.0
     with pytest.raises(KsegError, match="person-free"):
         open_dataset(data, "composite", people=["people"], backgrounds=["people"])
 

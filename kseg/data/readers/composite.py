@@ -64,7 +64,7 @@ log = logging.getLogger("kseg")
 
 ENGINE_VERSION = 1  # bump when a change to the compositing alters the output (invalidates caches)
 LABELS = ("person", "parsing", "instances")
-FRAMINGS = ("webcam", "full", "mixed")
+FRAMINGS = ("webcam", "full", "far", "mixed")
 DEFAULT_PEOPLE = ("people-parsing", "people-masks", "portraits", "coco")
 DEFAULT_BACKGROUNDS = ("coco", "camvid", "pets", "videos")
 # share of composites on each kind of background when an entry gives no weight
@@ -110,8 +110,10 @@ class CompositeOptions:
         count: number of composites.
         size: output ``[H, W]`` (or one int for a square).
         framing: ``webcam`` (head-and-shoulders, 40-120% of the frame height, off-centre, cut
-            by the frame's bottom), ``full`` (whole people, 20-90% of the height) or ``mixed``
-            (each composite one or the other, half and half).
+            by the frame's bottom), ``full`` (whole people, 20-90% of the height), ``far``
+            (whole people in a scene, 5-35% of the height, as COCO's people are), ``mixed``
+            (each composite webcam or full, half and half), or a mapping of framings to
+            weights, e.g. ``{webcam: 0.3, full: 0.3, far: 0.4}``.
         people_per_image: ``[min, max]`` people drawn per composite (default ``[1, 3]``,
             ``[1, 5]`` for instances). Fewer may be pasted: a person that would hide more than
             70% of an earlier one in five places tried is left out (a close-up spanning the
@@ -179,8 +181,16 @@ def _options(path, options: dict) -> tuple[Path, CompositeOptions]:
     o = CompositeOptions(**merged)
     if o.labels not in LABELS:
         raise KsegError(f"composite labels={o.labels!r}: use one of {', '.join(LABELS)}")
-    if o.framing not in FRAMINGS:
-        raise KsegError(f"composite framing={o.framing!r}: use one of {', '.join(FRAMINGS)}")
+    if isinstance(o.framing, dict):
+        bad = [k for k in o.framing if k not in FRAMINGS[:-1]]
+        weights = list(o.framing.values())
+        if bad or not o.framing or not all(isinstance(w, (int, float)) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise KsegError(f"composite framing={o.framing!r}: give weights (0 or more, not all 0) of "
+                            f"{', '.join(FRAMINGS[:-1])}, e.g. {{webcam: 0.3, full: 0.3, far: 0.4}}")
+        o.framing = {k: float(v) for k, v in o.framing.items()}
+    elif o.framing not in FRAMINGS:
+        raise KsegError(f"composite framing={o.framing!r}: use one of {', '.join(FRAMINGS)}, or a mapping of "
+                        "framings to weights")
     if o.split not in ("train", "val"):
         raise KsegError(f"composite split={o.split!r}: use train (sources' training parts) or val (their held-out parts)")
     size = [o.size, o.size] if isinstance(o.size, int) else list(o.size or [])
@@ -550,7 +560,11 @@ class CompositeSources:
         o = self.o
         rng = np.random.default_rng([o.seed, i, 0])
         look = np.random.default_rng([o.seed, i, 1])
-        framing = o.framing if o.framing != "mixed" else ("webcam" if rng.random() < 0.5 else "full")
+        if isinstance(o.framing, dict):
+            names, w = list(o.framing), np.array(list(o.framing.values()))
+            framing = names[int(rng.choice(len(names), p=w / w.sum()))]
+        else:
+            framing = o.framing if o.framing != "mixed" else ("webcam" if rng.random() < 0.5 else "full")
         b = int(rng.choice(len(self.backgrounds), p=self.background_p))
         bsrc = self.backgrounds[b]
         bj = int(rng.integers(len(bsrc)))
