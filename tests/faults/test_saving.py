@@ -1,8 +1,7 @@
 """Case 9 of issue 16: a file that exists but is not a model (kseg/models/saving.py).
 
 Expected: one line saying the file is not a .keras model (not "File not found" for a file that is
-there). The fix belongs in ``kseg.models.saving.load_keras_file`` (check ``zipfile.is_zipfile``
-first), which this change could not touch; the test is a strict xfail until it is made.
+there): ``kseg.models.saving.load_keras_file`` checks ``zipfile.is_zipfile`` before Keras.
 """
 
 import pytest
