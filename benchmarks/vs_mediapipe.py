@@ -52,7 +52,8 @@ def graph_stats(path) -> dict:
 
     Counts CONV_2D (out H·W·C × kh·kw·C_in), DEPTHWISE_CONV_2D (out H·W·C × kh·kw),
     TRANSPOSE_CONV (in H·W × weight size) and FULLY_CONNECTED; parameters are the elements of
-    every constant tensor that is an operator's weight or bias.
+    every constant tensor that is an operator's weight or bias. ``macs_by_stride``: the same
+    count by the output stride of each operator (input height / output height).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -66,22 +67,28 @@ def graph_stats(path) -> dict:
     for op in ops:
         produced.update(int(i) for i in op["outputs"])
     inputs = {d["index"] for d in it.get_input_details()}
-    macs, params = 0, set()
+    height = int(it.get_input_details()[0]["shape"][1])
+    macs, params, by_stride = 0, set(), {}
     for op in ops:
         name, ins, outs = op["op_name"], [int(i) for i in op["inputs"]], [int(i) for i in op["outputs"]]
         out = shapes[outs[0]]
+        n = 0
         if name == "CONV_2D":
             w = shapes[ins[1]]
-            macs += int(np.prod(out[1:])) * int(np.prod(w[1:]))
+            n = int(np.prod(out[1:])) * int(np.prod(w[1:]))
         elif name == "DEPTHWISE_CONV_2D":
             w = shapes[ins[1]]
-            macs += int(np.prod(out[1:])) * w[1] * w[2]
+            n = int(np.prod(out[1:])) * w[1] * w[2]
         elif name == "TRANSPOSE_CONV":
             w, x = shapes[ins[1]], shapes[ins[2]]
-            macs += int(np.prod(x[1:3])) * int(np.prod(w))
+            n = int(np.prod(x[1:3])) * int(np.prod(w))
         elif name == "FULLY_CONNECTED":
             w = shapes[ins[1]]
-            macs += int(np.prod(out[:-1])) * int(np.prod(w))
+            n = int(np.prod(out[:-1])) * int(np.prod(w))
+        macs += n
+        if n:
+            stride = round(height / out[1]) if len(out) == 4 and out[1] > 1 else 0  # 0: global (1×1) or FC
+            by_stride[stride] = by_stride.get(stride, 0) + n
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED"):
             for i in ins:
                 i = dequantized.get(i, i)
@@ -91,7 +98,8 @@ def graph_stats(path) -> dict:
         # TRANSPOSE_CONV's first input is the output shape, not a weight
         params -= {int(op["inputs"][0]) for op in ops if op["op_name"] == "TRANSPOSE_CONV"}
     n_params = sum(int(np.prod(shapes[i])) for i in params)
-    return {"macs": macs, "params": n_params, "ops": sorted({op["op_name"] for op in ops})}
+    return {"macs": macs, "params": n_params, "ops": sorted({op["op_name"] for op in ops}),
+            "macs_by_stride": dict(sorted(by_stride.items()))}
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +292,7 @@ def main(argv=None):
     for m in models:
         st = graph_stats(m.path)
         rows.append({"model": m.name, "file": str(m.path), "input": list(m.size), "macs": st["macs"],
-                     "params": st["params"], "ms": {1: [], 2: []}, "iou": {}})
+                     "params": st["params"], "macs_by_stride": st["macs_by_stride"], "ms": {1: [], 2: []}, "iou": {}})
     feeds = [m.feed() for m in models]
     for _ in range(args.rounds):
         for threads in (1, 2):
@@ -321,6 +329,10 @@ def main(argv=None):
             print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
     if rows[0].get("n"):
         print("images per set: " + ", ".join(f"{n} {k}" for n, k in rows[0]["n"].items()))
+    strides = sorted({k for row in rows for k in row["macs_by_stride"]})
+    print("multiply-adds (M) by output stride (0: global pooling and fully connected): "
+          + "; ".join(f"{row['model']}: " + ", ".join(f"/{k} {row['macs_by_stride'].get(k, 0) / 1e6:.1f}"
+                                                       for k in strides) for row in rows))
     if free:
         print("person-free, per source (pixels called person / images over 1%):")
         for row in rows:
