@@ -222,7 +222,7 @@ def _convert(type_str, value, where):
                             f"got {value!r}") from None
     elif base == "list[str]":
         if isinstance(value, str):
-            value = [v for v in value.split(",")]
+            value = value.split(",")
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise KsegError(f"config {where} must be a list of names like [BATCH_MATMUL, SOFTMAX], got {value!r}")
         value = [v.strip() for v in value]

@@ -228,8 +228,9 @@ def position(shape, cut, size, framing, rng) -> tuple[int, int] | None:
 
     Webcam framing puts the person's (cut) bottom at or below the frame's bottom with the head
     near the top; full framing puts the feet in the lower half; far framing stands people on a
-    ground plane (feet at 30-100% of the frame's height, higher the smaller the person, ±10%). Horizontally the person may
-    stand off-centre and a quarter out of frame; a side cut in its photo lies beyond the border.
+    ground plane (feet at 30-100% of the frame's height, higher the smaller the person, ±10%).
+    Horizontally the person may stand off-centre and a quarter out of frame; a side cut in its
+    photo lies beyond the border.
     """
     h, w = shape
     H, W = size
@@ -410,9 +411,10 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
 
     Each person gets a height (a share of the frame's: webcam 0.4-1.2, full 0.2-0.9, far
     0.05-0.35 log-uniform, whole people only, the feet on a ground plane: higher in the frame
-    the smaller they are), a webcam crop (the top 25-55% of a person whose photo shows them whole), a mirror at random and a
-    place (``position``); people are pasted from the smallest to the largest, so nearer people
-    occlude farther ones and an earlier person's instance loses the pixels a later one covers.
+    the smaller they are), a webcam crop (the top 25-55% of a person whose photo shows them
+    whole), a mirror at random and a place (``position``); people are pasted from the smallest
+    to the largest, so nearer people occlude farther ones and an earlier person's instance
+    loses the pixels a later one covers.
     A person that would be upscaled more than ``max_upscale``, or would leave an earlier person
     less than ``min_visible`` of its pixels (five places are tried), is skipped.
 
@@ -466,9 +468,9 @@ def composite(background, people, size, rng, *, count=None, framing="webcam", ha
             cut = head_and_shoulders(cut, rng.uniform(*HEAD_AND_SHOULDERS))
             if cut is None:
                 continue
-        if framing == "far" and any(cut.cut):  # a close-up cannot stand far away
-            continue
         if framing == "far":
+            if any(cut.cut):  # a close-up cannot stand far away
+                continue
             u = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         else:  # a person cut at the bottom of its photo is near the camera: never small in full framing
             u = rng.uniform(*((0.45, 1.0) if framing == "full" and cut.cut[1] else (lo, hi)))
