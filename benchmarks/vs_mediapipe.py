@@ -321,12 +321,11 @@ def main(argv=None):
         row["ratio_to_mediapipe"] = {t: ms[t] / mp_ms[t] for t in (1, 2)}
         line = (f"{row['model']:<30} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
                 f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f} {ms[1] / mp_ms[1]:>7.2f} {ms[2] / mp_ms[2]:>7.2f}")
+        line += "".join(f" {row['iou'][n]:>14.3f}" for n in names)
         if free:
             f = row["person_free"]
-            line += "".join(f" {row['iou'][n]:>14.3f}" for n in names)
-            print(line + f" {100 * f['labelled_share']:>10.2f} {100 * f['images_over_1pct']:>7.0f}%")
-        else:
-            print(line + "".join(f" {row['iou'][n]:>14.3f}" for n in names))
+            line += f" {100 * f['labelled_share']:>10.2f} {100 * f['images_over_1pct']:>7.0f}%"
+        print(line)
     if rows[0].get("n"):
         print("images per set: " + ", ".join(f"{n} {k}" for n, k in rows[0]["n"].items()))
     strides = sorted({k for row in rows for k in row["macs_by_stride"]})
