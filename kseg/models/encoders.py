@@ -41,6 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from kseg.errors import KsegError
@@ -100,7 +101,7 @@ def _bn(name):
     return layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
 
-def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, stages=None):
+def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, stages=None, expand=None):
     """EfficientNet-Lite0 features on ``inputs`` (float RGB 0..255), as flat layers.
 
     Stem 3×3/2 (32), 16 MBConv blocks without squeeze-excite (``LITE0_STAGES``), ReLU6,
@@ -117,6 +118,11 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
             A truncated encoder is cheaper (the portrait models' budget): its pyramid stops
             at the stride its last stage reaches, e.g. ``stages=4`` gives P1..P4 with P4 the
             80-channel stride-16 features, ``stages=5`` the 112-channel ones.
+        expand: a narrower encoder: per stage, the share of each MBConv block's expansion
+            channels kept (e.g. ``[1, 1, 1, 0.5, 0.5]``: half of the 480 and 672 hidden channels
+            of stages 4 and 5, where the portrait model spends 45% of its multiply-adds);
+            rounded to multiples of 8; ``None`` or missing stages: all. With pretrained
+            weights a block keeps its most important hidden channels (``_load_lite0_into``).
 
     Returns:
         ``(pyramid, head)``: the P1..P5 dict (P1..P4 or fewer when truncated), and the 1280-channel head conv output if
@@ -135,6 +141,10 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
         raise KsegError(f"EfficientNet-Lite0 has {len(LITE0_STAGES)} stages; encoder_stages must be 1..{len(LITE0_STAGES)}, got {stages}")
     if include_head and n_stages != len(LITE0_STAGES):
         raise KsegError("the ImageNet head needs all seven EfficientNet-Lite0 stages")
+    fractions = list(expand or [])
+    if len(fractions) > n_stages or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
+        raise KsegError(f"encoder_expand {expand!r}: give at most {n_stages} shares (one per stage), each in (0, 1]")
+    fractions += [1.0] * (n_stages - len(fractions))
     p = prefix
     x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name=f"{p}rescale")(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name=f"{p}stem_conv")(x)
@@ -144,7 +154,7 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
     pyramid = {}
     block = 0
     in_ch = 32
-    for expand, kernel, s, out_ch, repeats in LITE0_STAGES[:n_stages]:
+    for (ratio, kernel, s, out_ch, repeats), share in zip(LITE0_STAGES[:n_stages], fractions):
         for r in range(repeats):
             st = s if r == 0 else 1
             rate = dilation
@@ -156,8 +166,9 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
                 nominal *= 2
             name = f"{p}block{block}"
             y = x
-            if expand != 1:
-                y = layers.Conv2D(in_ch * expand, 1, padding="same", use_bias=False, name=f"{name}_expand_conv")(y)
+            if ratio != 1:
+                hidden = in_ch * ratio if share == 1 else max(8, int(round(in_ch * ratio * share / 8)) * 8)
+                y = layers.Conv2D(hidden, 1, padding="same", use_bias=False, name=f"{name}_expand_conv")(y)
                 y = _bn(f"{name}_expand_bn")(y)
                 y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
             y = layers.DepthwiseConv2D(kernel, strides=st, padding="same", use_bias=False,
@@ -223,7 +234,35 @@ def _load_lite0_into(model_layers, path: Path):
     if not path.is_file():
         raise KsegError(f"EfficientNet-Lite0 weights {path} not found; reinstall kseg or run tools/convert_efficientnet_lite0.py")
     source = efficientnet_lite0_classifier(weights=path)
-    return _copy_weights_by_name(source.layers, model_layers)
+    done = _slice_narrow_blocks(source.layers, model_layers)
+    return len(done) + _copy_weights_by_name(source.layers, [l for l in model_layers if l.name not in done])
+
+
+def _slice_narrow_blocks(source_layers, target_layers) -> set:
+    """For each MBConv block built narrower than the source (``expand``), set its expand conv,
+    depthwise conv, their BatchNorms and the project conv to the source's weights on the kept
+    hidden channels: those whose outgoing project-conv weights have the largest L1 norm (the
+    usual magnitude criterion of channel pruning). Returns the names of the layers it set."""
+    src = {l.name: l for l in source_layers if l.weights}
+    dst = {l.name: l for l in target_layers if l.weights}
+    done = set()
+    for name, layer in dst.items():
+        if not name.endswith("_expand_conv") or name not in src:
+            continue
+        block = name[: -len("_expand_conv")]
+        width = int(layer.weights[0].shape[-1])
+        full = int(src[name].weights[0].shape[-1])
+        if width == full:
+            continue
+        proj = src[f"{block}_project_conv"].get_weights()[0]  # (1, 1, hidden, out)
+        keep = np.sort(np.argsort(-np.abs(proj).sum(axis=(0, 1, 3)))[:width])
+        layer.set_weights([src[name].get_weights()[0][..., keep]])
+        for bn in (f"{block}_expand_bn", f"{block}_dw_bn"):
+            dst[bn].set_weights([w[keep] for w in src[bn].get_weights()])
+        dst[f"{block}_dw_conv"].set_weights([src[f"{block}_dw_conv"].get_weights()[0][:, :, keep, :]])
+        dst[f"{block}_project_conv"].set_weights([proj[:, :, keep, :]])
+        done |= {name, f"{block}_expand_bn", f"{block}_dw_conv", f"{block}_dw_bn", f"{block}_project_conv"}
+    return done
 
 
 # --------------------------------------------------------------------------------------
@@ -302,8 +341,6 @@ class _BGRFlip(keras.initializers.Initializer):
     """A fixed 1×1 kernel that swaps R and B (RGB → BGR)."""
 
     def __call__(self, shape, dtype=None):
-        import numpy as np
-
         k = np.zeros(shape, "float32")
         k[0, 0, 0, 2] = k[0, 0, 1, 1] = k[0, 0, 2, 0] = 1.0
         return keras.ops.convert_to_tensor(k, dtype=dtype)
@@ -404,7 +441,7 @@ ENCODERS = {
 }
 
 
-def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=None, stages=None) -> dict:
+def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=None, stages=None, expand=None) -> dict:
     """Build encoder ``name`` on ``inputs`` and return its pyramid ``{"P1".."P5"}``.
 
     Args:
@@ -419,6 +456,8 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
             keras.applications with ``include_top=False``.
         stages: efficientnet_lite0 only: build only its first ``stages`` MBConv stages
             (see ``efficientnet_lite0``); the pyramid then stops below P5.
+        expand: efficientnet_lite0 only: per-stage shares of the expansion channels kept
+            (see ``efficientnet_lite0``).
 
     Returns:
         dict ``{"P1": stride 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}`` of Keras tensors built
@@ -442,8 +481,10 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
         )
     if stages is not None and name != "efficientnet_lite0":
         raise KsegError(f"encoder_stages (a truncated encoder) is supported for efficientnet_lite0 only, not {name}")
+    if expand is not None and name != "efficientnet_lite0":
+        raise KsegError(f"encoder_expand (a narrower encoder) is supported for efficientnet_lite0 only, not {name}")
     if name == "efficientnet_lite0":
-        pyramid, _ = efficientnet_lite0(inputs, output_stride, stages=stages)
+        pyramid, _ = efficientnet_lite0(inputs, output_stride, stages=stages, expand=expand)
         if pretrained:
             model = keras.Model(inputs, pyramid[max(pyramid)])
             n = _load_lite0_into(model.layers, Path(weights) if weights else EFFICIENTNET_LITE0_WEIGHTS)

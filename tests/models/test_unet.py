@@ -69,11 +69,37 @@ def test_unet_truncated_encoder_separable_decoder(tmp_path):
 
 
 def test_unet_global_context(tmp_path):
-    """Squeeze-excite gating on the top level and each decoder level (portrait_small): the
-    whole chain including the tf_keras twin, QAT layers and int8 TFLite with builtin ops."""
+    """Squeeze-excite gating on the top level and each decoder level (portrait_small), here with
+    stages 4-5 of the encoder at half their expansion width (encoder_expand): the whole chain
+    including the tf_keras twin, QAT layers and int8 TFLite with builtin ops."""
     run_model_tests(UNet, {"num_classes": 2, "encoder": "efficientnet_lite0", "encoder_stages": 5,
-                           "decoder_filters": (16, 8, 8), "decoder_block": "separable", "global_context": True},
+                           "decoder_filters": (16, 8, 8), "decoder_block": "separable", "global_context": True,
+                           "encoder_expand": [1, 1, 1, 0.5, 0.5]},
                     input_shapes=((48, 48), (64, 80)), tmp_path=tmp_path)
+
+
+def test_unet_narrower_encoder_multiply_adds():
+    """portrait_small's architecture (198.0M multiply-adds at 192x192) with half the expansion
+    channels in Lite0's stages 4 and 5, where 45% of them are: 150.4M, and 407k parameters
+    instead of 735k; the config round trip keeps encoder_expand."""
+    import keras
+
+    kw = dict(num_classes=2, input_shape=(192, 192, 3), encoder="efficientnet_lite0", encoder_stages=5,
+              decoder_filters=(32, 24, 16), decoder_block="separable", global_context=True)
+
+    def macs(m):
+        total = 0
+        for layer in m.layers:
+            if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2D)):
+                o, k = layer.output.shape, layer.kernel_size
+                total += o[1] * o[2] * o[3] * k[0] * k[1] * (
+                    1 if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.input.shape[-1])
+        return total
+
+    full, narrow = UNet(**kw), UNet(**kw, encoder_expand=[1, 1, 1, 0.5, 0.5])
+    assert round(macs(full) / 1e6, 1) == 198.0 and round(macs(narrow) / 1e6, 1) == 150.4
+    assert narrow.count_params() == 406_734 and full.count_params() == 734_838
+    assert UNet.from_config(narrow.get_config()).get_config()["encoder_expand"] == [1, 1, 1, 0.5, 0.5]
 
 
 def test_unet_truncated_encoder_multiply_adds_and_pretrained_weights():
