@@ -212,17 +212,25 @@ def test_cli_quantize_then_export_qat(trained, tmp_path):
     assert card["metrics"]["parity_pixel_agreement"] > 0.9
 
 
-def test_cli_export_with_config_uses_its_held_out_split(trained, tmp_path):
-    """--config: calibration from the config's training data, parity on its validation split."""
-    from kseg.data.readers import open_dataset
+def _config_run(trained, tmp_path, n, seed, data_extra="", extra=""):
+    """A shapes dataset of ``n`` images, a config training on it (``data_extra`` lines under
+    ``data:``, ``extra`` top-level lines) and the trained model saved as best.keras."""
     from kseg.data.synthetic import write_shapes_dataset
 
     data = tmp_path / "shapes"
-    write_shapes_dataset(data, 20, size=(SIZE, SIZE), num_classes=3, seed=7)
+    write_shapes_dataset(data, n, size=(SIZE, SIZE), num_classes=3, seed=seed)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n"
-                   f"  val_fraction: 0.2\n  size: [{SIZE}, {SIZE}]\n  batch_size: 4\n")
+                   f"{data_extra}  size: [{SIZE}, {SIZE}]\n{extra}")
     trained[0].save(tmp_path / "best.keras")
+    return data, cfg
+
+
+def test_cli_export_with_config_uses_its_held_out_split(trained, tmp_path):
+    """--config: calibration from the config's training data, parity on its validation split."""
+    from kseg.data.readers import open_dataset
+
+    data, cfg = _config_run(trained, tmp_path, 20, 7, data_extra="  val_fraction: 0.2\n  batch_size: 4\n")
     out = tmp_path / "cfg_int8.tflite"
     assert _cli(["export", str(tmp_path / "best.keras"), "--quantization", "int8", "--config", str(cfg),
                  "--calibration", "8", "--parity", "10", "--out", str(out)]) == 0
@@ -284,14 +292,7 @@ def test_quantize_fine_tunes_with_the_configs_loss_and_class_weights(tmp_path):
 def test_cli_export_takes_float_ops_from_the_config(trained, tmp_path, capsys):
     """A config's export.float_ops is the int8 default of kseg export --config (said in one
     line, recorded in the card); --float-ops '' quantizes every op."""
-    from kseg.data.synthetic import write_shapes_dataset
-
-    data = tmp_path / "shapes"
-    write_shapes_dataset(data, 12, size=(SIZE, SIZE), num_classes=3, seed=8)
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n"
-                   f"  size: [{SIZE}, {SIZE}]\nexport:\n  float_ops: [RESIZE_BILINEAR]\n")
-    trained[0].save(tmp_path / "best.keras")
+    _, cfg = _config_run(trained, tmp_path, 12, 8, extra="export:\n  float_ops: [RESIZE_BILINEAR]\n")
     base = ["export", str(tmp_path / "best.keras"), "--quantization", "int8", "--config", str(cfg),
             "--calibration", "4", "--parity", "0"]
     assert _cli(base + ["--out", str(tmp_path / "mixed.tflite")]) == 0
