@@ -279,12 +279,14 @@ def step_lines_callback(callback_base, every: float | None = None, stream=None):
         def __init__(self):
             super().__init__()
             self._bar = None
+            self._last_steps = None  # a dataset of unknown length: the previous epoch's count
 
         def on_epoch_begin(self, epoch, logs=None):
             params = getattr(self, "params", None) or {}
             epochs = params.get("epochs")
             label = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
-            self._bar = Progress(params.get("steps"), label, "steps", every=_every(30.0) if every is None else every,
+            total = params.get("steps") or self._last_steps
+            self._bar = Progress(total, label, "steps", every=_every(30.0) if every is None else every,
                                  mode="lines", summary=False,
                                  stream=stream if stream is not None else sys.stdout)
 
@@ -302,6 +304,7 @@ def step_lines_callback(callback_base, every: float | None = None, stream=None):
 
         def on_epoch_end(self, epoch, logs=None):
             if self._bar is not None:
+                self._last_steps = self._bar.done or None
                 self._bar.close()
                 self._bar = None
 

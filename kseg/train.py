@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from kseg import _faults
@@ -682,11 +683,17 @@ def fit(cfg: RunConfig):
     interrupts = contextlib.ExitStack()  # Ctrl-C stops between steps, so a re-run resumes
     try:
         interrupts.enter_context(deferred_interrupts())
+        # Keras learns a tf.data pipeline's length (unknown after ignore_errors) when the first pass
+        # ends, and warns "ran out of data; interrupting training" then: nothing is interrupted
+        # (training data repeats whenever steps_per_epoch is set)
+        interrupts.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
         history = model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=cfg.train.epochs,
             steps_per_epoch=cfg.train.steps_per_epoch,
+            shuffle=False,  # the pipeline shuffles (Keras ignores it for tf.data, with a warning)
             callbacks=callbacks,
             verbose=verbose,
         )

@@ -146,3 +146,23 @@ def test_step_lines_callback_writes_lines_within_an_epoch(clock):
         "epoch 3/20: 240/400 steps (60%), 1 min 00 s, eta 40.0 s, loss 0.261",
         "epoch 3/20: 360/400 steps (90%), 1 min 30 s, eta 10.0 s, loss 0.141",
     ]  # Keras' own line (verbose=2) ends the epoch
+
+
+def test_step_lines_callback_takes_an_unknown_length_from_the_first_epoch(clock):
+    class Base:
+        def __init__(self):
+            self.params = {}
+
+    out = io.StringIO()
+    cb = kp.step_lines_callback(Base, every=30, stream=out)
+    cb.params = {"epochs": 2, "steps": None}  # tf.data of unknown cardinality
+    for epoch in range(2):
+        cb.on_epoch_begin(epoch)
+        for step in range(200):
+            clock.t += 0.25  # 50 s an epoch
+            cb.on_train_batch_end(step, {})
+        cb.on_epoch_end(epoch)
+    assert out.getvalue().splitlines() == [
+        "epoch 1/2: 120 steps, 30.0 s, 4/s",  # the first pass: counts and rate
+        "epoch 2/2: 120/200 steps (60%), 30.0 s, eta 20.0 s",  # then the first pass's length
+    ]

@@ -80,6 +80,29 @@ def test_train_progress_in_a_log_is_lines_not_a_bar(tmp_path, shapes, capsys, mo
     assert list((logs / "train").glob("events.out.tfevents.*")) and list((logs / "validation").glob("events.out.tfevents.*"))
 
 
+def test_train_on_one_pass_per_epoch_knows_the_length_after_the_first_and_warns_nothing(
+        tmp_path, shapes, capsys, monkeypatch):
+    """Without steps_per_epoch the pipeline's length is unknown to Keras until its first pass ends:
+    no "ran out of data; interrupting training" warning then (nothing is interrupted), and the
+    second epoch's lines have a total and an eta."""
+    import warnings
+
+    monkeypatch.setenv("KSEG_PROGRESS_EVERY", "0")
+    monkeypatch.delenv("KSEG_PROGRESS", raising=False)
+    cfg = _config(tmp_path, shapes, epochs=2, name="pass")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--config", str(cfg), "--set", "train.verbose=auto"]) == 0
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "ran out of data" in m or "shuffle=True" in m], said
+    lines = capsys.readouterr().out.splitlines()
+    first = [ln.split(",")[0] for ln in lines if ln.startswith("epoch 1/2:")]
+    second = [ln.split(",")[0] for ln in lines if ln.startswith("epoch 2/2:")]
+    n = 18 // 4  # training images / batch (the last partial batch dropped)
+    assert first == [f"epoch 1/2: {s} steps" for s in range(1, n + 1)]  # a line after every step
+    assert second == [f"epoch 2/2: {s}/{n} steps ({100 * s / n:.0f}%)" for s in range(1, n)]  # then Keras' line
+
+
 def test_unknown_config_key_is_one_line(tmp_path, shapes, capsys):
     cfg = _config(tmp_path, shapes, epochs=1, extra="trian: {}\n")
     assert main(["train", "--config", str(cfg)]) == 2
