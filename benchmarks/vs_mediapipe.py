@@ -18,6 +18,11 @@ better; what shows as sharp patches in a blurred background).
 
     .venv/bin/python benchmarks/vs_mediapipe.py exports/portrait.tflite exports/portrait-fast.tflite
     .venv/bin/python benchmarks/vs_mediapipe.py runs/x/model.tflite --sets portraits --rounds 5 --json out.json
+    .venv/bin/python benchmarks/vs_mediapipe.py --replot out.json --chart docs/img/portrait_vs_mediapipe.png
+
+``--chart PNG`` draws the latency/IoU chart of the run (one panel per set: median invoke time
+with 1 thread, filled, and 2 threads, hollow, against person IoU; MediaPipe in black);
+``--replot JSON`` draws it again from a run's ``--json`` without measuring.
 
 MediaPipe's model (``../shared/peers/selfie_segmentation.tflite``, float32 RGB in [0, 1] at
 256×256, one sigmoid person probability) always runs as the first row.
@@ -274,14 +279,23 @@ def machine() -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", default=["exports/portrait.tflite", "exports/portrait-fast.tflite"])
-    ap.add_argument("--mediapipe", default=str(ROOT.parent / "shared" / "peers" / "selfie_segmentation.tflite"))
+    shared = Path(os.environ["KSEG_DATA"]).parent if os.environ.get("KSEG_DATA") else ROOT.parent / "shared"
+    ap.add_argument("--mediapipe", default=str(shared / "peers" / "selfie_segmentation.tflite"))
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--limit", type=int, default=None, help="at most N images per set")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
     ap.add_argument("--invokes", type=int, default=100, help="invokes per round")
     ap.add_argument("--skip-iou", action="store_true")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--chart", help="draw the latency/IoU chart into this PNG")
+    ap.add_argument("--replot", metavar="JSON", help="no measuring: draw --chart from a run's --json")
     args = ap.parse_args(argv)
+    if args.replot:
+        if not args.chart:
+            ap.error("--replot needs --chart PNG")
+        saved = json.loads(Path(args.replot).read_text())
+        chart(saved["rows"], saved["machine"], args.chart)
+        return
 
     models = [MediaPipeSelfie(args.mediapipe)] + [KsegModel(p) for p in args.models]
     stems = [m.name for m in models]
@@ -344,6 +358,53 @@ def main(argv=None):
         with atomic_path(args.json) as tmp:
             Path(tmp).write_text(json.dumps({"machine": machine(), "rounds": args.rounds, "invokes": args.invokes,
                                              "rows": rows}, indent=1, default=str))
+    if args.chart:
+        chart(json.loads(json.dumps(rows, default=str)), machine(), args.chart)
+
+
+def chart(rows, machine_name, out):
+    """The latency/IoU chart: a panel per set, each model at (median ms, IoU) with 1 thread
+    (filled) and 2 threads (hollow), MediaPipe (the first row) in black; with person-free
+    figures, a last panel of the share of their pixels called person (lower is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kseg.paths import atomic_path
+
+    sets = list(rows[0].get("iou") or {})
+    free = "person_free" in rows[0]
+    if not sets and not free:
+        raise SystemExit("no IoU in these figures (a --skip-iou run): nothing to chart")
+    panels = sets + ([FREE] if free else [])
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes.flat, panels):
+        for i, row in enumerate(rows):
+            ms = {int(t): float(np.median(v)) for t, v in row["ms"].items()}
+            y = 100 * row["person_free"]["labelled_share"] if name == FREE else row["iou"][name]
+            c = "black" if i == 0 else colours[(i - 1) % len(colours)]
+            ax.plot([ms[1], ms[2]], [y, y], color=c, lw=0.8, alpha=0.6)
+            ax.scatter([ms[1]], [y], color=c, s=36, zorder=3, label=row["model"])
+            ax.scatter([ms[2]], [y], facecolors="white", edgecolors=c, s=36, zorder=3)
+        n = rows[0].get("n", {}).get(name)
+        ax.set_title(f"{name} ({n})" if n else name, fontsize=9)
+        ax.set_xlabel("invoke ms (● 1 thread, ○ 2)", fontsize=8)
+        ax.set_ylabel("% of pixels called person (lower is better)" if name == FREE else "person IoU", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"kseg people models and MediaPipe's selfie segmenter, one run: {machine_name}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
