@@ -206,7 +206,7 @@ def cmd_train(args):
                 self.model.stop_training = True
 
     t0 = time.time()
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps, initial_epoch=initial_epoch, verbose=0,
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, initial_epoch=initial_epoch, verbose=0, shuffle=False,
               callbacks=[keras.callbacks.CSVLogger(str(hist_path), append=initial_epoch > 0), Checkpoint()])
     print(f"trained {time.time() - t0:.0f} s", flush=True)
 
