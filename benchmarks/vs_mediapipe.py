@@ -365,8 +365,8 @@ def main(argv=None):
 
 def chart(rows, machine_name, out):
     """The latency/IoU chart: a panel per set, each model at (median ms with 1 thread, IoU),
-    MediaPipe (the first row) in black; with person-free
-    figures, a last panel of the share of their pixels called person (lower is better)."""
+    MediaPipe (the first row) in black; with person-free figures, a last panel of the share of
+    their pixels called person (lower is better). ``rows`` as in ``--json`` (string keys)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,10 +387,10 @@ def chart(rows, machine_name, out):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, name in zip(axes.flat, panels):
         for i, row in enumerate(rows):
-            ms = {int(t): float(np.median(v)) for t, v in row["ms"].items()}
+            ms = float(np.median(row["ms"]["1"]))
             y = 100 * row["person_free"]["labelled_share"] if name == FREE else row["iou"][name]
             c = "black" if i == 0 else colours[(i - 1) % len(colours)]
-            ax.scatter([ms[1]], [y], color=c, s=40, zorder=3, label=row["model"])
+            ax.scatter([ms], [y], color=c, s=40, zorder=3, label=row["model"])
         n = rows[0].get("n", {}).get(name)
         ax.set_title(f"{name} ({n})" if n else name, fontsize=9)
         ax.set_xlabel("invoke ms, 1 thread", fontsize=8)
