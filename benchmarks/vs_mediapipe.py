@@ -58,7 +58,8 @@ def graph_stats(path) -> dict:
 
     Counts CONV_2D (out H·W·C × kh·kw·C_in), DEPTHWISE_CONV_2D (out H·W·C × kh·kw),
     TRANSPOSE_CONV (in H·W × weight size) and FULLY_CONNECTED; parameters are the elements of
-    every constant tensor that is an operator's weight or bias. ``macs_by_stride``: the same
+    every constant tensor that is an operator's weight or bias (once: the converter stores
+    identical constants, e.g. untrained zero biases, as one tensor). ``macs_by_stride``: the same
     count by the output stride of each operator (input height / output height).
     """
     from ai_edge_litert.interpreter import Interpreter

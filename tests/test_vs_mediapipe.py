@@ -1,4 +1,5 @@
-"""benchmarks/vs_mediapipe.py draws its latency/IoU chart again from a run's --json."""
+"""benchmarks/vs_mediapipe.py: multiply-adds counted from a .tflite graph, and the latency/IoU chart
+drawn again from a run's --json."""
 
 import importlib.util
 import json
@@ -46,3 +47,21 @@ def test_a_run_without_iou_has_nothing_to_chart(vs, tmp_path):
     with pytest.raises(SystemExit, match="nothing to chart"):
         vs.chart(rows, "test CPU", tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_graph_stats_counts_multiply_adds_and_parameters_by_hand(vs, tmp_path):
+    import keras
+
+    from kseg.export import to_tflite
+
+    x = inputs = keras.Input((16, 16, 3))
+    b = {"bias_initializer": "random_normal"}  # zero biases of one shape would share one constant buffer
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", **b)(x)  # 8x8x8 outputs x 27: 13,824; 224 params
+    x = keras.layers.DepthwiseConv2D(3, padding="same", **b)(x)  # 8x8x8 x 9: 4,608; 80 params
+    outputs = keras.layers.Conv2D(2, 1, **b)(x)  # 8x8x2 x 8: 1,024; 18 params
+    path = to_tflite(keras.Model(inputs, outputs), tmp_path / "tiny.tflite", "float32")
+    st = vs.graph_stats(path)
+    assert st["macs"] == 13824 + 4608 + 1024
+    assert st["params"] == 224 + 80 + 18
+    assert st["macs_by_stride"] == {2: 13824 + 4608 + 1024}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(st["ops"])
