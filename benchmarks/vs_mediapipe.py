@@ -25,8 +25,11 @@ with 1 thread against person IoU, MediaPipe in black; 1 thread because on a shar
 second thread's share varies from run to run, the table has both);
 ``--replot JSON`` draws it again from a run's ``--json`` without measuring.
 
-MediaPipe's model (``../shared/peers/selfie_segmentation.tflite``, float32 RGB in [0, 1] at
-256×256, one sigmoid person probability) always runs as the first row.
+MediaPipe's models run first, as references: by default both of ``../shared/peers``, the square
+``selfie_segmentation.tflite`` (256×256) and ``selfie_segmentation_landscape.tflite`` (144×256, the
+one MediaPipe uses for webcam frames), float32 RGB in [0, 1], one sigmoid person probability;
+``--mediapipe PATH [PATH ...]`` chooses others. Every model's time is also given as a ratio to
+each reference's (``× MP`` to the first, ``× MPL`` to the landscape one).
 """
 
 from __future__ import annotations
@@ -116,8 +119,6 @@ def graph_stats(path) -> dict:
 class MediaPipeSelfie:
     """MediaPipe's selfie segmenter on LiteRT: RGB squashed to its input, person probability out."""
 
-    name = "MediaPipe selfie"
-
     def __init__(self, path, num_threads=2):
         from ai_edge_litert.interpreter import Interpreter
 
@@ -127,6 +128,8 @@ class MediaPipeSelfie:
         self.inp = self.it.get_input_details()[0]
         self.out = self.it.get_output_details()[0]
         self.size = tuple(int(v) for v in self.inp["shape"][1:3])
+        # "MediaPipe selfie" (square) or "MediaPipe landscape" (wider than tall)
+        self.name = "MediaPipe landscape" if self.size[1] > self.size[0] else "MediaPipe selfie"
 
     def feed(self):
         return np.random.default_rng(0).uniform(0, 1, self.inp["shape"]).astype(np.float32)
@@ -282,7 +285,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", default=["exports/portrait.tflite", "exports/portrait-fast.tflite"])
     shared = Path(os.environ["KSEG_DATA"]).parent if os.environ.get("KSEG_DATA") else ROOT.parent / "shared"
-    ap.add_argument("--mediapipe", default=str(shared / "peers" / "selfie_segmentation.tflite"))
+    ap.add_argument("--mediapipe", nargs="+", metavar="PATH",
+                    default=[str(p) for p in (shared / "peers" / "selfie_segmentation.tflite",
+                                              shared / "peers" / "selfie_segmentation_landscape.tflite")
+                             if p.name == "selfie_segmentation.tflite" or p.exists()],
+                    help="MediaPipe reference models, run first (default: the square and the landscape "
+                         "selfie segmenters of ../shared/peers); times are also given relative to each")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--limit", type=int, default=None, help="at most N images per set")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
@@ -299,16 +307,22 @@ def main(argv=None):
         chart(saved["rows"], saved["machine"], args.chart)
         return
 
-    models = [MediaPipeSelfie(args.mediapipe)] + [KsegModel(p) for p in args.models]
+    for path in args.mediapipe:
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: no MediaPipe model there; give --mediapipe PATH (../shared/peers/"
+                             "selfie_segmentation.tflite) or set KSEG_DATA to the shared data folder")
+    refs = [MediaPipeSelfie(p) for p in args.mediapipe]
+    models = refs + [KsegModel(p) for p in args.models]
     stems = [m.name for m in models]
-    for m in models[1:]:  # two files of one name (a new model and the shipped one): say which
+    for m in models:  # two models of one name (a new model and the shipped one): say which
         if stems.count(m.name) > 1:
-            m.name = f"{m.path.parent.name}/{m.name}"
+            m.name = f"{m.path.parent.name}/{m.path.stem}"
     rows = []
-    for m in models:
+    for i, m in enumerate(models):
         st = graph_stats(m.path)
         rows.append({"model": m.name, "file": str(m.path), "input": list(m.size), "macs": st["macs"],
-                     "params": st["params"], "macs_by_stride": st["macs_by_stride"], "ms": {1: [], 2: []}, "iou": {}})
+                     "params": st["params"], "macs_by_stride": st["macs_by_stride"], "ms": {1: [], 2: []}, "iou": {},
+                     "reference": i < len(refs)})
     feeds = [m.feed() for m in models]
     for _ in range(args.rounds):
         for threads in (1, 2):
@@ -324,10 +338,12 @@ def main(argv=None):
                     row["iou"][name] = person_iou(m, ds)
                 row.setdefault("n", {})[name] = sum(map(len, ds.values())) if name == FREE else len(ds)
 
-    mp = rows[0]
-    mp_ms = {t: float(np.median(mp["ms"][t])) for t in (1, 2)}
+    ref_ms = [{t: float(np.median(r["ms"][t])) for t in (1, 2)} for r in rows[:len(refs)]]
+    mp_ms = ref_ms[0]
+    tags = ["MP"] + [("MPL" if r.name == "MediaPipe landscape" else f"R{i + 2}") for i, r in enumerate(refs[1:])]
     print(f"machine: {machine()}; {args.rounds} interleaved rounds x {args.invokes} invokes, median")
-    head = f"{'model':<30} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7} {'x MP 1T':>7} {'x MP 2T':>7}"
+    head = f"{'model':<30} {'input':>8} {'MMACs':>7} {'params':>8} {'ms 1T':>7} {'ms 2T':>7}"
+    head += "".join(f" {'x ' + tag + ' 1T':>8} {'x ' + tag + ' 2T':>8}" for tag in tags)
     names = list(rows[0]["iou"])
     free = "person_free" in rows[0]
     print(head + "".join(f" {n[:14]:>14}" for n in names) + (f" {'free: px %':>10} {'imgs >1%':>8}" if free else ""))
@@ -335,8 +351,10 @@ def main(argv=None):
         ms = {t: float(np.median(row["ms"][t])) for t in (1, 2)}
         row["median_ms"] = ms
         row["ratio_to_mediapipe"] = {t: ms[t] / mp_ms[t] for t in (1, 2)}
+        row["ratio_to"] = {r["model"]: {t: ms[t] / rm[t] for t in (1, 2)} for r, rm in zip(rows, ref_ms)}
         line = (f"{row['model']:<30} {row['input'][0]:>4}x{row['input'][1]:<3} {row['macs'] / 1e6:>7.1f} "
-                f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f} {ms[1] / mp_ms[1]:>7.2f} {ms[2] / mp_ms[2]:>7.2f}")
+                f"{row['params'] / 1e3:>7.0f}k {ms[1]:>7.2f} {ms[2]:>7.2f}")
+        line += "".join(f" {ms[1] / rm[1]:>8.2f} {ms[2] / rm[2]:>8.2f}" for rm in ref_ms)
         line += "".join(f" {row['iou'][n]:>14.3f}" for n in names)
         if free:
             f = row["person_free"]
@@ -366,7 +384,7 @@ def main(argv=None):
 
 def chart(rows, machine_name, out):
     """The latency/IoU chart: a panel per set, each model at (median ms with 1 thread, IoU),
-    MediaPipe (the first row) in black; with person-free figures, a last panel of the share of
+    MediaPipe's (the reference rows) in black and grey; with person-free figures, a last panel of the share of
     their pixels called person (lower is better). ``rows`` as in ``--json`` (string keys)."""
     import matplotlib
 
@@ -386,12 +404,20 @@ def chart(rows, machine_name, out):
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # older --json files have no "reference" key: their first row is MediaPipe's
+    refs = [bool(row.get("reference", i == 0)) for i, row in enumerate(rows)]
+    greys, markers = ["black", "dimgrey", "darkgrey"], ["s", "D", "^"]
     for ax, name in zip(axes.flat, panels):
-        for i, row in enumerate(rows):
+        k = 0
+        for i, (row, ref) in enumerate(zip(rows, refs)):
             ms = float(np.median(row["ms"]["1"]))
             y = 100 * row["person_free"]["labelled_share"] if name == FREE else row["iou"][name]
-            c = "black" if i == 0 else colours[(i - 1) % len(colours)]
-            ax.scatter([ms], [y], color=c, s=40, zorder=3, label=row["model"])
+            if ref:
+                j = sum(refs[:i])
+                ax.scatter([ms], [y], color=greys[j % 3], marker=markers[j % 3], s=40, zorder=3, label=row["model"])
+            else:
+                ax.scatter([ms], [y], color=colours[k % len(colours)], s=40, zorder=3, label=row["model"])
+                k += 1
         n = rows[0].get("n", {}).get(name)
         ax.set_title(f"{name} ({n})" if n else name, fontsize=9)
         ax.set_xlabel("invoke ms, 1 thread", fontsize=8)
@@ -399,7 +425,7 @@ def chart(rows, machine_name, out):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"kseg people models and MediaPipe's selfie segmenter, one run: {machine_name}", fontsize=9)
+    fig.suptitle(f"kseg people models and MediaPipe's selfie segmenters, one run: {machine_name}", fontsize=9)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

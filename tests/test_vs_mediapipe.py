@@ -1,5 +1,5 @@
-"""benchmarks/vs_mediapipe.py: multiply-adds counted from a .tflite graph, and the latency/IoU chart
-drawn again from a run's --json."""
+"""benchmarks/vs_mediapipe.py: multiply-adds counted from a .tflite graph, both MediaPipe models as references
+in one run, and the latency/IoU chart drawn again from a run's --json."""
 
 import importlib.util
 import json
@@ -65,3 +65,59 @@ def test_graph_stats_counts_multiply_adds_and_parameters_by_hand(vs, tmp_path):
     assert st["params"] == 224 + 80 + 18
     assert st["macs_by_stride"] == {2: 13824 + 4608 + 1024}
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(st["ops"])
+
+
+def _peers(shared_data):
+    peers = Path(shared_data).parent / "peers"
+    square, landscape = peers / "selfie_segmentation.tflite", peers / "selfie_segmentation_landscape.tflite"
+    if not (square.is_file() and landscape.is_file()):
+        pytest.skip(f"MediaPipe's models not in {peers}")
+    return square, landscape
+
+
+def test_both_mediapipe_models_are_references_in_one_run(vs, shared_data, tmp_path, capsys):
+    square, landscape = _peers(shared_data)
+    out = tmp_path / "run.json"
+    vs.main([str(ROOT / "exports" / "portrait-fast.tflite"), "--mediapipe", str(square), str(landscape),
+             "--skip-iou", "--rounds", "1", "--invokes", "3", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["MediaPipe selfie", "MediaPipe landscape", "portrait-fast"]
+    assert [r["reference"] for r in rows] == [True, True, False]
+    assert rows[1]["input"] == [144, 256]
+    ours = rows[2]
+    for ref in rows[:2]:
+        assert ref["ratio_to"][ref["model"]]["1"] == pytest.approx(1.0)
+        assert ours["ratio_to"][ref["model"]]["2"] == pytest.approx(ours["median_ms"]["2"] / ref["median_ms"]["2"])
+    assert ours["ratio_to_mediapipe"] == ours["ratio_to"]["MediaPipe selfie"]
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model"))
+    assert "x MP 1T" in header and "x MPL 2T" in header
+
+
+def test_a_missing_mediapipe_model_is_one_clear_line(vs, tmp_path):
+    with pytest.raises(SystemExit, match=r"nope\.tflite: no MediaPipe model there; give --mediapipe"):
+        vs.main(["--mediapipe", str(tmp_path / "nope.tflite"), "--skip-iou"])
+
+
+def test_the_chart_draws_every_reference_in_grey(vs, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn = []
+    scatter = Axes.scatter
+
+    def spy(self, x, y, **kw):
+        drawn.append((kw["label"], kw["color"], x[0], y[0]))
+        return scatter(self, x, y, **kw)
+
+    monkeypatch.setattr(Axes, "scatter", spy)
+    rows = [_row("MediaPipe selfie", 3.2, 2.2, 0.949, 0.25), _row("MediaPipe landscape", 1.7, 1.0, 0.947, 0.22),
+            _row("portrait", 3.3, 2.0, 0.935, 0.12)]
+    for r, ref in zip(rows, (True, True, False)):
+        r["reference"] = ref
+    out = tmp_path / "chart.png"
+    vs.chart(rows, "test CPU", out)
+    assert out.stat().st_size > 0
+    portraits = [d for d in drawn if d[3] in (0.949, 0.947, 0.935)]  # the portraits panel
+    assert portraits == [("MediaPipe selfie", "black", 3.2, 0.949), ("MediaPipe landscape", "dimgrey", 1.7, 0.947),
+                         ("portrait", portraits[2][1], 3.3, 0.935)]
+    assert portraits[2][1] not in ("black", "dimgrey")
+    assert len(drawn) == 3 * 3  # portraits, people-masks, person-free
