@@ -24,6 +24,11 @@ better; what shows as sharp patches in a blurred background).
 with 1 thread against person IoU, MediaPipe in black; 1 thread because on a shared VM the
 second thread's share varies from run to run, the table has both);
 ``--replot JSON`` draws it again from a run's ``--json`` without measuring.
+``--write-cards`` records the run's figures in the model card beside each kseg ``.tflite``
+(``NAME.json``): a ``vs_mediapipe`` field for the square MediaPipe model and
+``vs_mediapipe_landscape`` for the landscape one (person IoU per set, person-free share, latency
+with 1 and 2 threads, both models' and MediaPipe's, the machine, date and command); with
+``--replot JSON`` it takes them from a saved run instead.
 
 MediaPipe's models run first, as references: by default both of ``../shared/peers``, the square
 ``selfie_segmentation.tflite`` (256×256) and ``selfie_segmentation_landscape.tflite`` (144×256, the
@@ -298,14 +303,21 @@ def main(argv=None):
     ap.add_argument("--skip-iou", action="store_true")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--chart", help="draw the latency/IoU chart into this PNG")
-    ap.add_argument("--replot", metavar="JSON", help="no measuring: draw --chart from a run's --json")
+    ap.add_argument("--replot", metavar="JSON", help="no measuring: draw --chart (or --write-cards) from a run's --json")
+    ap.add_argument("--write-cards", action="store_true",
+                    help="record the figures in each kseg model's card (NAME.json beside NAME.tflite)")
     args = ap.parse_args(argv)
     if args.replot:
-        if not args.chart:
-            ap.error("--replot needs --chart PNG")
+        if not (args.chart or args.write_cards):
+            ap.error("--replot needs --chart PNG or --write-cards")
         saved = json.loads(Path(args.replot).read_text())
-        chart(saved["rows"], saved["machine"], args.chart)
+        if args.chart:
+            chart(saved["rows"], saved["machine"], args.chart)
+        if args.write_cards:
+            write_cards(saved)
         return
+    if args.write_cards and args.skip_iou:
+        ap.error("--write-cards needs the IoU figures: leave out --skip-iou")
 
     for path in args.mediapipe:
         if not Path(path).is_file():
@@ -372,14 +384,74 @@ def main(argv=None):
             print(f"  {row['model']:<28} " + "  ".join(f"{src} ({f['n']}) {100 * f['labelled_share']:.1f}% / "
                                                      f"{100 * f['images_over_1pct']:.0f}%"
                                                      for src, f in row["person_free"]["by_source"].items()))
+    saved = json.loads(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                   "command": " ".join(["benchmarks/vs_mediapipe.py", *(argv if argv is not None
+                                                                                          else sys.argv[1:])]),
+                                   "rounds": args.rounds, "invokes": args.invokes, "rows": rows}, default=str))
     if args.json:
         from kseg.paths import atomic_path
 
         with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps({"machine": machine(), "rounds": args.rounds, "invokes": args.invokes,
-                                             "rows": rows}, indent=1, default=str))
+            Path(tmp).write_text(json.dumps(saved, indent=1))
     if args.chart:
-        chart(json.loads(json.dumps(rows, default=str)), machine(), args.chart)
+        chart(saved["rows"], saved["machine"], args.chart)
+    if args.write_cards:
+        write_cards(saved)
+
+
+CARD_FIELDS = {"MediaPipe selfie": "vs_mediapipe", "MediaPipe landscape": "vs_mediapipe_landscape"}
+
+
+def card_figures(saved: dict, row: dict, ref: dict) -> dict:
+    """The card field of kseg model ``row`` against reference ``ref``, from a saved run (string keys)."""
+    r3 = lambda v: round(float(v), 3)  # noqa: E731
+    ms = lambda r: {f"{t}_threads": round(float(np.median(r["ms"][t])), 2) for t in ("1", "2")}  # noqa: E731
+    out = {
+        "reference": f"{ref['model']} ({ref['file']}, {ref['input'][0]}x{ref['input'][1]}, "
+                     f"{ref['macs'] / 1e6:.1f}M multiply-adds, float32)",
+        "protocol": "benchmarks/vs_mediapipe.py: held-out 10% (seed 0) of each set, image squashed to the input, "
+                    "output upsampled and thresholded at 0.5, mean per-image person IoU; latency: median of "
+                    f"{saved.get('rounds')} interleaved rounds x {saved.get('invokes')} invokes",
+        "command": saved.get("command", "benchmarks/vs_mediapipe.py"),
+        "machine": f"{saved['machine']} ({saved.get('date', 'date not recorded')})",
+        "person_iou": {k: r3(v) for k, v in row["iou"].items()},
+        "mediapipe_person_iou": {k: r3(v) for k, v in ref["iou"].items()},
+        "latency_ms": ms(row),
+        "mediapipe_latency_ms": ms(ref),
+        "multiply_adds": int(row["macs"]),
+        "mediapipe_multiply_adds": int(ref["macs"]),
+    }
+    if "person_free" in row and "person_free" in ref:
+        out["person_free_pixels"] = r3(row["person_free"]["labelled_share"])
+        out["mediapipe_person_free_pixels"] = r3(ref["person_free"]["labelled_share"])
+    return out
+
+
+def write_cards(saved: dict) -> list:
+    """Write each kseg model's figures against each MediaPipe reference into its model card
+    (``NAME.json`` beside ``NAME.tflite``, replaced atomically). Returns the cards written."""
+    from kseg.paths import atomic_path
+
+    rows = saved["rows"]
+    refs = [r for i, r in enumerate(rows) if r.get("reference", i == 0)]
+    if not rows[0].get("iou"):
+        raise SystemExit("no IoU in these figures (a --skip-iou run): nothing to write into the cards")
+    written = []
+    for row in rows:
+        if row.get("reference", row is rows[0]):
+            continue
+        card_file = Path(row["file"]).with_suffix(".json")
+        if not card_file.is_file():
+            print(f"note: {row['file']} has no model card {card_file.name} beside it; not written", file=sys.stderr)
+            continue
+        card = json.loads(card_file.read_text())
+        for ref in refs:
+            card[CARD_FIELDS.get(ref["model"], "vs_" + ref["model"].lower().replace(" ", "_"))] = card_figures(saved, row, ref)
+        with atomic_path(card_file) as tmp:
+            Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+        written.append(str(card_file))
+        print(f"wrote the figures into {card_file}")
+    return written
 
 
 def chart(rows, machine_name, out):

@@ -121,3 +121,38 @@ def test_the_chart_draws_every_reference_in_grey(vs, tmp_path, monkeypatch):
                          ("portrait", portraits[2][1], 3.3, 0.935)]
     assert portraits[2][1] not in ("black", "dimgrey")
     assert len(drawn) == 3 * 3  # portraits, people-masks, person-free
+
+
+def test_write_cards_records_the_figures_against_each_reference(vs, tmp_path):
+    rows = [_row("MediaPipe selfie", 3.2, 2.0, 0.949, 0.25), _row("MediaPipe landscape", 1.7, 1.0, 0.947, 0.22),
+            _row("portrait", 3.3, 1.8, 0.935, 0.12), _row("no-card", 2.0, 1.2, 0.9, 0.1)]
+    model = tmp_path / "portrait.tflite"
+    model.write_bytes(b"")
+    (tmp_path / "portrait.json").write_text(json.dumps({"name": "portrait", "vs_mediapipe": {"old": 1}}))
+    for r, ref, f in zip(rows, (True, True, False, False), ("mp.tflite", "mpl.tflite", model, tmp_path / "no-card.tflite")):
+        r["reference"], r["file"], r["macs"] = ref, str(f), 58_000_000 if ref else 198_000_000
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"machine": "test CPU", "date": "2026-11-30 14:00 UTC", "command": "vs_mediapipe.py x",
+                                 "rounds": 5, "invokes": 100, "rows": rows}))
+    vs.main(["--replot", str(saved), "--write-cards"])
+    card = json.loads((tmp_path / "portrait.json").read_text())
+    assert card["name"] == "portrait"
+    square, land = card["vs_mediapipe"], card["vs_mediapipe_landscape"]
+    assert "old" not in square
+    assert square["person_iou"] == {"portraits": 0.935, "people-masks": 0.835}
+    assert square["mediapipe_person_iou"]["portraits"] == 0.949 and land["mediapipe_person_iou"]["portraits"] == 0.947
+    assert square["latency_ms"] == {"1_threads": 3.3, "2_threads": 1.8}
+    assert land["mediapipe_latency_ms"] == {"1_threads": 1.7, "2_threads": 1.0}
+    assert square["person_free_pixels"] == 0.12 and land["mediapipe_person_free_pixels"] == 0.22
+    assert square["machine"] == "test CPU (2026-11-30 14:00 UTC)" and square["command"] == "vs_mediapipe.py x"
+    assert not (tmp_path / "no-card.json").exists()
+
+
+def test_write_cards_needs_iou(vs, tmp_path):
+    rows = [_row("MediaPipe selfie", 3.2, 2.2, 0.9), _row("portrait", 3.3, 2.0, 0.9)]
+    for r in rows:
+        r["iou"], r["file"] = {}, str(tmp_path / "x.tflite")
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"machine": "m", "rows": rows}))
+    with pytest.raises(SystemExit, match="nothing to write into the cards"):
+        vs.main(["--replot", str(saved), "--write-cards"])
