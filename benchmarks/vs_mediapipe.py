@@ -21,7 +21,7 @@ better; what shows as sharp patches in a blurred background).
     .venv/bin/python benchmarks/vs_mediapipe.py --replot out.json --chart docs/img/portrait_vs_mediapipe.png
 
 ``--chart PNG`` draws the latency/IoU chart of the run (one panel per set: median invoke time
-with 1 thread against person IoU, MediaPipe in black; 1 thread because on a shared VM the
+with 1 thread against person IoU, MediaPipe's models in black and grey; 1 thread because on a shared VM the
 second thread's share varies from run to run, the table has both);
 ``--replot JSON`` draws it again from a run's ``--json`` without measuring.
 ``--write-cards`` records the run's figures in the model card beside each kseg ``.tflite``
