@@ -176,6 +176,18 @@ class KsegModel:
         return self.seg.segment(rgb).category_mask == 1
 
 
+def run_label(path) -> str:
+    """A short name for a model file whose stem another model shares: the stem for a file in
+    ``exports/`` (the shipped one), else ``RUN/stem`` with RUN the nearest folder that is not an
+    ``export…`` folder (``~/kseg-runs/runs/portrait_tiny/export-int8/portrait.tflite`` →
+    ``portrait_tiny/portrait``)."""
+    path = Path(path)
+    if path.parent.name == "exports":
+        return path.stem
+    run = next((p.name for p in path.parents if p.name and not p.name.startswith("export")), path.parent.name)
+    return f"{run}/{path.stem}"
+
+
 def invoke_ms(path, feed, threads, n):
     """Median invoke time (ms) of ``n`` invokes after 5 warm-ups, on a fresh interpreter."""
     from ai_edge_litert.interpreter import Interpreter
@@ -328,7 +340,7 @@ def main(argv=None):
     stems = [m.name for m in models]
     for m in models:  # two models of one name (a new model and the shipped one): say which
         if stems.count(m.name) > 1:
-            m.name = f"{m.path.parent.name}/{m.path.stem}"
+            m.name = run_label(m.path)
     rows = []
     for i, m in enumerate(models):
         st = graph_stats(m.path)

@@ -156,3 +156,9 @@ def test_write_cards_needs_iou(vs, tmp_path):
     saved.write_text(json.dumps({"machine": "m", "rows": rows}))
     with pytest.raises(SystemExit, match="nothing to write into the cards"):
         vs.main(["--replot", str(saved), "--write-cards"])
+
+
+def test_models_of_one_name_are_told_apart_by_their_run(vs):
+    assert vs.run_label("exports/portrait.tflite") == "portrait"
+    assert vs.run_label("/root/kseg-runs/runs/portrait_tiny/export-int8/portrait.tflite") == "portrait_tiny/portrait"
+    assert vs.run_label("runs/x/portrait.tflite") == "x/portrait"
