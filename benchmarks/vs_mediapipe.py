@@ -418,13 +418,16 @@ def card_figures(saved: dict, row: dict, ref: dict) -> dict:
     """The card field of kseg model ``row`` against reference ``ref``, from a saved run (string keys)."""
     r3 = lambda v: round(float(v), 3)  # noqa: E731
     ms = lambda r: {f"{t}_threads": round(float(np.median(r["ms"][t])), 2) for t in ("1", "2")}  # noqa: E731
+    ref_file = Path(ref["file"])
+    if ref_file.parent.name == "peers":  # where every user has it: beside the repository
+        ref_file = Path("..", "shared", "peers", ref_file.name)
     out = {
-        "reference": f"{ref['model']} ({ref['file']}, {ref['input'][0]}x{ref['input'][1]}, "
+        "reference": f"{ref['model']} ({ref_file}, {ref['input'][0]}x{ref['input'][1]}, "
                      f"{ref['macs'] / 1e6:.1f}M multiply-adds, float32)",
         "protocol": "benchmarks/vs_mediapipe.py: held-out 10% (seed 0) of each set, image squashed to the input, "
                     "output upsampled and thresholded at 0.5, mean per-image person IoU; latency: median of "
                     f"{saved.get('rounds')} interleaved rounds x {saved.get('invokes')} invokes",
-        "command": saved.get("command", "benchmarks/vs_mediapipe.py"),
+        "command": saved.get("command", "benchmarks/vs_mediapipe.py").replace(str(Path.home()), "~"),
         "machine": f"{saved['machine']} ({saved.get('date', 'date not recorded')})",
         "person_iou": {k: r3(v) for k, v in row["iou"].items()},
         "mediapipe_person_iou": {k: r3(v) for k, v in ref["iou"].items()},
@@ -487,7 +490,10 @@ def chart(rows, machine_name, out):
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # the default cycle without its grey, which belongs to the references
+    from matplotlib.colors import to_hex
+
+    colours = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if to_hex(c) != "#7f7f7f"]
     # older --json files have no "reference" key: their first row is MediaPipe's
     refs = [bool(row.get("reference", i == 0)) for i, row in enumerate(rows)]
     greys, markers = ["black", "dimgrey", "darkgrey"], ["s", "D", "^"]
