@@ -15,8 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:-all}
 RUNS=${2:-$HOME/kseg-runs/runs}
-RUN=$RUNS/parsing_v2
-CFG=configs/parsing_v2.yaml
+CONFIG=${CONFIG:-parsing_v2}   # or parsing_v3 (parsing_v2 trained longer), same chain
+RUN=$RUNS/$CONFIG
+CFG=configs/$CONFIG.yaml
 PY=${PY:-.venv/bin/python}
 QAT_EPOCHS=${QAT_EPOCHS:-1}
 QUANT=${QUANT:-int8}   # int8 (post-training, calibrated on the config's training data) or qat
