@@ -67,7 +67,9 @@ def test_every_shipped_semantic_config_loads(path):
     cfg = load_config(path)
     assert cfg.model.name in MODELS
     assert cfg.name == path.stem  # runs/NAME matches the file the docs cite
-    assert all(s % 32 == 0 for s in cfg.data.size)
+    # a multiple of the encoder's stride: 32, or 16 for the portrait models' truncated encoders
+    # (portrait_tiny_landscape: 144x256); each model checks its own multiple when built
+    assert all(s % 16 == 0 for s in cfg.data.size)
 
 
 def test_train_verbose_is_auto_by_default_and_checked():
