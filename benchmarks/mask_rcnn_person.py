@@ -100,6 +100,13 @@ def train_sets(cfg):
     if cfg["data"].get("people_parsing"):
         pp = open_ccp(root / "people-parsing", groups="person")
         sets.append(instances_from_semantic(pp, 1, min_area=256, per="image"))
+    cv = cfg["data"].get("camvid_pedestrians")
+    if cv:  # real street scenes with small people: {split: train, repeat: 3, min_area: 40}
+        from kseg.data.readers import camvid_pedestrians
+
+        cv = {} if cv is True else dict(cv)
+        repeat = int(cv.pop("repeat", 1))
+        sets += [camvid_pedestrians(root / "camvid", **cv)] * repeat
     if cfg["data"].get("composites"):
         # people pasted onto person-free backgrounds, exact instance masks (kseg.data.readers.composite);
         # data.composites holds its options, e.g. {count: 2000, size: [320, 320], framing: full}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kseg.data.readers import (
-    concat, instances_from_semantic, open_dataset, open_instances, people_dataset,
+    camvid_pedestrians, concat, instances_from_semantic, open_dataset, open_instances, people_dataset,
 )
 from kseg.errors import KsegError
 from tests.data import fixtures as F
@@ -126,6 +126,39 @@ def test_instances_from_semantic(tmp_path):
     _, t = inst.load(0)
     assert t["masks"].shape == (1, 16, 24)
     np.testing.assert_array_equal(t["boxes"][0], [5, 4, 15, 10])
+
+
+def test_camvid_pedestrians(tmp_path):
+    root = tmp_path / "cv"
+    names = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
+             "pedestrian", "bicyclist"]
+    (root).mkdir()
+    (root / "classes.json").write_text(json.dumps({"classes": names, "void_label": 11}))
+    for i in range(3):
+        F.write_image(root / "train" / f"f{i}.jpg", 24, 32, seed=i)
+        m = np.full((24, 32), 3, np.uint8)
+        if i < 2:  # two people apart
+            m[2:12, 3:7] = 9
+            m[8:20, 20:25] = 9
+        if i == 1:  # a cyclist: the frame is left out
+            m[15:22, 8:16] = 10
+        F.write_mask(root / "trainannot" / f"f{i}.png", m)
+    inst = camvid_pedestrians(root, "train", min_area=4)
+    assert len(inst) == 1 and Path(inst.image_paths[0]).name == "f0.jpg"
+    assert inst.class_names == ("background", "person")
+    _, t = inst.load(0)
+    np.testing.assert_array_equal(t["boxes"], [[3, 2, 7, 12], [20, 8, 25, 20]])
+    assert [int(m.sum()) for m in t["masks"]] == [40, 60] and list(t["category_ids"]) == [1, 1]
+    assert len(camvid_pedestrians(root, "train", min_area=4, without_bicyclists=False)) == 2
+    with pytest.raises(KsegError, match="no frame with pedestrians"):
+        camvid_pedestrians(root, "train", min_area=1000)
+
+
+def test_shared_camvid_pedestrians(shared_data):
+    inst = camvid_pedestrians(shared_data / "camvid", "train")
+    assert len(inst) == 133  # of 367: 311 have pedestrians, 178 of them a cyclist too
+    _, t = inst.load(0)
+    assert len(t["masks"]) >= 1 and t["masks"].shape[1:] == (360, 480)
 
 
 def test_instances_per_region_and_per_image(tmp_path):

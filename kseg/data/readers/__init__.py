@@ -37,7 +37,7 @@ from kseg.data.readers.base import (
     grouping_lut, identity_lut, instances_from_semantic, missing_pairs, pair_folders, read_image,
     read_label, _read_json,
 )
-from kseg.data.readers.camvid import CAMVID_COLORS, open_camvid
+from kseg.data.readers.camvid import CAMVID_COLORS, camvid_pedestrians, open_camvid
 from kseg.data.readers.ccp import open_ccp
 from kseg.data.readers.coco import (
     BACKGROUND_STUFF, PanopticDataset, open_coco, open_coco_panoptic, open_instances, panoptic_from_instances,
@@ -105,7 +105,7 @@ def open_dataset(path, format: str = "auto", **options) -> SegDataset:
 
 __all__ = [
     "IGNORE", "FORMATS", "SegSample", "SegDataset", "InstanceDataset", "concat", "open_dataset",
-    "open_masks", "open_ccp", "open_camvid", "open_pets", "open_coco", "open_instances", "open_composite",
+    "open_masks", "open_ccp", "open_camvid", "camvid_pedestrians", "open_pets", "open_coco", "open_instances", "open_composite",
     "open_composite_instances", "composite_folder", "open_coco_panoptic", "panoptic_from_instances",
     "PanopticDataset", "BACKGROUND_STUFF", "instances_from_semantic", "people_dataset", "grouping_lut", "identity_lut", "read_image",
     "read_label", "detect_format", "missing_pairs", "default_colors",

@@ -45,3 +45,46 @@ def open_camvid(path, split="train", strict=True) -> SegDataset:
     samples = [SegSample(str(i), str(m)) for i, m in pairs]
     colors = CAMVID_COLORS if len(names) == len(CAMVID_COLORS) else None
     return SegDataset(f"camvid-{split}", names, samples, identity_lut(len(names), void)[None], (f"camvid-{split}",), colors)
+
+
+def camvid_pedestrians(path, split="train", min_area=40, without_bicyclists=True):
+    """CamVid's pedestrians as person instances: real street scenes with small, distant people.
+
+    One instance per 8-connected ``pedestrian`` region (people who touch become one instance, as
+    in ``instances_from_semantic``); frames with no pedestrian are left out, and by default so are
+    frames with a ``bicyclist`` region (its rider is a person the instances would miss, and the
+    class paints the bicycle too). At CamVid's 480×360 the regions' median height is about 29 px
+    (train split), the size of COCO's small persons at 320 px input.
+
+    Args:
+        path: the CamVid root (``../shared/data/camvid``).
+        split: ``train``, ``val`` or ``test``.
+        min_area: regions smaller than this (pixels) are dropped.
+        without_bicyclists: leave out frames with at least ``min_area`` bicyclist pixels.
+
+    Returns:
+        An InstanceDataset with classes ``("background", "person")``.
+
+    Example:
+        inst = camvid_pedestrians("../shared/data/camvid", "train")   # 133 frames
+    """
+    import cv2
+
+    from kseg.data.readers.base import instances_from_semantic
+
+    ds = open_camvid(path, split)
+    ped = ds.class_names.index("pedestrian") if "pedestrian" in ds.class_names else 9
+    bic = ds.class_names.index("bicyclist") if "bicyclist" in ds.class_names else 10
+    keep = []
+    for s in ds.samples:
+        m = cv2.imread(s.mask, cv2.IMREAD_UNCHANGED)
+        if m is None:
+            raise KsegError(f"cannot read {s.mask}; re-copy the CamVid annotations")
+        if (m == ped).sum() >= min_area and not (without_bicyclists and (m == bic).sum() >= min_area):
+            keep.append(s)
+    if not keep:
+        raise KsegError(f"{path} {split}: no frame with pedestrians; check the CamVid annotations")
+    sub = SegDataset(f"camvid-{split}-pedestrians", ds.class_names, keep, ds.luts, ds.sources, ds.colors)
+    inst = instances_from_semantic(sub, ped, min_area=min_area, per="region")
+    inst.class_names = ("background", "person")
+    return inst
