@@ -72,17 +72,21 @@ def load_segmenter(path, size=None, threads=2):
     return Segmenter(path, num_threads=threads)
 
 
-def val_sets(task, val_fraction=0.1, seed=0):
+def val_sets(task, val_fraction=0.1, seed=0, trained_on=False):
+    """``{name: dataset}`` of the held-out images; ``trained_on``: also the training split of
+    people-parsing (parsing) or the people sets together (portrait), named "… (trained on)", to tell
+    a model that does not fit its data (under-trained) from one that does not generalise."""
     from kseg.data.readers import open_ccp, people_dataset
     from kseg.paths import shared_data_dir
 
     if task == "portrait":
-        return people_dataset(val_fraction=val_fraction, seed=seed)[1]
+        train, val = people_dataset(val_fraction=val_fraction, seed=seed)
+        return {**val, **({"people (trained on)": train} if trained_on else {})}
     if task == "person-free":
         return person_free_sets(val_fraction, seed)
     root = shared_data_dir()
-    _, val = open_ccp(root / "people-parsing", groups="suggested").split(val_fraction, seed)
-    sets = {"people-parsing": val}
+    train, val = open_ccp(root / "people-parsing", groups="suggested").split(val_fraction, seed)
+    sets = {"people-parsing": val, **({"people-parsing (trained on)": train} if trained_on else {})}
     groups = os.path.join(os.path.dirname(__file__), "..", "configs", "faces_parsing_groups.json")
     if (root / "faces").is_dir() and os.path.isfile(groups):
         sets["faces"] = open_ccp(root / "faces", groups=groups).split(val_fraction, seed)[1]
@@ -123,6 +127,27 @@ def score_person_free(seg, images, class_names):
     return {"n": len(images), "labelled_share": float(counts[1:].sum() / max(total, 1)),
             "images_over_1pct": float(flagged / max(len(images), 1)),
             "per_class_share": {name: float(counts[k] / max(total, 1)) for k, name in enumerate(class_names) if k}}
+
+
+def label_ceiling(ds, size):
+    """IoU per class of the labels themselves squashed to ``size`` (area-averaged one-hot) and
+    upsampled back (bilinear, argmax): what a model with a perfect ``size`` output could score, so
+    the part of the error that the input resolution alone explains."""
+    import cv2
+    import numpy as np
+
+    from kseg.metrics import confusion_matrix, scores_from_confusion
+
+    n = len(ds.class_names)
+    cm = np.zeros((n, n), np.int64)
+    for i in range(len(ds)):
+        _, mask = ds.load(i)
+        h, w = mask.shape
+        up = np.stack([cv2.resize(cv2.resize((mask == k).astype(np.float32), (size[1], size[0]),
+                                             interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR)
+                       for k in range(n)], -1).argmax(-1).astype(np.uint8)
+        cm += confusion_matrix(mask, up, n)
+    return scores_from_confusion(cm)
 
 
 def score(seg, ds, num_classes, person=None):
@@ -175,6 +200,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trained-on", action="store_true",
+                    help="also score the training split (parsing: people-parsing; portrait: the people sets together)")
+    ap.add_argument("--label-ceiling", type=int, nargs=2, metavar=("H", "W"),
+                    help="first print the IoU of the labels squashed to H x W and back (the resolution's share of the error)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--write-card", action="store_true",
                     help="record the figures in each .tflite model's card (validation; with a .keras model "
@@ -188,8 +217,17 @@ def main(argv=None):
 
     from kseg.metrics import scores_from_confusion
 
-    sets = val_sets(args.task, args.val_fraction, args.seed)
+    sets = val_sets(args.task, args.val_fraction, args.seed, args.trained_on)
     results = {}
+    if args.label_ceiling and args.task != "person-free":
+        for name, ds in sets.items():
+            s = label_ceiling(ds, args.label_ceiling)
+            per = "  ".join(f"{c} {v:.3f}" for c, v in zip(ds.class_names, s["per_class_iou"]))
+            print(f"{'labels at %dx%d' % tuple(args.label_ceiling):<52} {name:<16} n={len(ds):<4} mIoU {s['miou']:.3f}  {per}",
+                  flush=True)
+            results.setdefault(f"label_ceiling@{args.label_ceiling[0]}x{args.label_ceiling[1]}", {})[name] = {
+                "n": len(ds), "miou": float(s["miou"]),
+                "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
     for path in args.models:
         seg = load_segmenter(path, args.size, args.threads)
         key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}"
