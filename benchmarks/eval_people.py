@@ -18,6 +18,11 @@ without pedestrian or bicyclist pixels, the pets validation split; plus the empt
 which composites train on): the share of pixels a model labels anything but background, per class,
 and the share of images where that exceeds 1% of the frame. Works for portrait and parsing models.
 
+Diagnostics: ``--trained-on`` also scores the training split (people-parsing's for parsing, the people
+sets' for portrait; never written into a card), to tell a model that does not fit its own data from
+one that does not generalise; ``--label-ceiling H W`` first scores the labels themselves squashed to
+H×W and upsampled back, the share of the error that the input size alone explains.
+
 Models are ``.tflite`` files (through ai-edge-litert, as the apps run them) or ``.keras`` files;
 ``--size H W`` runs a ``.keras`` model rebuilt at another input size.
 
@@ -183,10 +188,11 @@ def write_cards(args, results, argv):
     for key, path in zip(keys, args.models):
         if not path.endswith(".tflite"):
             continue
+        held_out = lambda sets: {k: v for k, v in sets.items() if not k.endswith("(trained on)")}
         fields = {"validation": {"task": args.task, "split": f"val_fraction {args.val_fraction}, seed {args.seed}",
-                                 "command": command, "sets": results[key]}}
+                                 "command": command, "sets": held_out(results[key])}}
         if float_key:
-            fields["validation_float"] = {"model": float_key, "sets": results[float_key]}
+            fields["validation_float"] = {"model": float_key, "sets": held_out(results[float_key])}
         if read_card(path) is not None:
             write_model_card(path, **fields)
             print(f"recorded validation figures in the card of {path}")
@@ -218,14 +224,14 @@ def main(argv=None):
     from kseg.metrics import scores_from_confusion
 
     sets = val_sets(args.task, args.val_fraction, args.seed, args.trained_on)
-    results = {}
+    results, ceiling = {}, {}  # ceiling: kept apart so that results' keys stay one per model
     if args.label_ceiling and args.task != "person-free":
         for name, ds in sets.items():
             s = label_ceiling(ds, args.label_ceiling)
             per = "  ".join(f"{c} {v:.3f}" for c, v in zip(ds.class_names, s["per_class_iou"]))
             print(f"{'labels at %dx%d' % tuple(args.label_ceiling):<52} {name:<16} n={len(ds):<4} mIoU {s['miou']:.3f}  {per}",
                   flush=True)
-            results.setdefault(f"label_ceiling@{args.label_ceiling[0]}x{args.label_ceiling[1]}", {})[name] = {
+            ceiling.setdefault(f"label_ceiling@{args.label_ceiling[0]}x{args.label_ceiling[1]}", {})[name] = {
                 "n": len(ds), "miou": float(s["miou"]),
                 "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
     for path in args.models:
@@ -262,7 +268,7 @@ def main(argv=None):
 
         with atomic_path(args.json) as tmp:
             with open(tmp, "w") as f:
-                json.dump(results, f, indent=2)
+                json.dump({**ceiling, **results}, f, indent=2)
 
 
 if __name__ == "__main__":

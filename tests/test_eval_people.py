@@ -33,3 +33,11 @@ def test_label_ceiling_is_exact_at_the_label_size_and_loses_thin_parts_below_it(
     low = ev.label_ceiling(ds, (8, 8))
     assert low["per_class_iou"][1] > 0.8  # a large region survives
     assert low["per_class_iou"][2] < 0.5  # a 1-px strand at a quarter of the resolution does not
+
+
+def test_trained_on_adds_the_training_split_under_its_own_name(ev, shared_data):
+    held_out = ev.val_sets("parsing")
+    both = ev.val_sets("parsing", trained_on=True)
+    assert set(both) == set(held_out) | {"people-parsing (trained on)"}
+    train, val = both["people-parsing (trained on)"], both["people-parsing"]
+    assert len(train) + len(val) == 853 and not {s.image for s in train.samples} & {s.image for s in val.samples}
