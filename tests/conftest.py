@@ -31,6 +31,17 @@ def shared_data():
     return path
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, e.g. ``load_benchmark("vs_mediapipe")``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same random state, whatever ran before it."""

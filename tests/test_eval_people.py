@@ -1,23 +1,16 @@
 """benchmarks/eval_people.py's diagnostics: the labels' own resolution ceiling."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from kseg.data.readers import open_dataset
+from tests.conftest import load_benchmark
 from tests.data import fixtures as F
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def ev():
-    spec = importlib.util.spec_from_file_location("eval_people", ROOT / "benchmarks" / "eval_people.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_people")
 
 
 def test_label_ceiling_is_exact_at_the_label_size_and_loses_thin_parts_below_it(ev, tmp_path):

@@ -1,22 +1,20 @@
 """benchmarks/vs_mediapipe.py: multiply-adds counted from a .tflite graph, both MediaPipe models as references
 in one run, and the latency/IoU chart drawn again from a run's --json."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def vs():
-    spec = importlib.util.spec_from_file_location("vs_mediapipe", ROOT / "benchmarks" / "vs_mediapipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("vs_mediapipe")
 
 
 def _row(name, ms1, ms2, iou, free=None):
