@@ -6,7 +6,8 @@ predict them too often (a parsing model paints accessories over hair and clothes
 post-hoc correction of "logit adjustment" (Menon et al., "Long-tail learning via logit
 adjustment", ICLR 2021) subtracts such shifts after training; here one bias per class is
 searched directly for the dataset mIoU on the model's own training images (coordinate ascent
-over a grid, background fixed at 0), and added to the bias of the classifier convolution. The
+over a grid, background fixed at 0; or, with ``groups``, for the mean over the training sources
+of each one's mIoU), and added to the bias of the classifier convolution. The
 network, its size and its speed do not change; the ``.keras`` and every export made from it
 carry the new biases.
 
@@ -83,18 +84,36 @@ def collect_logits(model, ds, images: int = 900, pixels: int = 4096, seed: int =
     return np.concatenate(out_l), np.concatenate(out_y)
 
 
-def _scores(logits, labels, biases):
-    c = logits.shape[1]
-    pred = np.argmax(logits + biases, axis=1)
-    cm = np.bincount(labels * c + pred, minlength=c * c).reshape(c, c)
+def _confusion(pred, labels, c, groups=None, n_groups=1):
+    if groups is None:
+        return np.bincount(labels * c + pred, minlength=c * c).reshape(1, c, c)
+    return np.bincount((groups * c + labels) * c + pred, minlength=n_groups * c * c).reshape(n_groups, c, c)
+
+
+def _iou(cm):
     inter = np.diag(cm).astype(np.float64)
     union = cm.sum(0) + cm.sum(1) - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    present = cm.sum(1) > 0  # classes in the labels: the mean is over those
-    return float(np.nanmean(np.where(present, iou, np.nan))), iou
+    return np.where(cm.sum(1) > 0, iou, np.nan)  # classes in the labels: the mean is over those
 
 
-def fit_class_biases(logits, labels, grid=None, sweeps: int = 3, fixed=(0,)) -> BiasFit:
+def _scores(logits, labels, biases, groups=None, n_groups=1):
+    """(objective, IoU per class over all pixels): the dataset mIoU, or with ``groups`` the mean
+    over groups of each group's mIoU."""
+    c = logits.shape[1]
+    cms = _confusion(np.argmax(logits + biases, axis=1), labels, c, groups, n_groups)
+    per_group = [float(np.nanmean(_iou(cm))) for cm in cms if cm.sum()]
+    return float(np.mean(per_group)), _iou(cms.sum(0))
+
+
+def dataset_miou(logits, labels, biases=None) -> float:
+    """The dataset mIoU (over the classes in ``labels``) of ``argmax(logits + biases)``."""
+    logits = np.asarray(logits, np.float32)
+    b = np.zeros(logits.shape[1], np.float32) if biases is None else np.asarray(biases, np.float32)
+    return _scores(logits, np.asarray(labels, np.int64), b)[0]
+
+
+def fit_class_biases(logits, labels, grid=None, sweeps: int = 3, fixed=(0,), groups=None) -> BiasFit:
     """Per-class additive biases that maximise the dataset mIoU of ``argmax(logits + b)``.
 
     Coordinate ascent: each class in turn (those in ``fixed`` stay 0, by default the background)
@@ -106,9 +125,13 @@ def fit_class_biases(logits, labels, grid=None, sweeps: int = 3, fixed=(0,)) -> 
         grid: the values tried for each bias (default −3…3 in steps of 0.25).
         sweeps: passes over the classes.
         fixed: classes whose bias stays 0 (one must: only differences between logits matter).
+        groups: optional ``(N,)`` int source of each pixel (e.g. the training dataset it came
+            from): the objective is then the mean over sources of each source's mIoU, so that
+            one source's many pixels of a class do not set the bias for all (faces' hair for
+            full-body photos' hair). ``miou_before``/``miou_after`` are that mean.
 
     Returns:
-        ``BiasFit``.
+        ``BiasFit`` (``iou_before``/``iou_after``: per class, over all pixels).
     """
     logits = np.asarray(logits, np.float32)
     labels = np.asarray(labels, np.int64)
@@ -117,9 +140,15 @@ def fit_class_biases(logits, labels, grid=None, sweeps: int = 3, fixed=(0,)) -> 
     c = logits.shape[1]
     if labels.size and (labels.min() < 0 or labels.max() >= c):
         raise KsegError(f"labels must be class ids 0..{c - 1} (ignored pixels removed), got {labels.min()}..{labels.max()}")
+    n_groups = 1
+    if groups is not None:
+        groups = np.asarray(groups, np.int64)
+        if groups.shape != labels.shape or (groups.size and groups.min() < 0):
+            raise KsegError(f"groups must be (N,) non-negative ints like labels {labels.shape}, got {groups.shape}")
+        n_groups = int(groups.max()) + 1 if groups.size else 1
     grid = np.arange(-3.0, 3.0 + 1e-6, 0.25) if grid is None else np.asarray(grid, np.float32)
     b = np.zeros(c, np.float32)
-    before, iou_before = _scores(logits, labels, b)
+    before, iou_before = _scores(logits, labels, b, groups, n_groups)
     best = before
     for _ in range(int(sweeps)):
         moved = False
@@ -131,12 +160,12 @@ def fit_class_biases(logits, labels, grid=None, sweeps: int = 3, fixed=(0,)) -> 
                     continue
                 trial = b.copy()
                 trial[k] = v
-                m, _ = _scores(logits, labels, trial)
+                m, _ = _scores(logits, labels, trial, groups, n_groups)
                 if m > best + 1e-6:
                     best, b, moved = m, trial, True
         if not moved:
             break
-    after, iou_after = _scores(logits, labels, b)
+    after, iou_after = _scores(logits, labels, b, groups, n_groups)
     return BiasFit(b, before, after, iou_before, iou_after)
 
 

@@ -96,6 +96,9 @@ class TrainConfig:
     loss: str = "ce"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     class_weights: str | None = None
+    # softening of class_weights: each weight raised to this power (1 = full balancing,
+    # 0.5 = square root: rare classes still up-weighted, frequent ones less given away)
+    class_weight_power: float = 1.0
     # mixed_float16 (GPUs; loss scaling) or mixed_bfloat16 (TPUs, recent GPUs); true = mixed_bfloat16
     mixed_precision: bool | str = False
     early_stop_patience: int | None = 15

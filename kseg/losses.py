@@ -294,7 +294,7 @@ def class_pixel_counts(masks, num_classes, ignore_index=IGNORE):
     return counts, present
 
 
-def compute_class_weights(counts, method="median_frequency", present_counts=None):
+def compute_class_weights(counts, method="median_frequency", present_counts=None, power=1.0):
     """Class weights from pixel counts.
 
     - ``median_frequency`` (SegNet; Eigen & Fergus 2015): ``freq_c = counts_c / present_c``
@@ -303,7 +303,10 @@ def compute_class_weights(counts, method="median_frequency", present_counts=None
     - ``inverse_frequency``: ``w_c ∝ 1 / freq_c`` with ``freq_c = counts_c / Σ counts``,
       normalised to mean 1 over the present classes.
 
-    Classes with no pixel get weight 0 (they cannot be learnt from this data).
+    Classes with no pixel get weight 0 (they cannot be learnt from this data). ``power`` < 1
+    softens the balancing (``w_c ** power``; 0.5 is inverse-square-root frequency, as in
+    Mahajan et al. 2018 and LVIS' repeat factors): full balancing makes a model trade the frequent
+    classes' pixels for the rare ones' (a parsing model painting hair as accessories).
 
     Returns:
         float32 array of length C.
@@ -320,7 +323,11 @@ def compute_class_weights(counts, method="median_frequency", present_counts=None
     elif method == "inverse_frequency":
         freq = counts / counts.sum()
         w[present] = 1.0 / freq[present]
-        w[present] /= w[present].mean()
     else:
         raise KsegError(f"unknown class weight method {method!r}; use median_frequency or inverse_frequency")
+    if not float(power) > 0:
+        raise KsegError(f"class weight power must be > 0 (1 = full balancing, 0.5 = square root), got {power!r}")
+    w[present] = w[present] ** float(power)
+    if method == "inverse_frequency":
+        w[present] /= w[present].mean()
     return w.astype(np.float32)

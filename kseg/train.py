@@ -58,20 +58,14 @@ def open_specs(specs, *, what: str):
     return datasets[0] if len(datasets) == 1 else concat(datasets)
 
 
-def build_data(cfg: RunConfig, start_epoch: int = 0):
-    """Return ``(train_ds, val_ds, train_set, val_set)``: tf.data pipelines and their SegDatasets.
-
-    ``start_epoch``: the epoch training resumes at (the training data is shuffled as in that epoch).
-    """
-    from kseg.data.pipeline import Augment, make_dataset
-    from kseg.data.readers import concat
-
-    d = cfg.data
+def split_sources(cfg: RunConfig):
+    """``(train_sets, val_sets)``: each ``data.train`` entry opened, and split into training and
+    held-out parts (``val_fraction``, the run's seed) unless ``data.val`` is given or the entry has
+    ``holdout: false``; one training set per entry, in the config's order."""
     from kseg.data.readers import open_dataset
 
-    train_sets = []
-    val_sets = []
-
+    d = cfg.data
+    train_sets, val_sets = [], []
     for s in d.train:
         ds = open_dataset(s.resolved_path(), s.format, **s.options)
         if not d.val and s.holdout:
@@ -82,6 +76,19 @@ def build_data(cfg: RunConfig, start_epoch: int = 0):
             train_sets.append(ds)
     if not train_sets:
         raise KsegError("config data.train lists no dataset; add at least one {path, format}")
+    return train_sets, val_sets
+
+
+def build_data(cfg: RunConfig, start_epoch: int = 0):
+    """Return ``(train_ds, val_ds, train_set, val_set)``: tf.data pipelines and their SegDatasets.
+
+    ``start_epoch``: the epoch training resumes at (the training data is shuffled as in that epoch).
+    """
+    from kseg.data.pipeline import Augment, make_dataset
+    from kseg.data.readers import concat
+
+    d = cfg.data
+    train_sets, val_sets = split_sources(cfg)
     train_set = train_sets[0] if len(train_sets) == 1 else concat(train_sets)
     if d.val:
         val_set = open_specs(d.val, what="val")
@@ -244,15 +251,19 @@ def make_loss(cfg: RunConfig, num_classes: int, train_set=None):
     t = cfg.train
     kwargs = dict(t.loss_kwargs)
     if t.class_weights:
-        weights = dataset_class_weights(train_set, num_classes, t.class_weights)
+        weights = dataset_class_weights(train_set, num_classes, t.class_weights, t.class_weight_power)
         kwargs["class_weights"] = [float(w) for w in weights]
+        names = getattr(train_set, "class_names", None) or [str(k) for k in range(num_classes)]
+        _say(f"class weights ({t.class_weights}" + (f", power {t.class_weight_power:g}" if t.class_weight_power != 1 else "")
+             + "): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
     if t.loss in ("dice", "ce_dice"):
         kwargs.setdefault("num_classes", num_classes)
     return losses.get_loss(t.loss, **kwargs)
 
 
-def dataset_class_weights(train_set, num_classes: int, method: str):
-    """Class weights from the training masks (SegNet's median-frequency balancing, or inverse)."""
+def dataset_class_weights(train_set, num_classes: int, method: str, power: float = 1.0):
+    """Class weights from the training masks (SegNet's median-frequency balancing, or inverse),
+    each raised to ``power`` (``train.class_weight_power``)."""
     import numpy as np
 
     from kseg.losses import class_pixel_counts, compute_class_weights
@@ -265,7 +276,7 @@ def dataset_class_weights(train_set, num_classes: int, method: str):
                 continue
 
     counts, present = class_pixel_counts(masks(), num_classes)
-    w = compute_class_weights(counts, method=method, present_counts=present)
+    w = compute_class_weights(counts, method=method, present_counts=present, power=power)
     return np.asarray(w, dtype="float32")
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kseg.calibrate import apply_class_biases, classifier_layer, fit_class_biases
+from kseg.calibrate import apply_class_biases, classifier_layer, dataset_miou, fit_class_biases
 from kseg.cli import main
 from kseg.data.synthetic import write_shapes_dataset
 from kseg.errors import KsegError
@@ -32,6 +32,29 @@ def test_fit_takes_back_the_shift_a_class_was_given_and_raises_miou():
     assert fit.iou_after[2] > fit.iou_before[2]
     # mIoU is not accuracy: even the unshifted argmax gains from a smaller bias on the rare class
     assert plain.miou_after >= plain.miou_before and plain.biases[2] < 0
+
+
+def test_balanced_fit_serves_the_small_source_the_pooled_fit_drowns():
+    big_l, big_y = _over_predicting(n=40000, shift=0.0, seed=1)  # a large, well calibrated source
+    small_l, small_y = _over_predicting(n=2000, shift=2.0, seed=2)  # a small one that over-predicts class 2
+    logits, labels = np.concatenate([big_l, small_l]), np.concatenate([big_y, small_y])
+    groups = np.repeat([0, 1], [len(big_y), len(small_y)])
+    pooled = fit_class_biases(logits, labels)
+    balanced = fit_class_biases(logits, labels, groups=groups)
+    # one group is the pooled objective
+    same = fit_class_biases(logits, labels, groups=np.zeros(len(labels), int))
+    np.testing.assert_array_equal(same.biases, pooled.biases)
+    assert same.miou_after == pytest.approx(pooled.miou_after)
+
+    def per_source(b):
+        return dataset_miou(big_l, big_y, b), dataset_miou(small_l, small_y, b)
+
+    (pb, ps), (bb, bs) = per_source(pooled.biases), per_source(balanced.biases)
+    assert balanced.miou_after == pytest.approx((bb + bs) / 2)  # the objective is the mean over sources
+    assert bs > ps + 0.01 and (bb + bs) / 2 > (pb + ps) / 2  # the small source gains, the mean too
+    assert balanced.biases[2] < pooled.biases[2]  # by taking back more of class 2's shift
+    with pytest.raises(KsegError, match="groups must be"):
+        fit_class_biases(logits, labels, groups=groups[:10])
 
 
 def test_fit_refuses_labels_out_of_range():
@@ -83,6 +106,7 @@ def test_calibrate_command_writes_a_model_with_the_biases(tmp_path, capsys):
     assert info["images"] == 8 and len(info["biases"]) == 3 and info["biases"][0] == 0.0
     assert info["miou_after"] >= info["miou_before"]
     assert (out.parent / "classes.json").is_file()  # kseg export finds the class names beside it
+    assert info["balance"] == "pixels"
 
     from kseg.models.saving import load_keras_file
 
@@ -96,3 +120,27 @@ def test_calibrate_command_writes_a_model_with_the_biases(tmp_path, capsys):
     assert "is the model itself" in capsys.readouterr().err
     assert main(["calibrate", str(run / "best.keras"), "--config", str(cfg), "--out", str(tmp_path / "m.h5")]) == 2
     assert "give a .keras file name" in capsys.readouterr().err
+
+
+def test_calibrate_balanced_over_the_configs_sources(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    entries = []
+    for k in range(2):
+        shapes = tmp_path / f"shapes{k}"
+        ds = write_shapes_dataset(shapes, 12, size=(48, 64), num_classes=3, seed=k)
+        (shapes / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+        entries.append(f"{{path: '{shapes}', format: masks}}")
+    cfg.write_text(f"name: c\nout_dir: {tmp_path / 'runs'}\nmodel: {{name: unet, kwargs: {{filters: 4, depth: 2}}}}\n"
+                   f"data:\n  train: [{', '.join(entries)}]\n  val_fraction: 0.25\n"
+                   "  size: [32, 32]\n  batch_size: 4\n"
+                   "train: {epochs: 1, learning_rate: 0.01, verbose: 0, early_stop_patience: null}\n")
+    assert main(["train", "--config", str(cfg)]) == 0
+    out = tmp_path / "cal" / "model.keras"
+    assert main(["calibrate", str(tmp_path / "runs" / "c" / "best.keras"), "--config", str(cfg), "--out", str(out),
+                 "--images", "12", "--pixels", "200", "--balance", "sources"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean over sources of their mIoU" in printed
+    assert printed.count(" -> ") == 3  # each source's mIoU before and after, and their mean
+    info = json.loads(out.with_suffix(".calibration.json").read_text())
+    assert info["balance"] == "sources" and info["images"] == 12  # 6 of each source's 9 training images
+    assert info["miou_after"] >= info["miou_before"]

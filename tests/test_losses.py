@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kseg import losses as L
+from kseg.errors import KsegError
 
 # one image, 2x2 pixels, 2 classes; labels [[0, 1], [1, 255]]
 Y = np.array([[[0, 1], [1, 255]]], np.int32)
@@ -105,6 +106,13 @@ def test_median_frequency_weights_by_hand():
     raw = np.array([16 / 14, 16 / 2])
     np.testing.assert_allclose(inv[:2], raw / raw.mean(), rtol=1e-6)
     assert inv[2] == 0.0
+    # softened balancing: each weight to the power, absent classes stay 0, inverse renormalised
+    sq = L.compute_class_weights(counts, "median_frequency", present, power=0.5)
+    np.testing.assert_allclose(sq, [(med / f0) ** 0.5, (med / f1) ** 0.5, 0.0], rtol=1e-6)
+    inv_sq = L.compute_class_weights(counts, "inverse_frequency", power=0.5)
+    np.testing.assert_allclose(inv_sq[:2], raw ** 0.5 / (raw ** 0.5).mean(), rtol=1e-6)
+    with pytest.raises(KsegError, match="power must be > 0"):
+        L.compute_class_weights(counts, "median_frequency", present, power=0)
 
 
 def test_serialization_round_trip():
@@ -116,7 +124,6 @@ def test_serialization_round_trip():
 
 
 def test_get_loss_errors():
-    from kseg.errors import KsegError
     with pytest.raises(KsegError, match="unknown loss"):
         L.get_loss("dicey")
     with pytest.raises(KsegError, match="needs class weights"):
@@ -171,3 +178,22 @@ def test_unknown_class_weight_method():
         L.compute_class_weights([1, 2], "sqrt")
     with pytest.raises(KsegError, match="no labelled pixel"):
         L.compute_class_weights([0, 0])
+
+
+def test_train_class_weight_power_softens_the_configs_weights(tmp_path, capsys):
+    from kseg.config import load_config
+    from kseg.data.readers import open_dataset
+    from kseg.data.synthetic import write_shapes_dataset
+    from kseg.train import dataset_class_weights, make_loss
+
+    data = tmp_path / "shapes"
+    write_shapes_dataset(data, 8, size=(32, 32), num_classes=3, seed=8)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: shapes\ndata:\n  train:\n    - {{path: {data}, format: masks}}\n  size: [32, 32]\n"
+                   "train:\n  loss: ce\n  class_weights: median_frequency\n  class_weight_power: 0.5\n")
+    train_set = open_dataset(data, "masks")
+    loss = make_loss(load_config(cfg), 3, train_set)
+    full = dataset_class_weights(train_set, 3, "median_frequency")
+    assert not np.allclose(full, full[0])
+    np.testing.assert_allclose(loss.get_config()["class_weights"], full ** 0.5, rtol=1e-5)
+    assert "class weights (median_frequency, power 0.5)" in capsys.readouterr().err
