@@ -154,6 +154,28 @@ def build_from_config(cfg: RunConfig, num_classes: int):
     return model
 
 
+def make_distiller(student, cfg: RunConfig):
+    """``student`` wrapped for soft-target distillation from ``cfg.train.distill``'s teacher
+    (``kseg.models.distiller``); the teacher is rebuilt at the student's input size."""
+    from kseg.models.base import with_input_size
+    from kseg.models.distiller import Distiller
+    from kseg.models.saving import load_model
+
+    d = dict(cfg.train.distill)
+    unknown = sorted(set(d) - {"teacher", "alpha", "temperature"})
+    if unknown or not d.get("teacher"):
+        raise KsegError(f"train.distill takes {{teacher: PATH.keras, alpha: 0.5, temperature: 1}}; got {d}"
+                        + (f" (unknown: {', '.join(unknown)})" if unknown else " (no teacher)"))
+    path = Path(os.path.expanduser(str(d["teacher"])))
+    teacher = load_model(path)
+    size = tuple(int(v) for v in student.input_shape[1:3])
+    if tuple(teacher.input_shape[1:3]) != size:
+        teacher = with_input_size(teacher, size)
+    model = Distiller(student, teacher, alpha=float(d.get("alpha", 0.5)), temperature=float(d.get("temperature", 1.0)))
+    _say(f"distilling from {path} (alpha {model.alpha:g}, temperature {model.temperature:g})")
+    return model
+
+
 def init_weights_from(model, path):
     """Copy every weight of the trained ``.keras`` model at ``path`` into ``model``.
 
@@ -677,6 +699,11 @@ def fit(cfg: RunConfig):
     with strategy.scope():
         model = build_from_config(cfg, num_classes)
         sides = deep_supervision_outputs(model)
+        if cfg.train.distill:
+            if sides:
+                raise KsegError("train.distill does not take a deep-supervision model (its outputs are a dict); "
+                                "set deep_supervision: false or remove train.distill")
+            model = make_distiller(model, cfg)
         loss, metrics = make_loss(cfg, num_classes, train_set), make_metrics(num_classes)
         if sides:  # deep supervision: the same loss on the fused and on every side output, summed
             loss, metrics = {n: loss for n in sides}, {"logits": metrics}

@@ -112,3 +112,36 @@ def test_a_jax_checkpoint_exports_to_tflite_from_tensorflow(jax_runs, tmp_path):
     y_tflite = interp.get_tensor(interp.get_output_details()[0]["index"])
     assert y_tflite.shape == y_jax.shape == (1, 32, 32, 3)
     np.testing.assert_allclose(y_tflite, y_jax, rtol=0, atol=1e-4)
+
+
+DISTIL = textwrap.dedent("""
+    import json
+    import keras, numpy as np
+    from kseg.models.distiller import Distiller, soft_target_loss
+    from kseg.models.unet import UNet
+
+    keras.utils.set_random_seed(1)
+    teacher = UNet(num_classes=3, input_shape=(32, 32, 3), filters=8, depth=2)
+    student = UNet(num_classes=3, input_shape=(32, 32, 3), filters=4, depth=2)
+    frozen = [w.copy() for w in teacher.get_weights()]
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.full((8, 32, 32), 255, "int32")
+    model = Distiller(student, teacher, alpha=1.0, temperature=2.0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    before = float(soft_target_loss(teacher(x), student(x), 2.0))
+    model.fit(x, y, batch_size=4, epochs=15, verbose=0)
+    after = float(soft_target_loss(teacher(x), student(x), 2.0))
+    same = all(np.array_equal(a, b) for a, b in zip(frozen, teacher.get_weights()))
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "before": before, "after": after, "frozen": same}))
+""")
+
+
+def test_jax_distils_through_the_stateless_training_step():
+    """The teacher runs inside Model.compute_loss: under JAX that is the stateless step, which must
+    see the teacher's variables and leave them as they were."""
+    r = subprocess.run([sys.executable, "-c", DISTIL], capture_output=True, text=True, env=_jax_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert res["backend"] == "jax" and res["frozen"]
+    assert res["after"] < 0.5 * res["before"], res

@@ -57,7 +57,11 @@ def load_model(path):
 def single_output(model):
     """The model as evaluation and export see it: a deep-supervision trainer (U²-Net with
     ``deep_supervision=True``, whose outputs are a dict of fused and side logits) becomes the
-    single-output model with the same weights; any other model is returned as it is."""
+    single-output model with the same weights; a ``Distiller`` (``train.distill``) becomes its
+    student; any other model is returned as it is."""
+    student = getattr(model, "student", None)
+    if student is not None and getattr(model, "teacher", None) is not None:
+        return single_output(student)
     if getattr(model, "deep_supervision", False) and hasattr(model, "without_deep_supervision"):
         return model.without_deep_supervision()
     return model
