@@ -86,17 +86,25 @@ def test_a_model_without_a_classifier_convolution_is_one_clear_error():
         classifier_layer(keras.Model(inputs, outputs))
 
 
-def test_calibrate_command_writes_a_model_with_the_biases(tmp_path, capsys):
-    shapes = tmp_path / "shapes"
-    ds = write_shapes_dataset(shapes, 16, size=(48, 64), num_classes=3, seed=1)
-    (shapes / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+def _trained_run(tmp_path, sources=1, images=16):
+    """A one-epoch U-Net run on ``sources`` synthetic shapes datasets: ``(config, run folder)``."""
+    entries = []
+    for k in range(sources):
+        shapes = tmp_path / f"shapes{k}"
+        ds = write_shapes_dataset(shapes, images, size=(48, 64), num_classes=3, seed=k + 1)
+        (shapes / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+        entries.append(f"{{path: '{shapes}', format: masks}}")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"name: c\nout_dir: {tmp_path / 'runs'}\nmodel: {{name: unet, kwargs: {{filters: 4, depth: 2}}}}\n"
-                   f"data:\n  train: [{{path: '{shapes}', format: masks}}]\n  val_fraction: 0.25\n"
+                   f"data:\n  train: [{', '.join(entries)}]\n  val_fraction: 0.25\n"
                    "  size: [32, 32]\n  batch_size: 4\n"
                    "train: {epochs: 1, learning_rate: 0.01, verbose: 0, early_stop_patience: null}\n")
     assert main(["train", "--config", str(cfg)]) == 0
-    run = tmp_path / "runs" / "c"
+    return cfg, tmp_path / "runs" / "c"
+
+
+def test_calibrate_command_writes_a_model_with_the_biases(tmp_path, capsys):
+    cfg, run = _trained_run(tmp_path)
     out = tmp_path / "cal" / "model.keras"
     assert main(["calibrate", str(run / "best.keras"), "--config", str(cfg), "--out", str(out),
                  "--images", "8", "--pixels", "300"]) == 0
@@ -123,20 +131,9 @@ def test_calibrate_command_writes_a_model_with_the_biases(tmp_path, capsys):
 
 
 def test_calibrate_balanced_over_the_configs_sources(tmp_path, capsys):
-    cfg = tmp_path / "c.yaml"
-    entries = []
-    for k in range(2):
-        shapes = tmp_path / f"shapes{k}"
-        ds = write_shapes_dataset(shapes, 12, size=(48, 64), num_classes=3, seed=k)
-        (shapes / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
-        entries.append(f"{{path: '{shapes}', format: masks}}")
-    cfg.write_text(f"name: c\nout_dir: {tmp_path / 'runs'}\nmodel: {{name: unet, kwargs: {{filters: 4, depth: 2}}}}\n"
-                   f"data:\n  train: [{', '.join(entries)}]\n  val_fraction: 0.25\n"
-                   "  size: [32, 32]\n  batch_size: 4\n"
-                   "train: {epochs: 1, learning_rate: 0.01, verbose: 0, early_stop_patience: null}\n")
-    assert main(["train", "--config", str(cfg)]) == 0
+    cfg, run = _trained_run(tmp_path, sources=2, images=12)
     out = tmp_path / "cal" / "model.keras"
-    assert main(["calibrate", str(tmp_path / "runs" / "c" / "best.keras"), "--config", str(cfg), "--out", str(out),
+    assert main(["calibrate", str(run / "best.keras"), "--config", str(cfg), "--out", str(out),
                  "--images", "12", "--pixels", "200", "--balance", "sources"]) == 0
     printed = capsys.readouterr().out
     assert "mean over sources of their mIoU" in printed
