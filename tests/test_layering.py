@@ -31,7 +31,7 @@ LAYERS = [
     ("train", ("kseg.train", "kseg.distribute")),
     ("runtime", ("kseg.runtime", "kseg.metadata", "kseg")),
     ("tools", ("kseg.quantize", "kseg.export", "kseg.export_instances", "kseg.evaluate", "kseg.evaluate_instances",
-               "kseg.evaluate_panoptic", "kseg.benchmark", "kseg.distill", "kseg.calibrate")),
+               "kseg.evaluate_panoptic", "kseg.benchmark", "kseg.distill", "kseg.calibrate", "kseg.recover")),
     ("apps", ("apps",)),
     ("cli", ("kseg.cli", "kseg.__main__")),
 ]

@@ -14,6 +14,7 @@ Commands:
     kseg calibrate MODEL --config C     per-class logit biases fitted for mIoU (class-weighted models)
     kseg quantize MODEL --data D        quantization-aware fine-tuning (tfmot, tf_keras twin)
     kseg export MODEL --quantization Q  .tflite + model card, parity against the Keras model
+    kseg recover MODEL.tflite --config C  a trainable .keras model back from an exported file
     kseg benchmark MODEL... --threads 2 latency, size, op check, mIoU; --plot Pareto chart
     kseg demo                           portrait mode on the bundled clip (apps.demo)
 """
@@ -26,7 +27,7 @@ import signal
 import sys
 import threading
 
-from kseg.cli import benchmark, calibrate, data, demo, evaluate, export, predict, quantize, train
+from kseg.cli import benchmark, calibrate, data, demo, evaluate, export, predict, quantize, recover, train
 from kseg.cli.common import check_numbers, is_interrupt
 from kseg.errors import KsegError, forget_swallowed_interrupts, note_swallowed_interrupt, raise_if_interrupted
 from kseg.paths import write_errno, write_failure
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kseg {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for verb in (data, train, evaluate, predict, calibrate, export, quantize, benchmark, demo):
+    for verb in (data, train, evaluate, predict, calibrate, export, quantize, recover, benchmark, demo):
         verb.add(sub)
     return parser
 
