@@ -115,6 +115,32 @@ def shrink(image, target, factor):
     return out, {"boxes": boxes.astype(np.float32), "classes": classes, "masks": masks}
 
 
+def zoom(image, target, factor, rng, min_area=16):
+    """Scale a letterboxed sample up by ``factor`` (> 1) and cut a random ``size × size`` window
+    out of it: larger people, partly out of frame (the upper half of large-scale jitter, Ghiasi et
+    al. 2021). Boxes are clipped to the window; an instance with fewer than ``min_area`` mask
+    pixels left in it is dropped."""
+    import cv2
+
+    size = image.shape[0]
+    n = round(size * factor)
+    if n <= size:
+        return image, target
+    f = n / size
+    y0, x0 = int(rng.integers(0, n - size + 1)), int(rng.integers(0, n - size + 1))
+    out = cv2.resize(image, (n, n), interpolation=cv2.INTER_LINEAR)[y0:y0 + size, x0:x0 + size].copy()
+    masks = np.zeros_like(target["masks"])
+    classes = target["classes"].copy()
+    boxes = np.clip(target["boxes"] * f - np.array([x0, y0, x0, y0], np.float32), 0, size)
+    for k in range(len(classes)):
+        if classes[k] > 0:
+            big = cv2.resize(target["masks"][k].astype(np.float32), (n, n), interpolation=cv2.INTER_LINEAR)
+            masks[k] = big[y0:y0 + size, x0:x0 + size] >= 0.5
+            if boxes[k, 2] - boxes[k, 0] < 1.0 or boxes[k, 3] - boxes[k, 1] < 1.0 or masks[k].sum() < min_area:
+                classes[k], boxes[k], masks[k] = 0, 0.0, 0
+    return out, {"boxes": boxes.astype(np.float32), "classes": classes, "masks": masks}
+
+
 def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True,
                           scale_range=(1.0, 1.0)):
     """A ``tf.data.Dataset`` of padded instance batches for ``MaskRCNN.fit``.
@@ -127,8 +153,9 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
         training: shuffle every epoch, flip left-right at random, repeat.
         seed: shuffle/flip seed.
         cache: letterbox every sample once and keep it in memory (compact: only real instances).
-        scale_range: training only: each sample is shrunk by a factor drawn uniformly from this
-            range (``shrink``), e.g. ``(0.6, 1.0)``.
+        scale_range: training only: each sample is rescaled by a factor drawn uniformly from this
+            range: below 1 shrunk into the canvas (``shrink``), above 1 enlarged and cropped at a
+            random place (``zoom``); e.g. ``(0.6, 1.0)``, or ``(0.5, 1.6)`` for large-scale jitter.
 
     Returns:
         ``tf.data.Dataset`` of ``(images (B, S, S, 3) uint8, {"boxes", "classes", "masks"})``.
@@ -174,8 +201,9 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
                 image, t = sample(int(j))
                 if training and rng.random() < 0.5:
                     image, t = hflip(image, t)
-                if training and scale_range[0] < 1.0:
-                    image, t = shrink(image, t, rng.uniform(*scale_range))
+                if training and (scale_range[0] < 1.0 or scale_range[1] > 1.0):
+                    factor = rng.uniform(*scale_range)
+                    image, t = shrink(image, t, factor) if factor < 1.0 else zoom(image, t, factor, rng)
                 yield image, t
             epoch += 1
             if not training:

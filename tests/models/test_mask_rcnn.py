@@ -304,6 +304,35 @@ def test_shrink_scales_boxes_and_masks_together():
     assert s["classes"].tolist() == [1, 0] and s["masks"][1].sum() == 0
 
 
+def test_zoom_crops_boxes_and_masks_together():
+    from kseg.data.instances import zoom
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[8:40, 16:48] = 200  # the first person's pixels
+    masks = np.zeros((3, 64, 64), np.uint8)
+    masks[0, 8:40, 16:48] = 1
+    masks[1, 60:64, 0:4] = 1  # a corner person that a 2x zoom must cut away or keep, never move
+    t = {"boxes": np.array([[16, 8, 48, 40], [0, 60, 4, 64], [0, 0, 0, 0]], np.float32),
+         "classes": np.array([1, 1, 0], np.int32), "masks": masks}
+    for _ in range(20):
+        out, z = zoom(image, t, 2.0, rng)
+        assert out.shape == image.shape and z["masks"].shape == masks.shape and z["classes"][2] == 0
+        for k in np.nonzero(z["classes"])[0]:
+            ys, xs = np.nonzero(z["masks"][k])
+            # the box is the clipped, scaled box; the mask lies inside it and on the person's pixels
+            assert xs.min() >= z["boxes"][k, 0] - 1 and xs.max() + 1 <= z["boxes"][k, 2] + 1
+            assert ys.min() >= z["boxes"][k, 1] - 1 and ys.max() + 1 <= z["boxes"][k, 3] + 1
+            if k == 0:
+                # the same pixels as the image (edge pixels are blends of 200 and 0 in both)
+                assert out[ys, xs].min() >= 90 and out[ys, xs].mean() > 180
+                assert (out[z["masks"][0] == 0] > 110).sum() == 0
+        dropped = np.nonzero(z["classes"] == 0)[0]
+        assert all(z["masks"][k].sum() == 0 and not z["boxes"][k].any() for k in dropped)
+    out, z = zoom(image, t, 1.0, rng)  # no zoom: the sample as it was
+    assert out is image and z is t
+
+
 # ---- light-model options (issue 13) ---------------------------------------------------------------
 def test_multilevel_roi_align_sampling_ratio_one_equals_roi_align():
     rng = np.random.default_rng(2)
