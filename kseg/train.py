@@ -151,6 +151,10 @@ def build_from_config(cfg: RunConfig, num_classes: int):
     model = build_model(cfg.model.name, **kwargs)
     if cfg.model.init_from:
         init_weights_from(model, cfg.model.init_from)
+        if not cfg.train.warmup_epochs:
+            _say(f"starting from {cfg.model.init_from} with a fresh optimizer at the full learning rate "
+                 f"({cfg.train.learning_rate:g}); trained weights usually lose accuracy in the first steps: "
+                 "set train.warmup_epochs: 1 and a lower rate to fine-tune")
     return model
 
 

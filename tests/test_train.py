@@ -163,6 +163,7 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     ft = _config(tmp_path, shapes, epochs=1, name="ft",
                  model=f"model: {{name: unet, kwargs: {{filters: 4, depth: 2}}, init_from: '{best}'}}\n")
     model = build_from_config(load_config(ft), num_classes=3)
+    assert "train.warmup_epochs: 1" in capsys.readouterr().err  # a fine-tune without warm-up is told
     src = keras.saving.load_model(best)
     for a, b in zip(model.get_weights(), src.get_weights()):
         np.testing.assert_array_equal(a, b)
