@@ -12,6 +12,9 @@ the output upsampled to the image and thresholded at 0.5 (argmax of two classes)
 faces held out by ``configs/parsing_v2.yaml`` (mapped with ``configs/faces_parsing_groups.json``:
 hair, skin, cloth, accessories; close-ups at webcam distance).
 
+``--task portrait --as-person`` scores a parsing model as person/background (any group counts as
+person): how much of the people in scenes unlike people-parsing's it labels at all.
+
 ``--task person-free``: images with nobody in them (the held-out parts of the composite format's
 person-free backgrounds: COCO val images without a person annotation, CamVid val/test frames
 without pedestrian or bicyclist pixels, the pets validation split; plus the empty-room video frames,
@@ -57,6 +60,20 @@ class _Selfie:
 
     def segment(self, image):
         return self._ns(category_mask=self._mp.person(image).astype("uint8"))
+
+
+class _AsPerson:
+    """A multi-class (parsing) model as a person/background one: any class but background is person."""
+
+    class_names = ("background", "person")
+
+    def __init__(self, seg):
+        self._seg, self.input_size = seg, seg.input_size
+
+    def segment(self, image):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(category_mask=(self._seg.segment(image).category_mask > 0).astype("uint8"))
 
 
 def load_segmenter(path, size=None, threads=2):
@@ -210,6 +227,9 @@ def main(argv=None):
                     help="also score the training split (parsing: people-parsing; portrait: the people sets together)")
     ap.add_argument("--label-ceiling", type=int, nargs=2, metavar=("H", "W"),
                     help="first print the IoU of the labels squashed to H x W and back (the resolution's share of the error)")
+    ap.add_argument("--as-person", action="store_true",
+                    help="with --task portrait: score parsing models as person/background (any group is person): "
+                         "how much of the people in street, COCO and webcam scenes they label at all")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--write-card", action="store_true",
                     help="record the figures in each .tflite model's card (validation; with a .keras model "
@@ -236,6 +256,8 @@ def main(argv=None):
                 "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
     for path in args.models:
         seg = load_segmenter(path, args.size, args.threads)
+        if args.as_person:
+            seg = _AsPerson(seg)
         key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}"
         for name, ds in sets.items():
             if args.task == "person-free":
