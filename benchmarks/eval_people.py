@@ -1,8 +1,9 @@
 """People models on their validation images (never seen in training), as ``kseg.Segmenter`` runs them.
 
 ``--task portrait`` (default): person/background models on each people validation set
-(people-parsing, people-masks, COCO val persons; the splits of ``kseg.data.readers.people_dataset``,
-which ``configs/portrait.yaml`` holds out). Reports dataset-level person IoU and the mean of
+(people-parsing, people-masks, COCO val persons: the splits of ``kseg.data.readers.people_dataset``,
+which ``configs/portrait.yaml`` holds out; the webcam-like portraits and the faces, 10%, seed 0, as
+``benchmarks/vs_mediapipe.py`` holds them out). Reports dataset-level person IoU and the mean of
 per-image person IoU — the figure ../shared/data/README.md gives for MediaPipe's selfie
 segmenter (0.878 people-masks, 0.921 people-parsing): the image squashed to the model's input,
 the output upsampled to the image and thresholded at 0.5 (argmax of two classes).
@@ -102,7 +103,15 @@ def val_sets(task, val_fraction=0.1, seed=0, trained_on=False):
     from kseg.paths import shared_data_dir
 
     if task == "portrait":
+        from kseg.data.readers import open_masks
+
         train, val = people_dataset(val_fraction=val_fraction, seed=seed)
+        root = shared_data_dir()
+        if (root / "portraits").is_dir():  # webcam-like head and shoulders (vs_mediapipe.py's split)
+            val["portraits"] = open_masks(root / "portraits", class_names=("background", "person"),
+                                          binary=True).split(val_fraction, seed)[1]
+        if (root / "faces").is_dir():
+            val["faces"] = open_ccp(root / "faces", groups="person").split(val_fraction, seed)[1]
         return {**val, **({"people (trained on)": train} if trained_on else {})}
     if task == "person-free":
         return person_free_sets(val_fraction, seed)
