@@ -11,9 +11,10 @@ continues where it stopped), state.json the finished epochs; a checkpoint is wri
 temporary name and renamed, so a run killed mid-save keeps the previous one. ``eval`` runs
 pycocotools (box and mask AP) on the persons of the COCO val images that are not training
 images, and writes OUT/NAME/eval.json (``--rpn-post-nms-test 100 300 1000``: once per
-test-time proposal count, eval_proposals.json). ``people-masks-val`` writes the held-out
-people-masks instances (one per connected person region) as OUT/people-masks-val/{gt JSON, images}
-for ``kseg evaluate MODEL.tflite GT.json --images DIR --categories person``. ``--set key.sub=value`` overrides a config value
+test-time proposal count, eval_proposals.json). ``people-val --people-sets NAME`` writes the held-out
+instances of people-masks (one per connected person region; also ``people-masks-val``), portraits
+or people-parsing (one person per photo) as OUT/NAME-val/{gt JSON, images} for ``kseg evaluate
+MODEL.tflite GT.json --images DIR --categories person``; ``eval --people-sets ...`` scores them too. ``--set key.sub=value`` overrides a config value
 (YAML syntax), e.g. ``--set data.composites.count=20`` for a smoke run.
 """
 
@@ -230,7 +231,7 @@ def _evaluate(model, vals, out, limit=None):
             va = _subset(va, list(range(min(limit, len(va)))))
         if not len(va):
             continue
-        gt = gt_src if va.name == "people-masks-val" else subset_coco_json(
+        gt = gt_src if va.name in {f"{n}-val" for n in PEOPLE_SETS} else subset_coco_json(
             gt_src, out / f"gt_{va.name}_{len(va)}.json", va.coco_category_ids, va.image_ids)
         t0 = time.time()
         res = predict_coco(model, va, batch_size=1)
@@ -247,17 +248,27 @@ def _evaluate(model, vals, out, limit=None):
     return report, all_res
 
 
-def people_masks_val(out, limit=None):
-    """The held-out 10 % of people-masks (``split(0.1, 0)``, as the configs and the composites hold
-    it out) as instances, one per connected person region, and its COCO ground-truth file.
-    People who touch form one region, so one "instance" may hold two people."""
+PEOPLE_SETS = ("people-masks", "portraits", "people-parsing")
+
+
+def people_val(out, limit=None, name="people-masks"):
+    """The held-out 10 % of a shared people set (``split(0.1, 0)``, as the configs and the composites
+    hold it out) as person instances, and its COCO ground-truth file. people-masks: one instance per
+    connected person region (people who touch form one region, so one "instance" may hold two
+    people); portraits and people-parsing: one person per photo, all its pixels one instance."""
     from kseg.data.instances import write_coco_gt
-    from kseg.data.readers import instances_from_semantic, open_masks
+    from kseg.data.readers import instances_from_semantic, open_ccp, open_masks
     from kseg.paths import shared_data_dir
 
-    pm = open_masks(shared_data_dir() / "people-masks", class_names=("background", "person"), binary=True)
-    _, val = pm.split(0.1, 0)
-    inst = instances_from_semantic(val, 1, min_area=256, per="region")
+    root = shared_data_dir()
+    if name not in PEOPLE_SETS:
+        raise SystemExit(f"unknown people set {name!r}: choose from {', '.join(PEOPLE_SETS)}")
+    if name == "people-parsing":
+        ds = open_ccp(root / name, groups="person")
+    else:
+        ds = open_masks(root / name, class_names=("background", "person"), binary=True)
+    _, val = ds.split(0.1, 0)
+    inst = instances_from_semantic(val, 1, min_area=256, per="region" if name == "people-masks" else "image")
     n = min(limit or len(inst), len(inst))
     inst = _subset(inst, list(range(n)))
     inst.image_ids = list(range(1, n + 1))
@@ -266,20 +277,21 @@ def people_masks_val(out, limit=None):
     for i in range(n):
         t = inst.load(i)[1]
         samples.append({"image_id": i + 1, "masks": t["masks"], "category_ids": t["category_ids"]})
-    gt = write_coco_gt(out / f"gt_people-masks-val_{n}.json", samples, ("background", "person"))
-    inst.name = "people-masks-val"
+    gt = write_coco_gt(out / f"gt_{name}-val_{n}.json", samples, ("background", "person"))
+    inst.name = f"{name}-val"
     return gt, inst
 
 
-def cmd_people_masks_val(args):
-    """The held-out people-masks instances as a COCO annotation file plus its images, so that any
+def cmd_people_val(args):
+    """The held-out instances of a people set as a COCO annotation file plus its images, so that any
     instance model (a shipped .tflite included) is scored on them by ``kseg evaluate``."""
     import numpy as np
     from PIL import Image
 
-    out = Path(args.out_dir or ROOT / "runs") / "people-masks-val"
+    name = args.people_set
+    out = Path(args.out_dir or ROOT / "runs") / f"{name}-val"
     out.mkdir(parents=True, exist_ok=True)
-    gt, inst = people_masks_val(out, args.limit)
+    gt, inst = people_val(out, args.limit, name)
     for i in range(len(inst)):
         image = inst.load(i)[0]
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(out / f"{i + 1}.png")
@@ -291,8 +303,8 @@ def cmd_eval(args):
     cfg = load_cfg(args.config, args.set)
     out = run_dir(args, cfg)
     _, vals = coco_train_and_val(cfg)
-    if args.people_masks:
-        vals = vals + [people_masks_val(out, args.limit)]
+    for name in dict.fromkeys((["people-masks"] if args.people_masks else []) + args.people_sets):
+        vals = vals + [people_val(out, args.limit, name)]
     if not args.rpn_post_nms_test:
         model = build(cfg, pretrained=False)
         model.load_weights(out / "last.weights.h5")
@@ -436,7 +448,7 @@ def cmd_parity(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "people-masks-val"),
+    p.add_argument("command", choices=("train", "eval", "export", "quant", "parity", "people-val", "people-masks-val"),
                    help="(the --keep frame rate: benchmarks/app_fps.py --keep largest)")
     p.add_argument("--config", default=str(ROOT / "configs" / "mask_rcnn_person_lite0.yaml"))
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -449,6 +461,9 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="eval: first N val images of each subset")
     p.add_argument("--people-masks", action="store_true",
                    help="eval: also the held-out people-masks images (one instance per connected person region)")
+    p.add_argument("--people-sets", nargs="+", default=[], choices=PEOPLE_SETS,
+                   help="eval: also these held-out people sets as instances; people-val: (one of them) the set "
+                        "to write (portraits, people-parsing: one person per photo)")
     p.add_argument("--rpn-post-nms-test", nargs="+", type=int, default=None,
                    help="eval: AP at each of these test-time proposal counts (eval_proposals.json)")
     p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"],
@@ -457,8 +472,9 @@ def main(argv=None):
     p.add_argument("--parts", nargs="+", default=["backbone", "box_head", "mask_head", "all"],
                    help="quant: parts whose weights are rounded to int8 (backbone, encoder, fpn_rpn, box_head, mask_head, all)")
     args = p.parse_args(argv)
+    args.people_set = "people-masks" if args.command == "people-masks-val" or not args.people_sets else args.people_sets[0]
     {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity,
-     "people-masks-val": cmd_people_masks_val}[args.command](args)
+     "people-val": cmd_people_val, "people-masks-val": cmd_people_val}[args.command](args)
 
 
 if __name__ == "__main__":
