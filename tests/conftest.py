@@ -49,3 +49,14 @@ def _seeded():
 
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_interrupt_left_over():
+    """A Ctrl-C a test made Python drop (tests/faults) stays on record in kseg.errors for the rest of
+    the process, and the next test's first atomic write would raise it: each test starts clean."""
+    from kseg.errors import forget_swallowed_interrupts
+
+    forget_swallowed_interrupts()
+    yield
+    forget_swallowed_interrupts()
