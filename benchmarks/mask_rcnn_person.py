@@ -11,7 +11,7 @@ continues where it stopped), state.json the finished epochs; a checkpoint is wri
 temporary name and renamed, so a run killed mid-save keeps the previous one. ``eval`` runs
 pycocotools (box and mask AP) on the persons of the COCO val images that are not training
 images, and writes OUT/NAME/eval.json (``--rpn-post-nms-test 100 300 1000``: once per
-test-time proposal count, eval_proposals.json). ``people-val --people-sets NAME`` writes the held-out
+test-time proposal count, eval_proposals.json). ``people-val --people-sets NAME ...`` writes the held-out
 instances of people-masks (one per connected person region; also ``people-masks-val``), portraits
 or people-parsing (one person per photo) as OUT/NAME-val/{gt JSON, images} for ``kseg evaluate
 MODEL.tflite GT.json --images DIR --categories person``; ``eval --people-sets ...`` scores them too. ``--set key.sub=value`` overrides a config value
@@ -283,20 +283,21 @@ def people_val(out, limit=None, name="people-masks"):
 
 
 def cmd_people_val(args):
-    """The held-out instances of a people set as a COCO annotation file plus its images, so that any
-    instance model (a shipped .tflite included) is scored on them by ``kseg evaluate``."""
+    """The held-out instances of each people set named (people-masks by default) as a COCO annotation
+    file plus its images, so that any instance model (a shipped .tflite included) is scored on them by
+    ``kseg evaluate``."""
     import numpy as np
     from PIL import Image
 
-    name = args.people_set
-    out = Path(args.out_dir or ROOT / "runs") / f"{name}-val"
-    out.mkdir(parents=True, exist_ok=True)
-    gt, inst = people_val(out, args.limit, name)
-    for i in range(len(inst)):
-        image = inst.load(i)[0]
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(out / f"{i + 1}.png")
-    print(f"{len(inst)} images and {gt}; score a model with:\n"
-          f"  kseg evaluate exports/person-instances.tflite {gt} --images {out} --categories person")
+    for name in args.people_sets or ["people-masks"]:
+        out = Path(args.out_dir or ROOT / "runs") / f"{name}-val"
+        out.mkdir(parents=True, exist_ok=True)
+        gt, inst = people_val(out, args.limit, name)
+        for i in range(len(inst)):
+            image = inst.load(i)[0]
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(out / f"{i + 1}.png")
+        print(f"{len(inst)} images and {gt}; score a model with:\n"
+              f"  kseg evaluate exports/person-instances.tflite {gt} --images {out} --categories person")
 
 
 def cmd_eval(args):
@@ -462,8 +463,8 @@ def main(argv=None):
     p.add_argument("--people-masks", action="store_true",
                    help="eval: also the held-out people-masks images (one instance per connected person region)")
     p.add_argument("--people-sets", nargs="+", default=[], choices=PEOPLE_SETS,
-                   help="eval: also these held-out people sets as instances; people-val: (one of them) the set "
-                        "to write (portraits, people-parsing: one person per photo)")
+                   help="eval: also these held-out people sets as instances; people-val: the sets to write "
+                        "(default people-masks; portraits, people-parsing: one person per photo)")
     p.add_argument("--rpn-post-nms-test", nargs="+", type=int, default=None,
                    help="eval: AP at each of these test-time proposal counts (eval_proposals.json)")
     p.add_argument("--quantization", nargs="+", default=["float32", "dynamic"],
@@ -472,7 +473,8 @@ def main(argv=None):
     p.add_argument("--parts", nargs="+", default=["backbone", "box_head", "mask_head", "all"],
                    help="quant: parts whose weights are rounded to int8 (backbone, encoder, fpn_rpn, box_head, mask_head, all)")
     args = p.parse_args(argv)
-    args.people_set = "people-masks" if args.command == "people-masks-val" or not args.people_sets else args.people_sets[0]
+    if args.command == "people-masks-val":
+        args.people_sets = ["people-masks"]
     {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "quant": cmd_quant, "parity": cmd_parity,
      "people-val": cmd_people_val, "people-masks-val": cmd_people_val}[args.command](args)
 
