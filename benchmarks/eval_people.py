@@ -282,7 +282,8 @@ def main(argv=None):
             cm, per_image = score(seg, ds, n, person)
             s = scores_from_confusion(cm)
             row = {"n": len(ds), "miou": float(s["miou"]),
-                   "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
+                   "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])},
+                   "confusion": cm.tolist()}  # rows: label, columns: prediction (pixels at label resolution)
             if person is not None:
                 row.update(person_iou=float(s["per_class_iou"][1]), mean_image_iou=float(np.mean(per_image)),
                            n_images_with_person=len(per_image))

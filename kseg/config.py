@@ -99,6 +99,9 @@ class TrainConfig:
     # softening of class_weights: each weight raised to this power (1 = full balancing,
     # 0.5 = square root: rare classes still up-weighted, frequent ones less given away)
     class_weight_power: float = 1.0
+    # exponential moving average of the weights (Polyak averaging; the optimizer's use_ema), e.g.
+    # 0.998: validation, best.keras and last.keras hold the average, training steps the raw weights
+    ema: float | None = None
     # soft-target distillation (kseg.models.distiller): {teacher: a trained .keras with the same
     # classes, alpha: the teacher term's share of the loss (default 0.5), temperature: (default 1)}
     distill: dict[str, Any] = field(default_factory=dict)

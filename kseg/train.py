@@ -258,12 +258,18 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
     t = cfg.train
     lr = make_schedule(cfg, steps_per_epoch)
     name = t.optimizer.lower()
+    ema = {}
+    if t.ema:
+        if not 0 < float(t.ema) < 1:
+            raise KsegError(f"train.ema {t.ema!r}: the moving average's momentum is between 0 and 1 (e.g. 0.998), "
+                            "or leave it out")
+        ema = {"use_ema": True, "ema_momentum": float(t.ema)}
     if name == "adam":
-        opt = keras.optimizers.Adam(lr)
+        opt = keras.optimizers.Adam(lr, **ema)
     elif name == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4)
+        opt = keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 1e-4, **ema)
     elif name == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=False)
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=False, **ema)
     else:
         raise KsegError(f"unknown train.optimizer {t.optimizer!r}; use adam, adamw or sgd")
     if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -555,6 +561,40 @@ def _backup_callback(backup_dir: Path):
     return SafeBackupAndRestore()
 
 
+def _ema_callback():
+    """Keras' ``SwapEMAWeights(swap_on_epoch=True)``: validation and the checkpoints written at each
+    epoch's end see the moving average, training steps the raw weights. The backup is written while
+    the average is in the model and the raw weights in the optimizer's slots, so after a resume the
+    first epoch swaps them back before training on. Unlike Keras' callback it does not copy the
+    average over the raw weights at the last epoch (a run given more epochs later would go on from
+    the average): the model gets the average back when training ends."""
+    import keras
+
+    class EMAWeights(keras.callbacks.SwapEMAWeights):
+        def __init__(self):
+            super().__init__(swap_on_epoch=True)
+            self._first, self._average = True, None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self._first:
+                self._first = False
+                self._ema_weights_in_model = bool(getattr(self.model, "_initial_epoch", 0))
+            super().on_epoch_begin(epoch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self._ema_weights_in_model:
+                self._swap_variables()
+                self._ema_weights_in_model = True
+            self._average = [v.numpy() for v in self.model.trainable_variables]
+
+        def on_train_end(self, logs=None):  # after fit's finalize_variable_values, which put the slots' raw weights back
+            if self._average is not None:
+                for v, value in zip(self.model.trainable_variables, self._average):
+                    v.assign(value)
+
+    return EMAWeights()
+
+
 def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
     import keras
 
@@ -611,6 +651,7 @@ def _callbacks(cfg: RunConfig, run_dir: Path, train_ds=None, val_ds=None):
         _interrupts_callback(),
         _decode_report_callback(cfg, train_ds, val_ds),
         Timer(),
+        *([_ema_callback()] if cfg.train.ema else []),  # before BestCheckpoint: it saves the average
         BestCheckpoint(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
