@@ -31,6 +31,19 @@ def shared_data():
     return path
 
 
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A tiny synthetic masks dataset (24 images of shapes, 3 classes) for end-to-end training tests."""
+    import json
+
+    from kseg.data.synthetic import write_shapes_dataset
+
+    root = tmp_path_factory.mktemp("shapes")
+    ds = write_shapes_dataset(root, 24, size=(48, 64), num_classes=3, seed=1)
+    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
+    return root
+
+
 def load_benchmark(name: str):
     """A script of benchmarks/ (not a package) imported as a module, e.g. ``load_benchmark("vs_mediapipe")``."""
     import importlib.util

@@ -63,16 +63,6 @@ def test_a_worker_restores_the_chiefs_backup(tmp_path):
 # two local worker processes
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from kseg.data.synthetic import write_shapes_dataset
-
-    root = tmp_path_factory.mktemp("shapes")
-    ds = write_shapes_dataset(root, 24, size=(48, 64), num_classes=3, seed=1)
-    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
-    return root
-
-
 def _config(tmp_path, shapes, name, epochs=2, steps=3):
     # Crops at scale 1 without rotation: no padded (ignored) pixels, so the mean over each
     # replica's valid pixels, averaged over replicas, is the mean over the global batch

@@ -10,17 +10,8 @@ import numpy as np
 import pytest
 
 from kseg.cli import main
-from kseg.data.synthetic import write_shapes_dataset
 
 MODEL = "model: {name: unet, kwargs: {filters: 4, depth: 2}}\n"
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    ds = write_shapes_dataset(root, 24, size=(48, 64), num_classes=3, seed=1)
-    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
-    return root
 
 
 def _config(tmp_path, shapes, epochs, name="t", model=MODEL, extra=""):

@@ -4,25 +4,13 @@ hold, and a resumed run carries on as one that was never stopped."""
 import csv
 
 import numpy as np
-import pytest
 
 from kseg.cli import main
-from kseg.data.synthetic import write_shapes_dataset
 
 MODEL = "model: {name: unet, kwargs: {filters: 4, depth: 2}}\n"
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    import json
-
-    root = tmp_path_factory.mktemp("shapes")
-    ds = write_shapes_dataset(root, 24, size=(48, 64), num_classes=3, seed=1)
-    (root / "classes.json").write_text(json.dumps({"classes": list(ds.class_names)}))
-    return root
-
-
-def _run(tmp_path, shapes, name, epochs, lr=0.01, ema=None, resume_from=None):
+def _run(tmp_path, shapes, name, epochs, lr=0.01, ema=None):
     cfg = tmp_path / f"{name}.yaml"
     extra = f", ema: {ema}" if ema is not None else ""
     cfg.write_text(
