@@ -333,6 +333,7 @@ def benchmark_instance(path, threads=2, runs=50, warmup=10, data=None, split=Non
         ops = sorted(set(tflite_ops(p)))
         bad = nonbuiltin_ops(ops)
         row.update({"ops": ops, "builtin_only": not bad, "nonbuiltin_ops": bad})
+        row["input_dtype"] = np.dtype(m.model.input["dtype"]).name  # uint8 for an int8 file (boxes, scores, masks stay float32)
         x = np.zeros((s, s, 3), np.float32)
         fn, timed = (lambda: m.model.detect(x)), "one signature-runner call: set input, invoke, read the 5 outputs (XNNPACK)"
     else:

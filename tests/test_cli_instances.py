@@ -174,6 +174,12 @@ def test_benchmark_instance_tflite(files, capsys, tmp_path):
     assert row["task"] == "instance_segmentation" and row["builtin_only"] is True
     assert row["latency"]["runs"] == 3 and row["median_ms"] > 0 and row["num_images"] == 3
     assert 0.0 <= row["mask_ap"] <= 1.0 and "mask AP" in out
+    assert row["input_dtype"] == "float32"  # read from the file: the shipped int8 file takes uint8
+    rc, out, err = _run(["benchmark", "exports/person-instances.tflite", "--runs", "2", "--warmup", "1",
+                         "--json", tmp_path / "s.json"], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["models"][0]["input_dtype"] == "uint8"
+    assert "uint8/float32" in out
 
 
 @pytest.mark.parametrize("case", ["semantic_keras", "semantic_tflite", "no_annotations", "truncated", "no_config",
