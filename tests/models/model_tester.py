@@ -140,7 +140,7 @@ def check_tflite(model, tmp_path, seed=3):
     The model's BatchNormalization statistics are first set from the calibration images
     (``normalise_batchnorm``) so random weights give O(1) outputs. One SavedModel export feeds
     both converters. The float32 model must reproduce the Keras
-    outputs (max error ≤ 1e-4 × output range); the int8 model takes and returns uint8 and its
+    outputs (max error ≤ 1e-3 × output range); the int8 model takes and returns uint8 and its
     dequantized logits must be clearly related to the Keras ones (correlation ≥ 0.4; a broken
     graph gives ~0). With random decoders and 4 calibration images this is no accuracy test:
     measured 1.00 (U-Net, U-Net Lite0), 0.80 (SegNet 1/8 width: int8 makes more ties for the
@@ -169,7 +169,11 @@ def check_tflite(model, tmp_path, seed=3):
     path.write_bytes(converter.convert())
     found["float32"] = assert_builtin_ops(path)
     got, _, _ = _run_tflite(path, x)
-    assert np.abs(got - ref).max() <= 1e-4 * span + 1e-5, np.abs(got - ref).max()
+    # 1e-3 of the output range: on an AVX-512 Intel Xeon TensorFlow's oneDNN kernels (the Keras reference)
+    # differ from XNNPACK's float32 by more than 1e-4 of it in the deepest network (U²-Net: 1.6e-3; within
+    # 1e-4 with TF_ENABLE_ONEDNN_OPTS=0, and on the AMD EPYC VM); a broken conversion is off by the order
+    # of the range itself
+    assert np.abs(got - ref).max() <= 1e-3 * span + 1e-5, (np.abs(got - ref).max(), span)
     # full int8, uint8 I/O; TFLITE_BUILTINS_INT8 makes the converter fail on any other op
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
