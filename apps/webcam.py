@@ -37,6 +37,7 @@ from kseg.paths import check_writable, write_errno, write_failure
 DEFAULT_MODEL = "exports/portrait.tflite"
 DEFAULT_FAST_MODEL = "exports/portrait-fast.tflite"
 DEFAULT_PARSING_MODEL = "exports/parsing.tflite"
+FAST_PARSING_MODEL = "exports/parsing-fast.tflite"  # the same weights at 320×320, for slower CPUs
 DEFAULT_CLIP = "assets/book.mkv"
 EFFECT_ORDER = ("portrait", "swap", "tryon", "mask")
 
@@ -184,6 +185,34 @@ class App:
         est.smoothing = self.smoothing
         est.refine = self.refine
         return est
+
+    def speed_hint(self, stats, source_fps: float) -> str | None:
+        """One line after a try-on run that fell behind its source with the full-size parsing model:
+        the smaller input of ``exports/parsing-fast.tflite`` and the option that picks it; else None.
+
+        Behind: under 90% of the source's frame rate over at least 30 frames, the model being the
+        slowest stage (a slow disk or display is not the model's fault)."""
+        fast = resolve(FAST_PARSING_MODEL)
+        if (self.effect.model != "parsing" or self.parsing_model is None or not fast.is_file()
+                or self.parsing_model.resolve() == fast.resolve() or stats.frames < 30
+                or not source_fps or stats.fps >= 0.9 * source_fps):
+            return None
+        stages = dict(stats.stage_ms)
+        infer = stages.get("infer", 0.0)
+        if not stages or infer < max(stages.values()):
+            return None
+        try:
+            from kseg.runtime.cards import read_card
+
+            now, then = (read_card(p)["input"]["shape"][1:3] for p in (self.parsing_model, fast))
+        except Exception:  # no card or no input in it: no hint rather than a wrong one
+            return None
+        work = then[0] * then[1] / (now[0] * now[1])
+        if work >= 0.95:
+            return None
+        return (f"webcam: try-on ran at {stats.fps:.1f} frames/s, under the source's {source_fps:.0f}, the parsing model "
+                f"taking {infer:.0f} ms a frame; {FAST_PARSING_MODEL} ({then[0]}×{then[1]} against "
+                f"{now[0]}×{now[1]}, {work:.2f}× the work) keeps up better: --parsing-model {FAST_PARSING_MODEL}")
 
     def model_label(self) -> str:
         """The current model's file name (HUD)."""
@@ -396,6 +425,9 @@ def run(args) -> int:
         app.close()
     print(stats.format_line())
     print(f"webcam: stopped ({stats.ended})", file=sys.stderr)
+    hint = app.speed_hint(stats, source.fps)
+    if hint:
+        print(hint, file=sys.stderr)
     for s in sinks:
         if getattr(s, "written", False):
             print(f"wrote {s.path}")

@@ -346,3 +346,29 @@ def test_window_sink_shows_bgr_reads_keys_and_notices_a_closed_window(monkeypatc
     assert tuple(shown[0][0, 0]) == (10, 10, 250)  # shown as BGR
     assert got == [ord("e"), -1, ord("q")]
     assert win.closed_by_user and win.frames == 3
+
+
+@pytest.mark.skipif(not (REPO / "exports" / "parsing-fast.tflite").is_file(), reason="exports/parsing-fast.tflite not shipped")
+def test_tryon_that_falls_behind_its_source_is_told_of_the_fast_parsing_model(monkeypatch):
+    """After a try-on run under 90% of the source's rate with the model the slowest stage, one line names
+    exports/parsing-fast.tflite with the sizes read from the two cards; no line when it kept up, when
+    another stage was slower, on a short run, or already with the fast model."""
+    from apps.common.pipeline import RunStats
+    from apps.webcam import App
+
+    monkeypatch.chdir(REPO)
+    app = App(parsing_model="exports/parsing.tflite", effect="tryon", segmenter_factory=lambda p: None)
+    slow = RunStats(frames=120, wall_s=120 / 16.4, stage_ms={"capture": 1.0, "infer": 38.0, "refine": 9.0})
+    hint = app.speed_hint(slow, 30.0)
+    assert hint == ("webcam: try-on ran at 16.4 frames/s, under the source's 30, the parsing model taking 38 ms a "
+                    "frame; exports/parsing-fast.tflite (320×320 against 384×384, 0.69× the work) keeps up better: "
+                    "--parsing-model exports/parsing-fast.tflite")
+    kept_up = RunStats(frames=120, wall_s=120 / 28.0, stage_ms=slow.stage_ms)
+    disk_bound = RunStats(frames=120, wall_s=120 / 16.4, stage_ms={"infer": 38.0, "output": 60.0})
+    short = RunStats(frames=10, wall_s=10 / 16.4, stage_ms=slow.stage_ms)
+    assert app.speed_hint(kept_up, 30.0) is None and app.speed_hint(disk_bound, 30.0) is None
+    assert app.speed_hint(short, 30.0) is None
+    fast = App(parsing_model="exports/parsing-fast.tflite", effect="tryon", segmenter_factory=lambda p: None)
+    assert fast.speed_hint(slow, 30.0) is None
+    portrait = App(parsing_model="exports/parsing.tflite", effect="portrait", segmenter_factory=lambda p: None)
+    assert portrait.speed_hint(slow, 30.0) is None
