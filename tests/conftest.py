@@ -73,3 +73,26 @@ def _no_interrupt_left_over():
     forget_swallowed_interrupts()
     yield
     forget_swallowed_interrupts()
+
+
+# The fault-injection table (tests/faults): each case's row travels in its test report, so the table is
+# whole when pytest-xdist runs the tests in other processes; printed once at the end of the session.
+_FAULT_ROWS: list[tuple[str, str, str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    """Collect the fault rows of each finished test (in this process or from an xdist worker)."""
+    if report.when == "call":
+        _FAULT_ROWS.extend(tuple(row) for key, row in report.user_properties if key == "fault")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FAULT_ROWS:
+        return
+    tr = terminalreporter
+    tr.section("fault-injection cases")
+    w = max(len(r[0]) for r in _FAULT_ROWS)
+    for case, expected, got, status in _FAULT_ROWS:
+        tr.write_line(f"{status:6s} {case:{w}s} | expected: {expected} | got: {got}")
+    lost = sum(r[3] != "ok" for r in _FAULT_ROWS)
+    tr.write_line(f"{len(_FAULT_ROWS)} cases tried, {len(_FAULT_ROWS) - lost} survived, {lost} lost")

@@ -1,7 +1,8 @@
 """The fault-injection suite: what a user's machine and hand do to kseg, and what kseg must say.
 
 Each test records ``(case, expected, got)`` through the ``fault`` fixture; the table of every
-case run is printed at the end of the session (``pytest tests/faults``). Fast cases run by
+case run is printed at the end of the session (``pytest tests/faults``; the hooks that gather it
+are in tests/conftest.py, which the xdist controller loads). Fast cases run by
 default; interrupts at random points of real runs are ``@pytest.mark.slow``.
 """
 
@@ -16,35 +17,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_ROWS: list[tuple[str, str, str, str]] = []
 
 
 class Fault:
-    """Records one case of the suite: ``fault.check(case, expected, got, ok)``."""
+    """Records one case of the suite: ``fault.check(case, expected, got, ok)``.
 
-    def __init__(self, nodeid):
-        self.nodeid = nodeid
+    The row travels in the test's report (``user_properties``), so that the table is complete when
+    pytest-xdist runs the tests in other processes (``make test``)."""
+
+    def __init__(self, node):
+        self.node = node
 
     def check(self, case: str, expected: str, got: str, ok: bool) -> None:
-        _ROWS.append((case, expected, " ".join(str(got).split())[:110], "ok" if ok else "FAILED"))
+        row = (case, expected, " ".join(str(got).split())[:110], "ok" if ok else "FAILED")
+        self.node.user_properties.append(("fault", row))
         assert ok, f"{case}: expected {expected}, got {got}"
 
 
 @pytest.fixture
 def fault(request):
-    return Fault(request.node.nodeid)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not _ROWS:
-        return
-    tr = terminalreporter
-    tr.section("fault-injection cases")
-    w = max(len(r[0]) for r in _ROWS)
-    for case, expected, got, status in _ROWS:
-        tr.write_line(f"{status:6s} {case:{w}s} | expected: {expected} | got: {got}")
-    lost = sum(r[3] != "ok" for r in _ROWS)
-    tr.write_line(f"{len(_ROWS)} cases tried, {len(_ROWS) - lost} survived, {lost} lost")
+    return Fault(request.node)
 
 
 def kseg_cli(*args, env=None, cwd=None, timeout=600):

@@ -191,3 +191,12 @@ def check_tflite(model, tmp_path, seed=3):
     assert corr >= 0.4, corr
     assert "CONV_2D" in found["int8"]
     return found
+
+
+def check_twin_and_tflite(cls, init_kwargs, hw, tmp_path):
+    """The conversion half of ``run_model_tests`` alone (tf_keras twin, float32 and int8 TFLite), for
+    models whose conversions take a minute on two cores: their default test runs with
+    ``tflite=False, twin=False`` and this one is marked slow (``make test-all``, CI's slow step)."""
+    model = cls(**init_kwargs, input_shape=(*hw, 3))
+    check_twin(model, images(hw))
+    check_tflite(model, Path(tmp_path))

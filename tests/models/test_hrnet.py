@@ -3,13 +3,19 @@ import pytest
 
 from kseg.errors import KsegError
 from kseg.models import HRNet, build_model
-from tests.models.model_tester import run_model_tests
+from tests.models.model_tester import check_twin_and_tflite, run_model_tests
 
 TINY = {"width": 4, "stage1_filters": 8, "stem_filters": 8}
 
 
 def test_hrnet_w18_small_tiny(tmp_path):
-    run_model_tests(HRNet, {"num_classes": 3, **TINY}, input_shapes=((64, 64), (64, 96)), tmp_path=tmp_path)
+    run_model_tests(HRNet, {"num_classes": 3, **TINY}, input_shapes=((64, 64), (64, 96)), tmp_path=tmp_path,
+                    tflite=False, twin=False)
+
+
+@pytest.mark.slow
+def test_hrnet_w18_small_tiny_twin_and_int8(tmp_path):
+    check_twin_and_tflite(HRNet, {"num_classes": 3, **TINY}, (64, 64), tmp_path)
 
 
 def _trainable(model, prefix=""):

@@ -9,9 +9,16 @@ TINY = {"embed_dims": (8, 16, 24, 32), "num_heads": (1, 2, 3, 4), "decoder_dim":
 
 
 def test_segformer_tiny(tmp_path):
-    """Shared checks, int8 TFLite included: every op builtin; LayerNorm's negated mean is the one
-    op the post-training converter leaves in float (DEQUANTIZE, NEG, QUANTIZE around it)."""
-    run_model_tests(SegFormer, {"num_classes": 3, **TINY}, input_shapes=((64, 64), (64, 96)), tmp_path=tmp_path)
+    """Shared checks; the int8 ops are test_segformer_int8_ops, the whole conversion the slow test below."""
+    run_model_tests(SegFormer, {"num_classes": 3, **TINY}, input_shapes=((64, 64), (64, 96)), tmp_path=tmp_path,
+                    tflite=False)
+
+
+@pytest.mark.slow
+def test_segformer_tiny_float32_and_int8_tflite(tmp_path):
+    """int8 TFLite: every op builtin; LayerNorm's negated mean is the one op the post-training
+    converter leaves in float (DEQUANTIZE, NEG, QUANTIZE around it)."""
+    check_tflite(SegFormer(num_classes=3, input_shape=(64, 64, 3), **TINY), tmp_path)
 
 
 def test_segformer_int8_ops(tmp_path):

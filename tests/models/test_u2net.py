@@ -5,11 +5,19 @@ import pytest
 from kseg.errors import KsegError
 from kseg.losses import SparseCategoricalCrossEntropy
 from kseg.models import U2Net, build_model
-from tests.models.model_tester import images, run_model_tests
+from tests.models.model_tester import check_twin_and_tflite, images, run_model_tests
+
+
+SMALL = {"num_classes": 2, "width": 0.25}
 
 
 def test_u2net_small(tmp_path):
-    run_model_tests(U2Net, {"num_classes": 2, "width": 0.25}, input_shapes=((64, 64), (96, 128)), tmp_path=tmp_path)
+    run_model_tests(U2Net, SMALL, input_shapes=((64, 64), (96, 128)), tmp_path=tmp_path, tflite=False, twin=False)
+
+
+@pytest.mark.slow
+def test_u2net_small_twin_and_int8(tmp_path):
+    check_twin_and_tflite(U2Net, SMALL, (64, 64), tmp_path)
 
 
 def test_u2net_full_architecture_at_quarter_width(tmp_path):
