@@ -31,7 +31,7 @@ from pathlib import Path
 
 from apps.common.detect import DEFAULT_RATE
 from apps.common.sources import resolve
-from kseg.errors import Interrupted, KsegError
+from kseg.errors import Interrupted, KsegError, forget_escaped_interrupt
 from kseg.paths import check_writable, write_errno, write_failure
 
 DEFAULT_MODEL = "exports/portrait.tflite"
@@ -453,6 +453,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         hint = str(e).strip()
         print(f"webcam: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        if argv is None:  # this process's command line: exit 130, not a SIGINT death (LiteRT's import)
+            forget_escaped_interrupt()
         return 130
     except OSError as e:  # a write the machine refused (full disk, read-only) that nothing above named
         if write_errno(e) is None:

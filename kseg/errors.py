@@ -39,6 +39,24 @@ def raise_if_interrupted() -> None:
         raise KeyboardInterrupt
 
 
+def forget_escaped_interrupt() -> None:
+    """Keep a command's exit status its own after it has handled a Ctrl-C.
+
+    CPython ends a ``python -m`` run by killing itself with SIGINT (status -2, not the 130 or 0 the
+    command returned) once a KeyboardInterrupt has escaped any ``PyRun_*`` call, even one caught
+    later. TensorFlow, optree and LiteRT run code that way (pybind11 ``exec``/``eval``) while they
+    import, so a Ctrl-C in the first seconds of ``kseg train`` turned "interrupted, exit 130" into a
+    signal death. An empty ``PyRun_SimpleString`` clears that record; call it once the outcome is
+    decided.
+    """
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyRun_SimpleString(b"")
+    except Exception:  # not CPython: it keeps no such record
+        pass
+
+
 def is_interrupt(e: BaseException) -> bool:
     """Whether ``e`` is Ctrl-C: a ``KeyboardInterrupt``, or one TensorFlow/pybind11 wrapped in another error."""
     seen = set()

@@ -29,7 +29,8 @@ import threading
 
 from kseg.cli import benchmark, calibrate, data, demo, evaluate, export, predict, quantize, recover, train
 from kseg.cli.common import check_numbers, is_interrupt
-from kseg.errors import KsegError, forget_swallowed_interrupts, note_swallowed_interrupt, raise_if_interrupted
+from kseg.errors import (KsegError, forget_escaped_interrupt, forget_swallowed_interrupts, note_swallowed_interrupt,
+                         raise_if_interrupted)
 from kseg.paths import write_errno, write_failure
 
 __all__ = ["build_parser", "main"]
@@ -115,24 +116,10 @@ def _done(own_process: bool, line: str | None, status: int) -> int:
     if own_process:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        _forget_escaped_interrupt()
+        forget_escaped_interrupt()
     if line:
         print(line, file=sys.stderr)
     return status
-
-
-def _forget_escaped_interrupt() -> None:
-    """Keep the exit status ours: CPython ends a ``python -m`` run by killing itself with SIGINT (status
-    -2, not 130 or 0) once a KeyboardInterrupt has escaped any ``PyRun_*`` call, even one caught later.
-    TensorFlow and optree run code that way (pybind11 ``exec``/``eval``) while they import, so a Ctrl-C
-    there (the first seconds of ``kseg train``) turned "interrupted, exit 130" into a signal death.
-    An empty ``PyRun_SimpleString`` clears that record."""
-    try:
-        import ctypes
-
-        ctypes.pythonapi.PyRun_SimpleString(b"")
-    except Exception:  # not CPython: it has no such record
-        pass
 
 
 def _sigterm_interrupts():

@@ -172,16 +172,17 @@ def test_sigint_at_a_random_moment_then_resume(tmp_path, shapes, reference, faul
                 f"exit {p.returncode}, max |Δw| {diff:.2g}", p.returncode == 0 and diff < 1e-5)
 
 
-def test_an_interrupt_that_escaped_python_code_run_from_c_still_exits_130(fault):
-    """A Ctrl-C in TensorFlow's import passes through a ``PyRun_*`` call; CPython remembers that and
-    killed ``python -m kseg`` with SIGINT at exit (status -2) after kseg had printed "interrupted"."""
+@pytest.mark.parametrize("command, line", [("kseg", "kseg: interrupted"), ("webcam", "webcam: interrupted")])
+def test_an_interrupt_that_escaped_python_code_run_from_c_still_exits_130(fault, command, line):
+    """A Ctrl-C in TensorFlow's or LiteRT's import passes through a ``PyRun_*`` call; CPython remembers
+    that and killed ``python -m kseg`` with SIGINT at exit (status -2) after kseg had printed "interrupted"."""
     import subprocess
     import sys
 
     from .conftest import ROOT
 
-    p = subprocess.run([sys.executable, "-m", "tests.faults.escaped_interrupt"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    lines = kseg_lines(p.stderr)
-    fault.check("Ctrl-C escaped a PyRun_* call (TensorFlow's import), then caught", "exit 130 + 'kseg: interrupted'",
-                f"exit {p.returncode}: {lines}", p.returncode == 130 and lines == ["kseg: interrupted"])
+    p = subprocess.run([sys.executable, "-m", "tests.faults.escaped_interrupt", command], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    lines = [x for x in p.stderr.splitlines() if x.startswith(("kseg:", "webcam:"))]
+    fault.check(f"{command}: Ctrl-C escaped a PyRun_* call (an import), then caught", f"exit 130 + '{line}'",
+                f"exit {p.returncode}: {lines}", p.returncode == 130 and lines == [line])
