@@ -32,7 +32,7 @@ class DeepLabV3Plus(SegmentationModel):
         output_stride: 16 or 8 (32 also accepted: rates 3/6/9).
         filters: ASPP and decoder channels (256 in the paper).
         low_level_filters: channels of the reduced P2 features (48 in the paper).
-        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0, efficientnet_lite2).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
     Example:

@@ -48,6 +48,7 @@ from kseg.errors import KsegError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 EFFICIENTNET_LITE0_WEIGHTS = WEIGHTS_DIR / "efficientnet_lite0_imagenet.weights.h5"
+EFFICIENTNET_LITE2_WEIGHTS = WEIGHTS_DIR / "efficientnet_lite2_imagenet.weights.h5"
 
 # (expand ratio, kernel, stride, output channels, repeats) — EfficientNet-B0 stages, which
 # Lite0 keeps (width and depth multipliers 1.0), without squeeze-excite and with ReLU6.
@@ -62,8 +63,28 @@ LITE0_STAGES = [
 ]
 LITE0_BLOCKS = sum(s[4] for s in LITE0_STAGES)  # 16
 
+# EfficientNet-Lite2: width 1.1 and depth 1.2 on the same stages, with the Lite family's fixed
+# stem (32) and head (1280) and unscaled first and last stages (``fix_head_stem``); channels
+# rounded to multiples of 8 (as in the converted state dict: 21 blocks, 6.1M parameters).
+LITE2_STAGES = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 3),
+    (6, 5, 2, 48, 3),
+    (6, 3, 2, 88, 4),
+    (6, 5, 1, 120, 4),
+    (6, 5, 2, 208, 5),
+    (6, 3, 1, 352, 1),
+]
+
+# name -> (stages, shipped ImageNet weights, display name)
+LITE_VARIANTS = {
+    "efficientnet_lite0": (LITE0_STAGES, EFFICIENTNET_LITE0_WEIGHTS, "EfficientNet-Lite0"),
+    "efficientnet_lite2": (LITE2_STAGES, EFFICIENTNET_LITE2_WEIGHTS, "EfficientNet-Lite2"),
+}
+
 CHANNELS = {
     "efficientnet_lite0": {"P1": 16, "P2": 24, "P3": 40, "P4": 112, "P5": 320},
+    "efficientnet_lite2": {"P1": 16, "P2": 24, "P3": 48, "P4": 120, "P5": 352},
     "mobilenet_v2": {"P1": 16, "P2": 24, "P3": 32, "P4": 96, "P5": 320},
     "resnet50": {"P1": 64, "P2": 256, "P3": 512, "P4": 1024, "P5": 2048},
     "vgg16": {"P1": 64, "P2": 128, "P3": 256, "P4": 512, "P5": 512},
@@ -101,15 +122,19 @@ def _bn(name):
     return layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
 
-def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, stages=None, expand=None):
-    """EfficientNet-Lite0 features on ``inputs`` (float RGB 0..255), as flat layers.
+def efficientnet_lite(inputs, variant="efficientnet_lite0", output_stride=32, prefix="", include_head=False, stages=None,
+                      expand=None):
+    """EfficientNet-Lite0 (or Lite2) features on ``inputs`` (float RGB 0..255), as flat layers.
 
-    Stem 3×3/2 (32), 16 MBConv blocks without squeeze-excite (``LITE0_STAGES``), ReLU6,
+    Stem 3×3/2 (32), 16 MBConv blocks without squeeze-excite (``LITE0_STAGES``; Lite2: 21), ReLU6,
     BatchNormalization epsilon 1e-3 / momentum 0.99, "same" padding; layer names match the
     shipped weights file (``stem_conv``, ``block{i}_{expand,dw,project}_{conv,bn}``, ``head_conv``).
 
     Args:
         inputs: Keras tensor, float32 RGB in 0..255.
+        variant: ``"efficientnet_lite0"`` or ``"efficientnet_lite2"`` (width 1.1, depth 1.2:
+            ``LITE2_STAGES``, 21 blocks; the same layer naming, so its shipped weights load the
+            same way). Lite2 is the larger encoder for a teacher model.
         output_stride: 32, 16 or 8 (dilated depthwise convolutions past that stride).
         prefix: prepended to every layer name (a second copy in one model; such layers do not
             receive pretrained weights).
@@ -122,7 +147,7 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
             channels kept (e.g. ``[1, 1, 1, 0.5, 0.5]``: half of the 480 and 672 hidden channels
             of stages 4 and 5, where the portrait model spends 45% of its multiply-adds);
             rounded to multiples of 8; ``None`` or missing stages: all. With pretrained
-            weights a block keeps its most important hidden channels (``_load_lite0_into``).
+            weights a block keeps its most important hidden channels (``_load_lite_into``).
 
     Returns:
         ``(pyramid, head)``: the P1..P5 dict (P1..P4 or fewer when truncated), and the 1280-channel head conv output if
@@ -136,11 +161,14 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
         Tan & Le, "EfficientNet", ICML 2019; EfficientNet-Lite (TensorFlow TPU repository, 2020).
     """
     _check_stride(output_stride)
-    n_stages = len(LITE0_STAGES) if stages is None else int(stages)
-    if not 1 <= n_stages <= len(LITE0_STAGES):
-        raise KsegError(f"EfficientNet-Lite0 has {len(LITE0_STAGES)} stages; encoder_stages must be 1..{len(LITE0_STAGES)}, got {stages}")
-    if include_head and n_stages != len(LITE0_STAGES):
-        raise KsegError("the ImageNet head needs all seven EfficientNet-Lite0 stages")
+    if variant not in LITE_VARIANTS:
+        raise KsegError(f"unknown EfficientNet-Lite variant {variant!r}; use one of {', '.join(LITE_VARIANTS)}")
+    table, _, display = LITE_VARIANTS[variant]
+    n_stages = len(table) if stages is None else int(stages)
+    if not 1 <= n_stages <= len(table):
+        raise KsegError(f"{display} has {len(table)} stages; encoder_stages must be 1..{len(table)}, got {stages}")
+    if include_head and n_stages != len(table):
+        raise KsegError(f"the ImageNet head needs all seven {display} stages")
     fractions = list(expand or [])
     if len(fractions) > n_stages or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
         raise KsegError(f"encoder_expand {expand!r}: give at most {n_stages} shares (one per stage), each in (0, 1]")
@@ -154,7 +182,7 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
     pyramid = {}
     block = 0
     in_ch = 32
-    for (ratio, kernel, s, out_ch, repeats), share in zip(LITE0_STAGES[:n_stages], fractions):
+    for (ratio, kernel, s, out_ch, repeats), share in zip(table[:n_stages], fractions):
         for r in range(repeats):
             st = s if r == 0 else 1
             rate = dilation
@@ -192,11 +220,22 @@ def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, 
     return pyramid, head
 
 
-def efficientnet_lite0_classifier(input_shape=(224, 224, 3), weights=None):
+def efficientnet_lite0(inputs, output_stride=32, prefix="", include_head=False, stages=None, expand=None):
+    """EfficientNet-Lite0 features: ``efficientnet_lite(inputs, "efficientnet_lite0", ...)``.
+
+    Example:
+        pyramid, _ = efficientnet_lite0(keras.Input((224, 224, 3)))
+        pyramid["P4"].shape   # (None, 14, 14, 112)
+    """
+    return efficientnet_lite(inputs, "efficientnet_lite0", output_stride, prefix, include_head, stages, expand)
+
+
+def efficientnet_lite_classifier(variant="efficientnet_lite0", input_shape=(224, 224, 3), weights=None):
     """The ImageNet classifier (encoder + head + pooling + 1000-way dense), for checking weights.
 
     Args:
-        input_shape: ``(H, W, 3)``, default 224×224 (the resolution it was trained at).
+        variant: ``"efficientnet_lite0"`` or ``"efficientnet_lite2"``.
+        input_shape: ``(H, W, 3)``, default 224×224 (Lite0's training resolution; Lite2's is 260).
         weights: a ``.weights.h5`` file of this classifier; ``None``: the shipped one;
             ``False``: random initialisation (used by the conversion tool).
 
@@ -204,36 +243,50 @@ def efficientnet_lite0_classifier(input_shape=(224, 224, 3), weights=None):
         A Keras model from float RGB 0..255 to 1000 ImageNet logits.
 
     Example:
-        clf = efficientnet_lite0_classifier()
-        clf.predict(rgb_224[None].astype("float32")).argmax(-1)   # 281..285: a domestic cat
+        clf = efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3))
+        clf.predict(rgb_260[None].astype("float32")).argmax(-1)   # 281..285: a domestic cat
     """
+    if variant not in LITE_VARIANTS:
+        raise KsegError(f"unknown EfficientNet-Lite variant {variant!r}; use one of {', '.join(LITE_VARIANTS)}")
+    _, shipped, display = LITE_VARIANTS[variant]
     inputs = keras.Input(input_shape)
-    _, head = efficientnet_lite0(inputs, include_head=True)
+    _, head = efficientnet_lite(inputs, variant, include_head=True)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(head)
     x = layers.Dense(1000, name="fc")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0_classifier")
-    path = Path(weights) if weights else EFFICIENTNET_LITE0_WEIGHTS
+    model = keras.Model(inputs, x, name=f"{variant}_classifier")
+    path = Path(weights) if weights else shipped
     if weights is not False:
         if not path.is_file():
-            raise KsegError(f"EfficientNet-Lite0 weights {path} not found; run tools/convert_efficientnet_lite0.py")
+            raise KsegError(f"{display} weights {path} not found; run tools/convert_efficientnet_lite.py --variant {variant[-5:]}")
         try:
             model.load_weights(path)
         except Exception as e:
             raise KsegError(
-                f"{path} does not hold EfficientNet-Lite0 classifier weights "
-                f"({type(e).__name__}); use kseg/weights/efficientnet_lite0_imagenet.weights.h5 "
-                "or re-run tools/convert_efficientnet_lite0.py"
+                f"{path} does not hold {display} classifier weights "
+                f"({type(e).__name__}); use kseg/weights/{shipped.name} "
+                f"or re-run tools/convert_efficientnet_lite.py --variant {variant[-5:]}"
             ) from None
     return model
 
 
-def _load_lite0_into(model_layers, path: Path):
+def efficientnet_lite0_classifier(input_shape=(224, 224, 3), weights=None):
+    """The EfficientNet-Lite0 ImageNet classifier: ``efficientnet_lite_classifier("efficientnet_lite0", ...)``.
+
+    Example:
+        clf = efficientnet_lite0_classifier()
+        clf.predict(rgb_224[None].astype("float32")).argmax(-1)   # 281..285: a domestic cat
+    """
+    return efficientnet_lite_classifier("efficientnet_lite0", input_shape, weights)
+
+
+def _load_lite_into(variant, model_layers, path: Path):
     """Copy the shipped classifier's weights into encoder layers of the same names."""
     import h5py  # noqa: F401  (keras' h5 reader needs it; imported for a clear failure)
 
     if not path.is_file():
-        raise KsegError(f"EfficientNet-Lite0 weights {path} not found; reinstall kseg or run tools/convert_efficientnet_lite0.py")
-    source = efficientnet_lite0_classifier(weights=path)
+        raise KsegError(f"{LITE_VARIANTS[variant][2]} weights {path} not found; reinstall kseg or run "
+                        f"tools/convert_efficientnet_lite.py --variant {variant[-5:]}")
+    source = efficientnet_lite_classifier(variant, weights=path)
     done = _slice_narrow_blocks(source.layers, model_layers)
     return len(done) + _copy_weights_by_name(source.layers, [l for l in model_layers if l.name not in done])
 
@@ -435,6 +488,7 @@ def _layers_between(inputs, outputs):
 
 ENCODERS = {
     "efficientnet_lite0": "EfficientNet-Lite0, ImageNet weights shipped",
+    "efficientnet_lite2": "EfficientNet-Lite2 (width 1.1, depth 1.2; 6.1M parameters with its head), ImageNet weights shipped",
     "mobilenet_v2": "keras.applications MobileNetV2",
     "resnet50": "keras.applications ResNet50",
     "vgg16": "VGG16",
@@ -449,15 +503,15 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
         inputs: a Keras tensor of float32 RGB in 0..255.
         output_stride: 32, 16 or 8. Below 32, the stages past that stride are dilated
             instead of strided; P4/P5 keep their keys and channels, their stride is capped.
-        pretrained: load the ImageNet weights that ship with kseg (efficientnet_lite0 only;
-            for the others pass ``weights=``).
-        weights: a local weights file: for efficientnet_lite0 a ``.weights.h5`` of
-            ``efficientnet_lite0_classifier``; for mobilenet_v2/resnet50/vgg16 a file saved by
+        pretrained: load the ImageNet weights that ship with kseg (efficientnet_lite0 and
+            efficientnet_lite2 only; for the others pass ``weights=``).
+        weights: a local weights file: for the EfficientNet-Lite encoders a ``.weights.h5`` of
+            ``efficientnet_lite_classifier``; for mobilenet_v2/resnet50/vgg16 a file saved by
             keras.applications with ``include_top=False``.
-        stages: efficientnet_lite0 only: build only its first ``stages`` MBConv stages
-            (see ``efficientnet_lite0``); the pyramid then stops below P5.
-        expand: efficientnet_lite0 only: per-stage shares of the expansion channels kept
-            (see ``efficientnet_lite0``).
+        stages: EfficientNet-Lite only: build only its first ``stages`` MBConv stages
+            (see ``efficientnet_lite``); the pyramid then stops below P5.
+        expand: EfficientNet-Lite only: per-stage shares of the expansion channels kept
+            (see ``efficientnet_lite``).
 
     Returns:
         dict ``{"P1": stride 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}`` of Keras tensors built
@@ -474,23 +528,25 @@ def build_encoder(name, inputs, *, output_stride=32, pretrained=False, weights=N
     """
     _check_name(name)
     _check_stride(output_stride)
-    if pretrained and name != "efficientnet_lite0" and not weights:
+    lite = name in LITE_VARIANTS
+    if pretrained and not lite and not weights:
         raise KsegError(
             f"no pretrained weights ship for {name}, and kseg never downloads; pass weights=PATH "
-            "to a local weights file, or use efficientnet_lite0"
+            "to a local weights file, or use efficientnet_lite0 or efficientnet_lite2"
         )
-    if stages is not None and name != "efficientnet_lite0":
-        raise KsegError(f"encoder_stages (a truncated encoder) is supported for efficientnet_lite0 only, not {name}")
-    if expand is not None and name != "efficientnet_lite0":
-        raise KsegError(f"encoder_expand (a narrower encoder) is supported for efficientnet_lite0 only, not {name}")
-    if name == "efficientnet_lite0":
-        pyramid, _ = efficientnet_lite0(inputs, output_stride, stages=stages, expand=expand)
+    if stages is not None and not lite:
+        raise KsegError(f"encoder_stages (a truncated encoder) is supported for the EfficientNet-Lite encoders only, not {name}")
+    if expand is not None and not lite:
+        raise KsegError(f"encoder_expand (a narrower encoder) is supported for the EfficientNet-Lite encoders only, not {name}")
+    if lite:
+        table, shipped, display = LITE_VARIANTS[name]
+        pyramid, _ = efficientnet_lite(inputs, name, output_stride, stages=stages, expand=expand)
         if pretrained:
             model = keras.Model(inputs, pyramid[max(pyramid)])
-            n = _load_lite0_into(model.layers, Path(weights) if weights else EFFICIENTNET_LITE0_WEIGHTS)
-            blocks = sum(st[4] for st in LITE0_STAGES[: stages or len(LITE0_STAGES)])
+            n = _load_lite_into(name, model.layers, Path(weights) if weights else shipped)
+            blocks = sum(st[4] for st in table[: stages or len(table)])
             if n < 3 * blocks:
-                raise KsegError(f"only {n} EfficientNet-Lite0 layers received pretrained weights; the weights file does not match")
+                raise KsegError(f"only {n} {display} layers received pretrained weights; the weights file does not match")
         return pyramid
     if name == "vgg16":
         return vgg16(inputs, output_stride, weights)

@@ -30,7 +30,7 @@ class FCN(SegmentationModel):
         fc_filters: fc6/fc7 channels (default 4096 with vgg16, else 512).
         fc_kernel: fc6 kernel (default 7 with vgg16, else 3).
         dropout: after fc6 and fc7 (0.5 in the paper).
-        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0, efficientnet_lite2).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
     Example:

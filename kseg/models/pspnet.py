@@ -33,7 +33,7 @@ class PSPNet(SegmentationModel):
         bins: pooling grid sizes.
         filters: channels of the 3×3 convolution after pooling (512 in the paper); each bin
             gets ``P5 channels / len(bins)`` (at least 16).
-        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0, efficientnet_lite2).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
     Example:

@@ -35,14 +35,14 @@ class UNet(SegmentationModel):
         batch_norm: paper config: add BatchNormalization after each convolution.
         decoder_filters: encoder variant: channels of the decoder stages, top level down to P1
             (four for a full encoder; one per level below the top for a truncated one).
-        encoder_stages: efficientnet_lite0 only: build only its first N MBConv stages (None: all 7).
-        encoder_expand: efficientnet_lite0 only: per stage, the share of each block's expansion
+        encoder_stages: EfficientNet-Lite only: build only its first N MBConv stages (None: all 7).
+        encoder_expand: EfficientNet-Lite only: per stage, the share of each block's expansion
             channels kept, e.g. ``[1, 1, 1, 0.5, 0.5]`` (pretrained: the most important ones).
         decoder_block: ``"conv"`` (two 3×3 conv-BN-ReLU per level) or ``"separable"`` (1×1, then
             depthwise 3×3 + 1×1).
         global_context: squeeze-excite gating (``blocks.squeeze_excite``) on the encoder's top
             level and after each decoder level: whole-image context for a small model.
-        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0, efficientnet_lite2).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
 
     Example:

