@@ -221,36 +221,30 @@ def test_converted_lite2_weights_equal_the_source_tensors():
     np.testing.assert_array_equal(clf.get_layer("fc").get_weights()[0], sd["_fc.weight"].numpy().T)
 
 
-def test_pretrained_lite2_classifier_on_real_pets(shared_data):
-    """The converted Lite2 classifies real photos at its 260×260 resolution (shorter side 297,
-    centre crop): cats into ImageNet 281–285, the bulldog into the dogs 151–268."""
+def _pets_top1(clf, shared_data, size, resize):
+    """Top-1 ImageNet class of two cats and a bulldog in the usual evaluation view (shorter side
+    ``resize``, centre ``size``×``size`` crop)."""
     import cv2
 
-    clf = efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3))
     imgs = []
     for name in ("Abyssinian_1.jpg", "Bengal_1.jpg", "american_bulldog_10.jpg"):
         rgb = cv2.cvtColor(cv2.imread(str(shared_data / "pets" / "images" / name)), cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
-        s = 297 / min(h, w)
+        s = resize / min(h, w)
         rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-        y, x = (rgb.shape[0] - 260) // 2, (rgb.shape[1] - 260) // 2
-        imgs.append(rgb[y:y + 260, x:x + 260])
-    top = np.asarray(clf.predict_on_batch(np.stack(imgs).astype("float32"))).argmax(-1)
-    assert 281 <= top[0] <= 285 and 281 <= top[1] <= 285 and 151 <= top[2] <= 268, top
+        y, x = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
+        imgs.append(rgb[y:y + size, x:x + size])
+    return np.asarray(clf.predict_on_batch(np.stack(imgs).astype("float32"))).argmax(-1)
+
+
+def test_pretrained_lite2_classifier_on_real_pets(shared_data):
+    """The converted Lite2 classifies real photos at its 260×260 resolution (shorter side 297)."""
+    top = _pets_top1(efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3)), shared_data, 260, 297)
+    assert 281 <= top[0] <= 285 and 281 <= top[1] <= 285, top  # domestic cats
+    assert 151 <= top[2] <= 268, top  # dogs
 
 
 def test_pretrained_classifier_on_real_pets(shared_data):
-    import cv2
-
-    clf = efficientnet_lite0_classifier()
-    imgs = []
-    for name in ("Abyssinian_1.jpg", "Bengal_1.jpg", "american_bulldog_10.jpg"):
-        rgb = cv2.cvtColor(cv2.imread(str(shared_data / "pets" / "images" / name)), cv2.COLOR_BGR2RGB)
-        h, w = rgb.shape[:2]
-        s = 256 / min(h, w)
-        rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-        y, x = (rgb.shape[0] - 224) // 2, (rgb.shape[1] - 224) // 2
-        imgs.append(rgb[y:y + 224, x:x + 224])
-    top = np.asarray(clf.predict_on_batch(np.stack(imgs).astype("float32"))).argmax(-1)
+    top = _pets_top1(efficientnet_lite0_classifier(), shared_data, 224, 256)
     assert 281 <= top[0] <= 285 and 281 <= top[1] <= 285, top  # domestic cats
     assert 151 <= top[2] <= 268, top  # dogs
