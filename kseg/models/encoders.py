@@ -109,6 +109,13 @@ def _check_name(name):
         raise KsegError(f"unknown encoder {name!r}; use one of {', '.join(ENCODERS)}")
 
 
+def _lite_variant(variant):
+    """``(stages, shipped weights, display name)`` of an EfficientNet-Lite variant, or a clear error."""
+    if variant not in LITE_VARIANTS:
+        raise KsegError(f"unknown EfficientNet-Lite variant {variant!r}; use one of {', '.join(LITE_VARIANTS)}")
+    return LITE_VARIANTS[variant]
+
+
 def _check_stride(output_stride):
     if output_stride not in (8, 16, 32):
         raise KsegError(f"output_stride must be 8, 16 or 32, got {output_stride}")
@@ -161,9 +168,7 @@ def efficientnet_lite(inputs, variant="efficientnet_lite0", output_stride=32, pr
         Tan & Le, "EfficientNet", ICML 2019; EfficientNet-Lite (TensorFlow TPU repository, 2020).
     """
     _check_stride(output_stride)
-    if variant not in LITE_VARIANTS:
-        raise KsegError(f"unknown EfficientNet-Lite variant {variant!r}; use one of {', '.join(LITE_VARIANTS)}")
-    table, _, display = LITE_VARIANTS[variant]
+    table, _, display = _lite_variant(variant)
     n_stages = len(table) if stages is None else int(stages)
     if not 1 <= n_stages <= len(table):
         raise KsegError(f"{display} has {len(table)} stages; encoder_stages must be 1..{len(table)}, got {stages}")
@@ -246,9 +251,7 @@ def efficientnet_lite_classifier(variant="efficientnet_lite0", input_shape=(224,
         clf = efficientnet_lite_classifier("efficientnet_lite2", (260, 260, 3))
         clf.predict(rgb_260[None].astype("float32")).argmax(-1)   # 281..285: a domestic cat
     """
-    if variant not in LITE_VARIANTS:
-        raise KsegError(f"unknown EfficientNet-Lite variant {variant!r}; use one of {', '.join(LITE_VARIANTS)}")
-    _, shipped, display = LITE_VARIANTS[variant]
+    _, shipped, display = _lite_variant(variant)
     inputs = keras.Input(input_shape)
     _, head = efficientnet_lite(inputs, variant, include_head=True)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(head)
