@@ -1,4 +1,5 @@
-"""Segmentation losses: cross-entropy (optionally class-weighted), soft Dice, focal, CE + Dice.
+"""Segmentation losses: cross-entropy (optionally class-weighted), soft Dice, focal, CE + Dice,
+Lovász-softmax (an IoU surrogate, per image or per batch) and CE + Lovász.
 
 All take sparse integer labels ``(B, H, W)`` and logits ``(B, H, W, C)`` and honour
 ``ignore_index`` (255): ignored pixels contribute nothing and are not counted. Written with
@@ -223,17 +224,118 @@ class CEDiceLoss(_SegLoss):
                 "dice_weight": self.dice_weight, "class_weights": self.class_weights, "smooth": self.smooth}
 
 
+def _lovasz_grad(fg_sorted, valid_sorted):
+    """The Lovász extension's gradient of the Jaccard loss along the last axis (Berman et al., Alg. 1):
+    ``g_i = J_i − J_{i−1}`` with ``J_i = 1 − (|fg| − cumsum(fg)_i) / (|fg| + cumsum(¬fg)_i)``, for
+    elements sorted by decreasing error; the invalid ones come last and change nothing before them."""
+    gts = ops.sum(fg_sorted, axis=-1, keepdims=True)
+    inter = gts - ops.cumsum(fg_sorted, axis=-1)
+    union = gts + ops.cumsum((1.0 - fg_sorted) * valid_sorted, axis=-1)
+    jaccard = 1.0 - inter / ops.maximum(union, 1e-8)
+    previous = ops.concatenate([ops.zeros_like(jaccard[..., :1]), jaccard[..., :-1]], axis=-1)
+    return jaccard - previous
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class LovaszSoftmaxLoss(_SegLoss):
+    """Lovász-softmax: a convex surrogate of ``1 − IoU`` on softmax probabilities, per image or per batch.
+
+    For each class ``c`` present in the labels of an image, the errors ``|[y = c] − p_c|`` of its
+    valid pixels are sorted in decreasing order and weighted by the gradient of the Lovász extension
+    of the Jaccard loss; the loss is the mean over present classes, then over images. On crisp
+    predictions (probabilities 0 or 1) it equals ``1 − IoU`` averaged over the present classes, so
+    with ``per_image=True`` it is the training signal of a per-image mean IoU (the portrait protocol)
+    and with ``per_image=False`` of a dataset-level one. Usually added to cross-entropy
+    (``ce_lovasz``) or used to fine-tune a model trained with it (Berman et al.).
+
+    Args:
+        per_image: one IoU per image (default) or one over the whole batch.
+        class_weights: optional weights of the per-class terms (a class absent from an image
+            is left out of that image's mean whatever its weight).
+
+    Reference:
+        Berman, Rannen Triki, Blaschko, "The Lovász-Softmax loss: a tractable surrogate for the
+        optimization of the intersection-over-union measure in neural networks", CVPR 2018.
+    """
+
+    def __init__(self, per_image=True, ignore_index=IGNORE, from_logits=True, class_weights=None,
+                 name="lovasz_softmax_loss", **kwargs):
+        super().__init__(ignore_index, from_logits, name=name, **kwargs)
+        self.per_image = bool(per_image)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        logits = ops.cast(y_pred, "float32")
+        c = ops.shape(logits)[-1]
+        rows = ops.shape(logits)[0] if self.per_image else 1
+        probs = ops.softmax(logits, axis=-1) if self.from_logits else logits
+        probs = ops.reshape(probs, (rows, -1, c))
+        labels = ops.reshape(ops.cast(y_true, "int32"), (rows, -1))
+        valid = ops.cast(ops.not_equal(labels, self.ignore_index), "float32")
+        fg = ops.one_hot(ops.where(ops.equal(labels, self.ignore_index), 0, labels), c, dtype="float32")
+        fg = ops.transpose(fg * valid[..., None], (0, 2, 1))                  # (rows, C, N)
+        valid = ops.broadcast_to(valid[:, None, :], ops.shape(fg))
+        errors = ops.abs(fg - ops.transpose(probs, (0, 2, 1))) * valid
+        n = ops.shape(errors)[-1]
+        _, order = ops.top_k(ops.where(valid > 0, errors, -1.0), n, sorted=True)
+        errors_sorted = ops.take_along_axis(errors, order, axis=-1)
+        grad = _lovasz_grad(ops.take_along_axis(fg, order, axis=-1), ops.take_along_axis(valid, order, axis=-1))
+        per_class = ops.sum(errors_sorted * ops.stop_gradient(grad), axis=-1)  # (rows, C)
+        present = ops.cast(ops.sum(fg, axis=-1) > 0, "float32")
+        if self.class_weights is not None:
+            present = present * ops.convert_to_tensor(self.class_weights, "float32")[None, :]
+        weight = ops.sum(present, axis=-1)
+        per_row = ops.sum(per_class * present, axis=-1) / ops.maximum(weight, 1e-8)
+        counted = ops.cast(weight > 0, "float32")
+        return ops.sum(per_row * counted) / ops.maximum(ops.sum(counted), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "per_image": self.per_image, "class_weights": self.class_weights}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class CELovaszLoss(_SegLoss):
+    """``ce_weight · CE + lovasz_weight · Lovász-softmax``: cross-entropy for calibrated
+    probabilities, the Lovász term for the IoU that is measured.
+
+    Args:
+        ce_weight, lovasz_weight: the mix.
+        per_image: the Lovász term per image (default) or per batch.
+        class_weights: passed to the cross-entropy term.
+    """
+
+    def __init__(self, ce_weight=1.0, lovasz_weight=1.0, per_image=True, ignore_index=IGNORE, from_logits=True,
+                 class_weights=None, name="ce_lovasz_loss", **kwargs):
+        super().__init__(ignore_index, from_logits, name=name, **kwargs)
+        self.ce_weight = float(ce_weight)
+        self.lovasz_weight = float(lovasz_weight)
+        self.per_image = bool(per_image)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self._ce = SparseCategoricalCrossEntropy(ignore_index, from_logits, class_weights)
+        self._lovasz = LovaszSoftmaxLoss(per_image, ignore_index, from_logits)
+
+    def call(self, y_true, y_pred):
+        return self.ce_weight * self._ce.call(y_true, y_pred) + self.lovasz_weight * self._lovasz.call(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "ce_weight": self.ce_weight, "lovasz_weight": self.lovasz_weight,
+                "per_image": self.per_image, "class_weights": self.class_weights}
+
+
 LOSSES = {
     "ce": SparseCategoricalCrossEntropy,
     "weighted_ce": SparseCategoricalCrossEntropy,
     "dice": DiceLoss,
     "focal": FocalLoss,
     "ce_dice": CEDiceLoss,
+    "lovasz": LovaszSoftmaxLoss,
+    "ce_lovasz": CELovaszLoss,
 }
 
 
 def get_loss(name, **kwargs):
-    """A loss by name: ``ce``, ``weighted_ce`` (needs ``class_weights``), ``dice``, ``focal``, ``ce_dice``.
+    """A loss by name: ``ce``, ``weighted_ce`` (needs ``class_weights``), ``dice``, ``focal``, ``ce_dice``,
+    ``lovasz``, ``ce_lovasz``.
 
     ``num_classes`` is accepted (and dropped) for the losses that do not need it, and
     ``class_weights`` given to ``focal`` become its per-class ``alpha``, so one set of keyword
@@ -249,7 +351,7 @@ def get_loss(name, **kwargs):
         raise KsegError("loss weighted_ce needs class weights: set train.class_weights to median_frequency or inverse_frequency")
     if name in ("dice", "ce_dice") and "num_classes" not in kwargs:
         raise KsegError(f"loss {name} needs num_classes")
-    if name in ("ce", "weighted_ce", "focal"):
+    if name in ("ce", "weighted_ce", "focal", "lovasz", "ce_lovasz"):
         kwargs.pop("num_classes", None)
     if name == "focal" and "class_weights" in kwargs:
         weights = kwargs.pop("class_weights")

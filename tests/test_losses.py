@@ -197,3 +197,101 @@ def test_train_class_weight_power_softens_the_configs_weights(tmp_path, capsys):
     assert not np.allclose(full, full[0])
     np.testing.assert_allclose(loss.get_config()["class_weights"], full ** 0.5, rtol=1e-5)
     assert "class weights (median_frequency, power 0.5)" in capsys.readouterr().err
+
+
+def _lovasz_reference(probs, labels, ignore=255):
+    """Berman et al.'s lovasz_softmax_flat (classes='present') in numpy, one image or one batch."""
+    keep = labels != ignore
+    probs, labels = probs[keep], labels[keep]
+    terms = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).astype(np.float64)
+        if fg.sum() == 0:
+            continue
+        errors = np.abs(fg - probs[:, c])
+        order = np.argsort(-errors, kind="stable")
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        jaccard = 1.0 - (gts - np.cumsum(fg_sorted)) / (gts + np.cumsum(1.0 - fg_sorted))
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+        terms.append(float(np.dot(errors[order], jaccard)))
+    return float(np.mean(terms)) if terms else None
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_lovasz_matches_the_papers_reference_per_image_and_per_batch():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 6, 5, 4)).astype(np.float32) * 2
+    y = rng.integers(0, 4, size=(3, 6, 5)).astype(np.int32)
+    y[0][y[0] == 3] = 2                       # image 0 lacks class 3: left out of its mean
+    y[1, :2] = 255                             # ignored pixels
+    probs = _softmax(logits.astype(np.float64))
+    per_image = np.mean([_lovasz_reference(probs[b], y[b]) for b in range(3)])
+    assert float(L.LovaszSoftmaxLoss()(y, logits)) == pytest.approx(per_image, rel=1e-5)
+    batch = _lovasz_reference(probs.reshape(-1, 4), y.reshape(-1))
+    assert float(L.LovaszSoftmaxLoss(per_image=False)(y, logits)) == pytest.approx(batch, rel=1e-5)
+    # probabilities in, the same value
+    assert float(L.LovaszSoftmaxLoss(from_logits=False)(y, probs.astype(np.float32))) == pytest.approx(per_image, rel=1e-5)
+
+
+def test_lovasz_on_crisp_predictions_is_one_minus_the_mean_iou():
+    y = np.array([[[0, 0, 1, 1], [0, 1, 1, 255]], [[0, 0, 0, 0], [0, 0, 0, 0]]], np.int32)
+    pred = np.array([[[0, 1, 1, 1], [0, 0, 1, 1]], [[0, 0, 1, 0], [0, 0, 0, 0]]])
+    logits = np.where(np.eye(2, dtype=bool)[pred], 40.0, -40.0).astype(np.float32)
+    # image 0: background IoU 2/4, person IoU 3/5 (the ignored pixel counts for neither);
+    # image 1: only background is present, IoU 7/8; the false person pixel costs through it
+    expected = ((1 - 2 / 4) + (1 - 3 / 5)) / 2 / 2 + (1 - 7 / 8) / 2
+    assert float(L.LovaszSoftmaxLoss()(y, logits)) == pytest.approx(expected, abs=1e-6)
+    perfect = np.where(np.eye(2, dtype=bool)[np.where(y == 255, 0, y)], 40.0, -40.0).astype(np.float32)
+    assert float(L.LovaszSoftmaxLoss()(y, perfect)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_ignores_what_it_should_and_weights_classes():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, 4, 4, 3)).astype(np.float32)
+    y = rng.integers(0, 3, size=(1, 4, 4)).astype(np.int32)
+    y[0, 0] = 255
+    changed = logits.copy()
+    changed[0, 0] = rng.normal(size=(4, 3)) * 10      # the ignored pixels' logits do not matter
+    loss = L.LovaszSoftmaxLoss()
+    assert float(loss(y, changed)) == pytest.approx(float(loss(y, logits)), rel=1e-6)
+    assert float(loss(np.full((1, 4, 4), 255, np.int32), logits)) == 0.0
+    # class weights weight the per-class terms: weight only class 1 and the loss is its term
+    only1 = float(L.LovaszSoftmaxLoss(class_weights=[0, 1, 0])(y, logits))
+    probs = _softmax(logits.astype(np.float64))[0].reshape(-1, 3)
+    keep = y.reshape(-1) != 255
+    fg = (y.reshape(-1)[keep] == 1).astype(np.float64)
+    errors = np.abs(fg - probs[keep, 1])
+    order = np.argsort(-errors, kind="stable")
+    f = fg[order]
+    j = 1.0 - (f.sum() - np.cumsum(f)) / (f.sum() + np.cumsum(1 - f))
+    j[1:] -= j[:-1].copy()
+    assert only1 == pytest.approx(float(np.dot(errors[order], j)), rel=1e-5)
+
+
+def test_lovasz_gradient_lowers_the_loss_and_ce_lovasz_is_the_sum():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, size=(2, 8, 8)).astype(np.int32)
+    logits = tf.Variable(rng.normal(size=(2, 8, 8, 2)).astype(np.float32))
+    loss = L.LovaszSoftmaxLoss()
+    with tf.GradientTape() as tape:
+        before = loss(y, logits)
+    grad = tape.gradient(before, logits)
+    assert np.all(np.isfinite(grad.numpy())) and np.abs(grad.numpy()).sum() > 0
+    logits.assign_sub(5.0 * grad)
+    assert float(loss(y, logits)) < float(before)
+    ce = float(L.SparseCategoricalCrossEntropy()(Y, LOGITS))
+    lov = float(L.LovaszSoftmaxLoss()(Y, LOGITS))
+    mixed = L.CELovaszLoss(ce_weight=1.0, lovasz_weight=0.5)
+    assert float(mixed(Y, LOGITS)) == pytest.approx(ce + 0.5 * lov, rel=1e-6)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(mixed))
+    assert again.get_config() == mixed.get_config()
+    by_name = L.get_loss("ce_lovasz", num_classes=2, class_weights=[1, 2], per_image=False)
+    assert isinstance(by_name, L.CELovaszLoss) and by_name.class_weights == [1.0, 2.0] and not by_name.per_image
+    assert isinstance(L.get_loss("lovasz", num_classes=2), L.LovaszSoftmaxLoss)

@@ -169,7 +169,7 @@ def test_losses_and_metrics_in_graph_mode_equal_eager():
     y[0, 0] = 255
     logits = rng.normal(size=(2, 4, 4, 3)).astype("float32")
     for loss in (L.get_loss(n, num_classes=3, class_weights=[1.0, 2.0, 0.5])
-                 for n in ("ce", "weighted_ce", "dice", "focal", "ce_dice")):
+                 for n in ("ce", "weighted_ce", "dice", "focal", "ce_dice", "lovasz", "ce_lovasz")):
         graph = tf.function(lambda a, b, f=loss: f(a, b), input_signature=[
             tf.TensorSpec((None, None, None), tf.int32), tf.TensorSpec((None, None, None, 3), tf.float32)])
         assert float(graph(y, logits)) == pytest.approx(float(loss(y, logits)), rel=1e-6), loss.name
