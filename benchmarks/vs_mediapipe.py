@@ -24,6 +24,12 @@ better; what shows as sharp patches in a blurred background).
 with 1 thread against person IoU, MediaPipe's models in black and grey; 1 thread because on a shared VM the
 second thread's share varies from run to run, the table has both);
 ``--replot JSON`` draws it again from a run's ``--json`` without measuring.
+``--paired MODEL`` (a model's name or file, e.g. the shipped one) adds, for every other model, the
+mean of the per-image IoU differences against it on each set with a 95% bootstrap interval (the
+same images, resampled 5,000 times, seed 0) and how many images got better or worse by more than
+0.005: whether a new model's gain is more than which images happen to be held out. The run's
+``--json`` keeps every image's IoU (``iou_per_image``), so ``--replot JSON --paired MODEL`` prints
+it again later.
 ``--write-cards`` records the run's figures in the model card beside each kseg ``.tflite``
 (``NAME.json``): a ``vs_mediapipe`` field for the square MediaPipe model and
 ``vs_mediapipe_landscape`` for the landscape one (person IoU per set, person-free share, latency
@@ -266,7 +272,8 @@ def person_free(model, sources: dict) -> dict:
     return {**fig(tot), "by_source": {name: fig(v) for name, v in per.items()}}
 
 
-def person_iou(model, ds) -> float:
+def person_ious(model, ds) -> list:
+    """Person IoU of every image of ``ds`` (1 where ground truth and prediction are both empty)."""
     from kseg.evaluate import iter_loaded
 
     ious, skipped = [], {}
@@ -279,7 +286,47 @@ def person_iou(model, ds) -> float:
         ious.append(1.0 if union == 0 else inter / union)
     if skipped:
         print(f"note: {len(skipped)} unreadable images skipped in {ds.name}", file=sys.stderr)
-    return float(np.mean(ious))
+    return [float(v) for v in ious]
+
+
+def paired(rows, base: str, resamples: int = 5000, seed: int = 0) -> dict:
+    """Per-image IoU differences of every row against the row named (or filed) ``base``:
+    ``{model: {set: {mean_diff, ci95: [lo, hi], better, worse, n}}}``, a percentile bootstrap
+    over the images (resampled with replacement, ``resamples`` times); better/worse count the
+    images that moved by more than 0.005."""
+    by = [r for r in rows if base in (r["model"], r["file"], Path(r["file"]).name)]
+    if len(by) != 1:
+        raise SystemExit(f"--paired {base}: no single model of that name or file in this run "
+                         f"(models: {', '.join(r['model'] for r in rows)})")
+    ref = by[0]
+    if not ref.get("iou_per_image"):
+        raise SystemExit("--paired needs every image's IoU: a run without --skip-iou, saved since 2026-12-02")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for row in rows:
+        if row is ref:
+            continue
+        figs = {}
+        for name, ref_ious in ref["iou_per_image"].items():
+            ious = row.get("iou_per_image", {}).get(name)
+            if ious is None or len(ious) != len(ref_ious):
+                continue
+            d = np.asarray(ious, float) - np.asarray(ref_ious, float)
+            boot = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            figs[name] = {"mean_diff": float(d.mean()), "ci95": [float(lo), float(hi)],
+                          "better": int((d > 0.005).sum()), "worse": int((d < -0.005).sum()), "n": int(len(d))}
+        out[row["model"]] = figs
+    return out
+
+
+def print_paired(rows, base: str) -> dict:
+    figs = paired(rows, base)
+    print(f"paired against {base}: mean per-image IoU difference [95% bootstrap interval] (images better / worse by > 0.005)")
+    for model, sets in figs.items():
+        print(f"  {model:<28} " + "  ".join(f"{name} {f['mean_diff']:+.3f} [{f['ci95'][0]:+.3f}, {f['ci95'][1]:+.3f}] "
+                                            f"({f['better']}/{f['worse']})" for name, f in sets.items()))
+    return figs
 
 
 def machine() -> str:
@@ -316,13 +363,17 @@ def main(argv=None):
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--chart", help="draw the latency/IoU chart into this PNG")
     ap.add_argument("--replot", metavar="JSON", help="no measuring: draw --chart (or --write-cards) from a run's --json")
+    ap.add_argument("--paired", metavar="MODEL",
+                    help="per-image IoU differences of every model against this one (name or file), with 95%% intervals")
     ap.add_argument("--write-cards", action="store_true",
                     help="record the figures in each kseg model's card (NAME.json beside NAME.tflite)")
     args = ap.parse_args(argv)
     if args.replot:
-        if not (args.chart or args.write_cards):
-            ap.error("--replot needs --chart PNG or --write-cards")
+        if not (args.chart or args.write_cards or args.paired):
+            ap.error("--replot needs --chart PNG, --write-cards or --paired MODEL")
         saved = json.loads(Path(args.replot).read_text())
+        if args.paired:
+            print_paired(saved["rows"], args.paired)
         if args.chart:
             chart(saved["rows"], saved["machine"], args.chart)
         if args.write_cards:
@@ -359,7 +410,9 @@ def main(argv=None):
                 if name == FREE:
                     row["person_free"] = person_free(m, ds)
                 else:
-                    row["iou"][name] = person_iou(m, ds)
+                    ious = person_ious(m, ds)
+                    row["iou"][name] = float(np.mean(ious))
+                    row.setdefault("iou_per_image", {})[name] = ious
                 row.setdefault("n", {})[name] = sum(map(len, ds.values())) if name == FREE else len(ds)
 
     ref_ms = [{t: float(np.median(r["ms"][t])) for t in (1, 2)} for r in rows[:len(refs)]]
@@ -396,6 +449,13 @@ def main(argv=None):
             print(f"  {row['model']:<28} " + "  ".join(f"{src} ({f['n']}) {100 * f['labelled_share']:.1f}% / "
                                                      f"{100 * f['images_over_1pct']:.0f}%"
                                                      for src, f in row["person_free"]["by_source"].items()))
+    if args.paired:
+        if args.skip_iou:
+            ap.error("--paired compares per-image IoU: leave out --skip-iou")
+        figs = print_paired(rows, args.paired)
+        for row in rows:
+            if row["model"] in figs:
+                row["paired"] = {"against": args.paired, "by_set": figs[row["model"]]}
     saved = json.loads(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "command": " ".join(["benchmarks/vs_mediapipe.py", *(argv if argv is not None
                                                                                           else sys.argv[1:])]),

@@ -160,3 +160,43 @@ def test_models_of_one_name_are_told_apart_by_their_run(vs):
     assert vs.run_label("exports/portrait.tflite") == "portrait"
     assert vs.run_label("/root/kseg-runs/runs/portrait_tiny/export-int8/portrait.tflite") == "portrait_tiny/portrait"
     assert vs.run_label("runs/x/portrait.tflite") == "x/portrait"
+
+
+def test_paired_differences_by_hand_and_from_a_saved_run(vs, tmp_path, capsys):
+    base = {"model": "portrait-fast", "file": "exports/portrait-fast.tflite",
+            "iou_per_image": {"portraits": [0.9, 0.8, 0.7, 0.6], "coco-val": [0.5, 0.5]}}
+    new = {"model": "new", "file": "runs/new/portrait-fast.tflite",
+           "iou_per_image": {"portraits": [0.92, 0.82, 0.72, 0.62], "coco-val": [0.6, 0.4]}}
+    figs = vs.paired([base, new], "exports/portrait-fast.tflite")
+    p = figs["new"]["portraits"]
+    # every image +0.02: the mean and both ends of the interval are +0.02
+    assert p["mean_diff"] == pytest.approx(0.02) and p["ci95"] == pytest.approx([0.02, 0.02])
+    assert (p["better"], p["worse"], p["n"]) == (4, 0, 4)
+    c = figs["new"]["coco-val"]
+    assert c["mean_diff"] == pytest.approx(0.0, abs=1e-12) and c["ci95"][0] < 0 < c["ci95"][1]
+    assert (c["better"], c["worse"]) == (1, 1)
+    assert list(figs) == ["new"]  # the base itself is not compared
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"machine": "test CPU", "rows": [base, new]}))
+    vs.main(["--replot", str(saved), "--paired", "portrait-fast"])
+    out = capsys.readouterr().out
+    assert "portraits +0.020 [+0.020, +0.020] (4/0)" in out
+    with pytest.raises(SystemExit, match="no single model"):
+        vs.paired([base, new], "nope.tflite")
+    with pytest.raises(SystemExit, match="every image's IoU"):
+        vs.paired([{"model": "old", "file": "old.tflite", "iou": {}}, new], "old")
+
+
+def test_a_run_keeps_every_images_iou_for_pairing(vs, shared_data, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    square, _ = _peers(shared_data)
+    vs.main([str(ROOT / "exports" / "portrait-fast.tflite"), "--mediapipe", str(square), "--sets", "portraits",
+             "--limit", "4", "--rounds", "1", "--invokes", "2", "--paired", "MediaPipe selfie", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    ours = rows[1]
+    assert len(ours["iou_per_image"]["portraits"]) == 4
+    assert ours["iou"]["portraits"] == pytest.approx(np.mean(ours["iou_per_image"]["portraits"]))
+    diff = np.mean(ours["iou_per_image"]["portraits"]) - np.mean(rows[0]["iou_per_image"]["portraits"])
+    assert ours["paired"]["against"] == "MediaPipe selfie"
+    assert ours["paired"]["by_set"]["portraits"]["mean_diff"] == pytest.approx(diff)
+    assert "paired against MediaPipe selfie" in capsys.readouterr().out
