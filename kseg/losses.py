@@ -253,6 +253,11 @@ class LovaszSoftmaxLoss(_SegLoss):
         class_weights: optional weights of the per-class terms (a class absent from an image
             is left out of that image's mean whatever its weight).
 
+    Cost: one sort of every pixel's error per class (per image or per batch). Small at portrait
+    sizes (batch 16, 160×160, 2 classes: no measurable change in step time on 2 CPU cores);
+    at 384×384 with 8 classes the sorts take 2–3 s of each step there (batch 16), about 3× the
+    step time of CE + Dice.
+
     Reference:
         Berman, Rannen Triki, Blaschko, "The Lovász-Softmax loss: a tractable surrogate for the
         optimization of the intersection-over-union measure in neural networks", CVPR 2018.
