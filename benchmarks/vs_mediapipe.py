@@ -379,6 +379,8 @@ def main(argv=None):
         if args.write_cards:
             write_cards(saved)
         return
+    if args.paired and args.skip_iou:
+        ap.error("--paired compares per-image IoU: leave out --skip-iou")
     if args.write_cards and args.skip_iou:
         ap.error("--write-cards needs the IoU figures: leave out --skip-iou")
 
@@ -450,8 +452,6 @@ def main(argv=None):
                                                      f"{100 * f['images_over_1pct']:.0f}%"
                                                      for src, f in row["person_free"]["by_source"].items()))
     if args.paired:
-        if args.skip_iou:
-            ap.error("--paired compares per-image IoU: leave out --skip-iou")
         figs = print_paired(rows, args.paired)
         for row in rows:
             if row["model"] in figs:

@@ -246,7 +246,7 @@ class LovaszSoftmaxLoss(_SegLoss):
     predictions (probabilities 0 or 1) it equals ``1 − IoU`` averaged over the present classes, so
     with ``per_image=True`` it is the training signal of a per-image mean IoU (the portrait protocol)
     and with ``per_image=False`` of a dataset-level one. Usually added to cross-entropy
-    (``ce_lovasz``) or used to fine-tune a model trained with it (Berman et al.).
+    (``ce_lovasz``), or alone to fine-tune a model trained with cross-entropy (Berman et al.).
 
     Args:
         per_image: one IoU per image (default) or one over the whole batch.

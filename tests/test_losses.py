@@ -199,22 +199,24 @@ def test_train_class_weight_power_softens_the_configs_weights(tmp_path, capsys):
     assert "class weights (median_frequency, power 0.5)" in capsys.readouterr().err
 
 
+def _lovasz_term(probs_c, fg):
+    """One class's Lovász term (Berman et al.'s reference, numpy): errors sorted in decreasing
+    order, weighted by the Lovász extension's gradient of the Jaccard loss."""
+    errors = np.abs(fg - probs_c)
+    order = np.argsort(-errors, kind="stable")
+    fg_sorted = fg[order]
+    gts = fg_sorted.sum()
+    jaccard = 1.0 - (gts - np.cumsum(fg_sorted)) / (gts + np.cumsum(1.0 - fg_sorted))
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return float(np.dot(errors[order], jaccard))
+
+
 def _lovasz_reference(probs, labels, ignore=255):
     """Berman et al.'s lovasz_softmax_flat (classes='present') in numpy, one image or one batch."""
     keep = labels != ignore
     probs, labels = probs[keep], labels[keep]
-    terms = []
-    for c in range(probs.shape[1]):
-        fg = (labels == c).astype(np.float64)
-        if fg.sum() == 0:
-            continue
-        errors = np.abs(fg - probs[:, c])
-        order = np.argsort(-errors, kind="stable")
-        fg_sorted = fg[order]
-        gts = fg_sorted.sum()
-        jaccard = 1.0 - (gts - np.cumsum(fg_sorted)) / (gts + np.cumsum(1.0 - fg_sorted))
-        jaccard[1:] = jaccard[1:] - jaccard[:-1]
-        terms.append(float(np.dot(errors[order], jaccard)))
+    terms = [_lovasz_term(probs[:, c], (labels == c).astype(np.float64))
+             for c in range(probs.shape[1]) if (labels == c).any()]
     return float(np.mean(terms)) if terms else None
 
 
@@ -265,12 +267,7 @@ def test_lovasz_ignores_what_it_should_and_weights_classes():
     probs = _softmax(logits.astype(np.float64))[0].reshape(-1, 3)
     keep = y.reshape(-1) != 255
     fg = (y.reshape(-1)[keep] == 1).astype(np.float64)
-    errors = np.abs(fg - probs[keep, 1])
-    order = np.argsort(-errors, kind="stable")
-    f = fg[order]
-    j = 1.0 - (f.sum() - np.cumsum(f)) / (f.sum() + np.cumsum(1 - f))
-    j[1:] -= j[:-1].copy()
-    assert only1 == pytest.approx(float(np.dot(errors[order], j)), rel=1e-5)
+    assert only1 == pytest.approx(_lovasz_term(probs[keep, 1], fg), rel=1e-5)
 
 
 def test_lovasz_gradient_lowers_the_loss_and_ce_lovasz_is_the_sum():

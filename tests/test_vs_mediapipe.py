@@ -183,6 +183,9 @@ def test_paired_differences_by_hand_and_from_a_saved_run(vs, tmp_path, capsys):
     assert "portraits +0.020 [+0.020, +0.020] (4/0)" in out
     with pytest.raises(SystemExit, match="no single model"):
         vs.paired([base, new], "nope.tflite")
+    with pytest.raises(SystemExit):  # refused before anything is timed
+        vs.main(["--paired", "portrait-fast", "--skip-iou", "--mediapipe", str(tmp_path / "none.tflite")])
+    assert "--paired compares per-image IoU" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="every image's IoU"):
         vs.paired([{"model": "old", "file": "old.tflite", "iou": {}}, new], "old")
 
