@@ -68,6 +68,9 @@ class App:
         instances: the mask effect colours each person the instance model finds in a colour of
             their own (``apps.effects.MaskOverlay``; needs the instance model).
         detector_factory: ``instance_model -> detector`` for ``instances`` (tests: a fake).
+        flip: run the segmentation models on each frame and its mirror image and average them
+            (``Segmenter(flip=True)``: twice the model time; try-on's hair +1.6 IoU on held-out
+            people, README "Test-time flip").
 
     Raises:
         KsegError: the model cannot be loaded, try-on is asked for without a parsing model,
@@ -79,12 +82,13 @@ class App:
                  threads: int | None = 1, effect: str = "portrait", effect_args: dict | None = None,
                  smoothing: float = 0.6, refine: bool = True, work_scale: float = 0.5, segmenter_factory=None,
                  keep: str = "all", instance_model=None, keeper_factory=None, keep_rate: float | None = DEFAULT_RATE,
-                 instances: bool = False, detector_factory=None):
+                 instances: bool = False, detector_factory=None, flip: bool = False):
         from apps.common.keep import DEFAULT_INSTANCE_MODEL, KEEP_CHOICES
 
         from apps.effects import make_effect
 
         self.threads = threads
+        self.flip = bool(flip)
         self.smoothing = smoothing
         self.refine = refine
         self.work_scale = work_scale
@@ -142,7 +146,7 @@ class App:
     def _load(self, path):
         from kseg.runtime import Segmenter
 
-        return Segmenter(path, num_threads=self.threads)
+        return Segmenter(path, num_threads=self.threads, flip=self.flip)
 
     def segmenter(self, path):
         """The loaded model at ``path`` (loaded on first use)."""
@@ -352,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hud", action="store_true", help="no frames/s overlay")
     p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing 0 (off)..0.95 (default 0.6)")
     p.add_argument("--no-refine", action="store_true", help="skip guided-filter edge refinement")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time flip: run the models on each frame and its mirror image and average "
+                        "(twice the model time; better hair in try-on)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--sequential", action="store_true", help="one thread instead of the capture/infer/render pipeline")
     return p
@@ -401,7 +408,8 @@ def run(args) -> int:
     app = App(model=args.model, parsing_model=args.parsing_model, fast_model=args.fast_model,
               threads=args.threads, effect=args.effect, effect_args=effect_args,
               smoothing=args.smoothing, refine=not args.no_refine, keep=args.keep,
-              instance_model=args.instance_model, keep_rate=args.detect_rate, instances=args.instances)
+              instance_model=args.instance_model, keep_rate=args.detect_rate, instances=args.instances,
+              flip=args.flip)
     try:
         source = open_source(args.source, loop=args.loop, size=tuple(args.size))
         try:

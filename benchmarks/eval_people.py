@@ -77,10 +77,12 @@ class _AsPerson:
         return SimpleNamespace(category_mask=(self._seg.segment(image).category_mask > 0).astype("uint8"))
 
 
-def load_segmenter(path, size=None, threads=2):
+def load_segmenter(path, size=None, threads=2, flip=False):
     from kseg.runtime import Segmenter
 
     if os.path.basename(str(path)).startswith("selfie_segmentation"):
+        if flip:
+            raise SystemExit("--flip: MediaPipe's model is run as MediaPipe runs it, without a flip")
         return _Selfie(path, threads)
     if str(path).endswith(".keras"):
         from kseg.evaluate import load_model
@@ -91,8 +93,8 @@ def load_segmenter(path, size=None, threads=2):
             model = with_input_size(model, size)
         from kseg.runtime import read_card
 
-        return Segmenter(model, card=read_card(path))  # class names from the run's classes.json
-    return Segmenter(path, num_threads=threads)
+        return Segmenter(model, card=read_card(path), flip=flip)  # class names from the run's classes.json
+    return Segmenter(path, num_threads=threads, flip=flip)
 
 
 def val_sets(task, val_fraction=0.1, seed=0, trained_on=False):
@@ -215,10 +217,12 @@ def write_cards(args, results, argv):
         if not path.endswith(".tflite"):
             continue
         held_out = lambda sets: {k: v for k, v in sets.items() if not k.endswith("(trained on)")}
-        fields = {"validation": {"task": args.task, "split": f"val_fraction {args.val_fraction}, seed {args.seed}",
-                                 "command": command, "sets": held_out(results[key])}}
+        # --flip: the figures with kseg.runtime.Segmenter(flip=True), beside the plain ones
+        suffix = "_flip" if args.flip else ""
+        fields = {"validation" + suffix: {"task": args.task, "split": f"val_fraction {args.val_fraction}, seed {args.seed}",
+                                          "command": command, "sets": held_out(results[key])}}
         if float_key:
-            fields["validation_float"] = {"model": float_key, "sets": held_out(results[float_key])}
+            fields["validation_float" + suffix] = {"model": float_key, "sets": held_out(results[float_key])}
         if read_card(path) is not None:
             write_model_card(path, **fields)
             print(f"recorded validation figures in the card of {path}")
@@ -230,6 +234,8 @@ def main(argv=None):
     ap.add_argument("--task", choices=("portrait", "parsing", "person-free"), default="portrait")
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run .keras models at this input size")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flip", action="store_true",
+                    help="test-time flip (kseg.runtime.Segmenter(flip=True)): each image and its mirror image, averaged")
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trained-on", action="store_true",
@@ -264,10 +270,10 @@ def main(argv=None):
                 "n": len(ds), "miou": float(s["miou"]),
                 "per_class_iou": {c: float(v) for c, v in zip(ds.class_names, s["per_class_iou"])}}
     for path in args.models:
-        seg = load_segmenter(path, args.size, args.threads)
+        seg = load_segmenter(path, args.size, args.threads, args.flip)
         if args.as_person:
             seg = _AsPerson(seg)
-        key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}"
+        key = f"{path}@{seg.input_size[0]}x{seg.input_size[1]}" + ("+flip" if args.flip else "")
         for name, ds in sets.items():
             if args.task == "person-free":
                 row = score_person_free(seg, ds, list(seg.class_names))

@@ -38,8 +38,9 @@ def load_model(path):
     return load_model(path)
 
 
-def open_model(path, num_threads: int = 2):
-    """What ``evaluate`` takes: a Keras model for ``.keras``, a ``kseg.runtime.Segmenter`` for ``.tflite``.
+def open_model(path, num_threads: int = 2, flip: bool = False):
+    """What ``evaluate`` takes: a Keras model for ``.keras``, a ``kseg.runtime.Segmenter`` for ``.tflite``
+    (``flip``: with horizontal-flip test-time augmentation, see ``Segmenter``).
 
     Raises:
         KsegError: a missing file, another suffix, or a file that cannot be loaded.
@@ -50,7 +51,7 @@ def open_model(path, num_threads: int = 2):
 
         if not p.is_file():
             raise KsegError(f"model file {p} not found; give the path of a .keras or .tflite file")
-        return Segmenter(p, num_threads=num_threads)
+        return Segmenter(p, num_threads=num_threads, flip=flip)
     return load_model(p)
 
 
@@ -262,7 +263,7 @@ def iter_loaded(ds, indices, skipped, workers=2, ahead=4):
 
 
 def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8, limit=None,
-             saliency=None) -> EvalReport:
+             saliency=None, flip=False, flip_pairs=None) -> EvalReport:
     """Score ``model`` on every sample of ``ds`` at label resolution.
 
     Args:
@@ -278,6 +279,9 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
         saliency: also score the foreground probability with ``SaliencyMetrics`` (MAE,
             S-measure, E-measure, F-β, weighted F-β); ``None`` (default): whenever the dataset
             has two classes.
+        flip: horizontal-flip test-time augmentation for a Keras model (the mean of the class
+            probabilities of each image and of its mirror image; ``flip_pairs``: ``[[LEFT, RIGHT], ...]``
+            classes that trade places). A ``Segmenter`` flips when it was opened with ``flip=True``.
 
     Returns:
         An ``EvalReport`` (``saliency`` set for binary models).
@@ -290,6 +294,9 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
 
     n_cls = ds.num_classes
     runtime = hasattr(model, "segment")  # a kseg.runtime.Segmenter
+    if runtime and flip and not getattr(model, "flip", False):
+        raise KsegError("evaluate(flip=True) flips Keras models; open the Segmenter with flip=True "
+                        "(open_model(path, flip=True))")
     out_classes = model.num_classes if runtime else model.output_shape[-1]
     if out_classes == 1:  # a sigmoid map: background and foreground
         out_classes = 2
@@ -305,6 +312,11 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
         raise KsegError(f"salient-object metrics need a two-class dataset (background, foreground); "
                         f"{ds.name} has {n_cls} classes")
     sod = SaliencyMetrics() if saliency else None
+    perm = None
+    if flip and not runtime:
+        from kseg.runtime.segmenter import flip_average, flip_permutation
+
+        perm = flip_permutation(n_cls, flip_pairs)
     if runtime:
         if size is not None and tuple(size) != tuple(model.input_size):
             raise KsegError(f"size {tuple(size)} (--size): {model.path} takes a fixed "
@@ -325,6 +337,9 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
             probs = [model.segment(b[1]).confidence for b in buf]
         else:
             probs = [class_probabilities(lg) for lg in predict_logits(model, [b[1] for b in buf], size)]
+            if flip:
+                mirrored = predict_logits(model, [np.ascontiguousarray(b[1][:, ::-1]) for b in buf], size)
+                probs = [flip_average(p, class_probabilities(m), perm) for p, m in zip(probs, mirrored)]
         for (i, image, mask), pr in zip(buf, probs):
             pred = pr.argmax(-1).astype(np.uint8)
             cm += confusion_matrix(mask, pred, n_cls)

@@ -206,3 +206,120 @@ SHIPPED_INSTANCES = Path(__file__).resolve().parents[1] / "exports" / "person-in
 def test_instance_model_is_named_as_such():
     with pytest.raises(KsegError, match=r"person-instances.tflite is an instance-segmentation model"):
         Segmenter(SHIPPED_INSTANCES)
+
+
+# --- test-time flip -------------------------------------------------------------------------------
+
+
+def lopsided_model(channels=3):
+    """Not mirror-symmetric: each pixel's logits look at its right-hand neighbours (a 1×3 kernel
+    with unequal taps), so a mirrored image does not give a mirrored map."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    conv = keras.layers.Conv2D(channels, (1, 3), padding="same", name="logits")
+    model = keras.Model(inp, conv(x), name="lopsided")
+    rng = np.random.default_rng(3)
+    conv.set_weights([rng.normal(0, 2, (1, 3, 3, channels)).astype(np.float32), np.zeros(channels, np.float32)])
+    return model
+
+
+def _softmax_np(y):
+    e = np.exp(y - y.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_flip_averages_the_frame_and_its_mirror_by_hand():
+    m = lopsided_model()
+    rgb = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    plain = _softmax_np(np.asarray(m(rgb[None].astype(np.float32)))[0])
+    mirrored = _softmax_np(np.asarray(m(rgb[None, :, ::-1].astype(np.float32)))[0])[:, ::-1]
+    want = 0.5 * (plain + mirrored)
+    assert np.abs(plain - want).max() > 0.05  # the model is lopsided enough for the test to mean something
+    got = Segmenter(m, card={"class_names": ["a", "b", "c"]}, flip=True).segment(rgb).confidence
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert Segmenter(m, flip=False).segment(rgb).confidence == pytest.approx(plain, abs=1e-5)
+    # with left/right classes: the mirrored map's channels 0 and 2 trade places before the mean
+    swapped = Segmenter(m, card={"flip_pairs": [[0, 2]]}, flip=True).segment(rgb).confidence
+    np.testing.assert_allclose(swapped, 0.5 * (plain + mirrored[..., [2, 1, 0]]), atol=1e-5)
+
+
+@pytest.mark.parametrize("pairs", [None, [[0, 2]]])
+def test_flip_makes_a_tflite_model_mirror_equivariant(tmp_path, pairs):
+    from kseg.export import to_tflite
+
+    card = {"class_names": ["a", "b", "c"], **({"flip_pairs": pairs} if pairs else {})}
+    path = to_tflite(lopsided_model(), tmp_path / "lop.tflite", "float32", card=card)
+    img = np.random.default_rng(1).integers(0, 256, (30, 44, 3)).astype(np.uint8)
+    seg = Segmenter(path, num_threads=1, flip=True)
+    a = seg.segment(img).confidence
+    b = seg.segment(np.ascontiguousarray(img[:, ::-1])).confidence[:, ::-1]
+    if pairs:
+        b = b[..., [2, 1, 0]]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    # logits() with flip: log-probabilities whose softmax is the averaged map (at the model's size: no resize)
+    small = img[:SIZE, :SIZE].copy()
+    np.testing.assert_allclose(_softmax_np(seg.logits(small)), seg.segment(small).confidence, atol=1e-5)
+    np.testing.assert_allclose(np.exp(seg.logits(small)).sum(-1), 1.0, atol=1e-4)
+    plain = Segmenter(path, num_threads=1)
+    assert np.abs(plain.segment(img).confidence - a).max() > 0.01
+
+
+def test_flip_of_a_sigmoid_model_averages_probabilities():
+    m = lopsided_model(channels=1)
+    rgb = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    sig = lambda y: 1.0 / (1.0 + np.exp(-y))
+    p = sig(np.asarray(m(rgb[None].astype(np.float32)))[0])
+    q = sig(np.asarray(m(rgb[None, :, ::-1].astype(np.float32)))[0])[:, ::-1]
+    seg = Segmenter(m, flip=True)
+    np.testing.assert_allclose(sig(seg.logits(rgb)), 0.5 * (p + q), atol=1e-5)
+    np.testing.assert_allclose(seg.segment(rgb).confidence[..., 1:], 0.5 * (p + q), atol=1e-5)
+
+
+@pytest.mark.parametrize("pairs", [[[0, 3]], [[1, 1]], [[0, 1], [1, 2]], [[0]], [["a", "b"]]])
+def test_bad_flip_pairs_are_one_line(exported, tmp_path, pairs):
+    import shutil
+
+    path = tmp_path / "m.tflite"
+    shutil.copy(exported["float32"], path)
+    card = json.loads(Path(str(exported["float32"])[: -len(".tflite")] + ".json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, "flip_pairs": pairs}))
+    with pytest.raises(KsegError, match=r"m\.json: flip_pairs: .* \[\[LEFT, RIGHT\]"):
+        Segmenter(path)
+
+
+def test_evaluate_flips_a_keras_model_as_the_segmenter_does(tmp_path):
+    from kseg.evaluate import evaluate
+
+    m = lopsided_model()
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8) for _ in range(3)]
+    seg = Segmenter(m, card={"class_names": ["a", "b", "c"], "flip_pairs": [[0, 2]]}, flip=True)
+    masks = [seg.segment(im).category_mask for im in images]
+
+    class DS:
+        num_classes, class_names, name, colors = 3, ("a", "b", "c"), "mem", None
+        samples = [type("S", (), {"image": f"im{i}.png"})() for i in range(3)]
+
+        def __len__(self):
+            return 3
+
+        def load(self, i):
+            return images[i], masks[i]
+
+    flipped = evaluate(m, DS(), batch_size=2, flip=True, flip_pairs=[[0, 2]], saliency=False)
+    assert flipped.to_dict()["miou"] == pytest.approx(1.0)  # the Keras path predicts what the Segmenter did
+    plain = evaluate(m, DS(), batch_size=2, saliency=False)
+    assert plain.to_dict()["miou"] < 0.99
+    with pytest.raises(KsegError, match="open the Segmenter with flip=True"):
+        evaluate(Segmenter(m), DS(), flip=True)
+
+
+def test_cli_refuses_flip_for_an_instance_model(tmp_path, capsys):
+    from kseg.cli import main
+
+    exports = Path(__file__).resolve().parents[1] / "exports" / "person-instances.tflite"
+    if not exports.is_file():
+        pytest.skip("exports/person-instances.tflite absent")
+    rc = main(["evaluate", str(exports), str(tmp_path), "--flip"])
+    assert rc != 0
+    assert "--flip is for semantic models" in capsys.readouterr().err

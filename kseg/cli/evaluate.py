@@ -23,6 +23,9 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2, help="interpreter threads for a .tflite model (default 2)")
     p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--flip", action="store_true",
+                   help="semantic models: average each image's class probabilities with its mirror image's "
+                        "(test-time flip; twice the model time)")
     p.add_argument("--held-out", type=float, metavar="FRACTION",
                    help="score only the validation split kseg train held out with this data.val_fraction "
                         "(and --seed), e.g. 0.15")
@@ -48,6 +51,8 @@ def run(args) -> int:
         check_writable(args.out, "--out")
     if args.results:
         check_writable(Path(args.results).parent, "--results")
+    if args.flip and (args.panoptic or instance_branch(args)):
+        raise KsegError(f"--flip is for semantic models; {args.model} is scored as an instance model: leave --flip out")
     if args.panoptic:
         return _run_panoptic(args)
     if instance_branch(args):
@@ -61,9 +66,15 @@ def run(args) -> int:
     ds = open_dataset(resolve_data_path(args.data), args.format, **dataset_options(args))
     if args.held_out is not None:
         ds = ds.split(args.held_out, seed=args.seed)[1]
-    model = open_model(args.model, num_threads=args.threads)
+    model = open_model(args.model, num_threads=args.threads, flip=args.flip)
+    flip_pairs = None
+    if args.flip and not hasattr(model, "segment"):  # a .keras model: left/right classes from its run's card
+        from kseg.runtime import read_card
+
+        flip_pairs = (read_card(args.model) or {}).get("flip_pairs")
     report = evaluate(model, ds, size=tuple(args.size) if args.size else None,
-                      batch_size=args.batch_size, out_dir=args.out, limit=args.limit)
+                      batch_size=args.batch_size, out_dir=args.out, limit=args.limit,
+                      flip=args.flip, flip_pairs=flip_pairs)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -372,3 +372,15 @@ def test_tryon_that_falls_behind_its_source_is_told_of_the_fast_parsing_model(mo
     assert fast.speed_hint(slow, 30.0) is None
     portrait = App(parsing_model="exports/parsing.tflite", effect="portrait", segmenter_factory=lambda p: None)
     assert portrait.speed_hint(slow, 30.0) is None
+
+
+def test_flip_option_reaches_the_segmenters(monkeypatch):
+    """``--flip`` (App(flip=True)) opens every model with the runtime's test-time flip."""
+    from apps.webcam import App, build_parser
+
+    assert build_parser().parse_args(["--flip"]).flip is True
+    assert build_parser().parse_args([]).flip is False
+    for flip in (False, True):
+        app = App(model="exports/portrait.tflite", parsing_model="exports/parsing.tflite", fast_model=None, flip=flip)
+        assert app.segmenter(app.person_models[0]).flip is flip
+        assert app.segmenter(app.parsing_model).flip is flip
