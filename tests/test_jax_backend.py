@@ -1,6 +1,6 @@
 """KERAS_BACKEND=jax: kseg train end to end, DataParallel on two CPU devices, and the checkpoint
-exported to TFLite from the TensorFlow side. Skipped when JAX is not installed (pip install -e
-".[jax]")."""
+exported to TFLite from the TensorFlow side; distillation and Mask R-CNN through Keras' stateless
+training step. Skipped when JAX is not installed (pip install -e ".[jax]")."""
 
 import importlib.util
 import json
@@ -145,3 +145,70 @@ def test_jax_distils_through_the_stateless_training_step():
     res = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert res["backend"] == "jax" and res["frozen"]
     assert res["after"] < 0.5 * res["before"], res
+
+
+# A small Mask R-CNN trained under JAX (Keras' stateless step: call(training=True) gives the backbone
+# outputs, compute_loss the five losses; proposals through the keras.ops NMS), then its detections on
+# four images.
+MASK_RCNN = textwrap.dedent("""
+    import json, sys
+    import keras, numpy as np
+    from kseg.data.synthetic import make_instances
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    out, config = sys.argv[1], json.loads(sys.argv[2])
+    keras.utils.set_random_seed(0)
+    samples = make_instances(8, size=(64, 64), num_classes=3, seed=0, max_shapes=3)
+    boxes, cls, masks = np.zeros((8, 3, 4), "float32"), np.zeros((8, 3), "int32"), np.zeros((8, 3, 64, 64), "uint8")
+    for i, s in enumerate(samples):
+        k = len(s["class_ids"])
+        boxes[i, :k], cls[i, :k], masks[i, :k] = s["boxes"], s["class_ids"], s["masks"]
+    images = np.stack([s["image"] for s in samples]).astype("float32")
+    y = {"boxes": boxes, "classes": cls, "masks": masks}
+    model = MaskRCNN(**config)
+    first = float(model.compute_losses(images[:4], {k: v[:4] for k, v in y.items()})["loss"])
+    model.compile(keras.optimizers.Adam(2e-3))
+    hist = model.fit(images, y, batch_size=4, epochs=15, verbose=0, shuffle=False).history
+    model.save_weights(out + "/mask_rcnn.weights.h5")
+    det = model(images[:4])
+    np.savez(out + "/det_jax.npz", images=images[:4], **{k: keras.ops.convert_to_numpy(v) for k, v in det.items()})
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "first": first,
+                                  "history": {k: [float(x) for x in v] for k, v in hist.items()}}))
+""")
+
+
+MASK_RCNN_CONFIG = dict(num_classes=3, input_shape=[64, 64, 3], encoder="tiny", fpn_channels=16,
+                        anchor_sizes=[8, 16, 32, 64, 128], rpn_pre_nms_train=200, rpn_post_nms_train=64,
+                        rpn_pre_nms_test=200, rpn_post_nms_test=64, rpn_batch_size=128, roi_batch_size=32,
+                        box_head_dim=64, mask_head_channels=16, mask_head_convs=2, max_detections=10,
+                        score_threshold=0.0)
+
+
+@pytest.mark.slow
+def test_jax_trains_mask_rcnn_and_tensorflow_detects_the_same(tmp_path):
+    import keras
+
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    r = subprocess.run([sys.executable, "-c", MASK_RCNN, str(tmp_path), json.dumps(MASK_RCNN_CONFIG)], capture_output=True, text=True,
+                       env=_jax_env(), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    hist = res["history"]
+    assert res["backend"] == "jax" and set(hist) == {"loss", "rpn_cls", "rpn_box", "cls", "box", "mask"}
+    assert all(np.isfinite(v).all() for v in hist.values())
+    assert hist["loss"][-1] < 0.7 * res["first"], res
+    assert hist["rpn_cls"][-1] < hist["rpn_cls"][0] and hist["mask"][-1] < hist["mask"][0], res
+
+    # the JAX-trained weights in TensorFlow (the export path): the same detections, NMS included
+    assert keras.backend.backend() == "tensorflow"
+    model = MaskRCNN(**MASK_RCNN_CONFIG)
+    model.load_weights(tmp_path / "mask_rcnn.weights.h5")
+    want = np.load(tmp_path / "det_jax.npz")
+    got = {k: keras.ops.convert_to_numpy(v) for k, v in model(want["images"]).items()}
+    assert want["num_detections"].min() > 0
+    np.testing.assert_array_equal(got["num_detections"], want["num_detections"])
+    np.testing.assert_array_equal(got["classes"], want["classes"])
+    np.testing.assert_allclose(got["boxes"], want["boxes"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["masks"], want["masks"], rtol=0, atol=1e-4)

@@ -13,7 +13,7 @@ from kseg.data.synthetic import make_instances
 from kseg.errors import KsegError
 from kseg.models.mask_rcnn import MaskRCNN, box_iou, decode_boxes, encode_boxes, make_anchors, multilevel_roi_align
 from kseg.evaluate_instances import coco_eval, coco_results, predict_coco
-from kseg.models.mask_rcnn.rpn import nms_padded
+from kseg.models.mask_rcnn.rpn import nms_padded, nms_padded_ops
 from kseg.models.mask_rcnn.targets import roi_targets, rpn_targets, sample_balanced
 from kseg.ops import roi_align
 from kseg.runtime import paste_masks
@@ -59,6 +59,24 @@ def test_nms_padded_keeps_best_of_overlaps():
 
 
 # ---- targets ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("iou, score_threshold, max_output", [(0.7, -0.5, 50), (0.5, 0.3, 20), (0.3, 0.0, 400)])
+def test_nms_in_keras_ops_selects_what_tensorflow_selects(iou, score_threshold, max_output):
+    # the JAX path of nms_padded against NonMaxSuppressionV5: same boxes kept, same order, same padding
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 200, (2, 300, 2))
+    wh = rng.uniform(2, 80, (2, 300, 2))
+    boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+    boxes[0, :5] = boxes[0, 5:10] + 1.0  # near-duplicates
+    boxes[1, 7, 2:] = boxes[1, 7, :2]  # an empty box
+    scores = rng.uniform(-0.2, 1, (2, 300)).astype(np.float32)
+    want_idx, want_valid = nms_padded(boxes, scores, max_output, iou, score_threshold)
+    got_idx, got_valid = nms_padded_ops(boxes, scores, max_output, iou, score_threshold)
+    assert _np(got_idx).shape == (2, max_output) and _np(got_idx).dtype == np.int32
+    np.testing.assert_array_equal(_np(got_valid), _np(want_valid))
+    np.testing.assert_array_equal(_np(got_idx), _np(want_idx))
+    assert 0 < _np(want_valid).sum(1).min() and (_np(want_valid).sum(1) < 300).all()
+
+
 def test_sample_balanced_quotas():
     pos = np.zeros((2, 20), bool)
     neg = np.zeros((2, 20), bool)

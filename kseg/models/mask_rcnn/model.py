@@ -42,7 +42,9 @@ class MaskRCNN(keras.Model):
     ``model.fit`` trains it on ``(images, {"boxes": (B, M, 4), "classes": (B, M) int (0 =
     padding), "masks": (B, M, H, W) 0/1})`` batches (``kseg.data.instances.make_instance_dataset``)
     with ``L = L_rpn_cls + L_rpn_box + L_cls + L_box + L_mask``; compile it with only an
-    optimizer. Training uses ``tf.GradientTape`` (TensorFlow backend).
+    optimizer. Keras' own training step runs it on any backend: ``model(images,
+    training=True)`` returns the backbone's outputs (FPN levels and RPN maps) and
+    ``compute_loss`` turns them and the targets into the losses (under JAX, the stateless step).
 
     Args:
         num_classes: classes including background (2 for person/background).
@@ -204,12 +206,17 @@ class MaskRCNN(keras.Model):
         Returns:
             dict ``loss, rpn_cls, rpn_box, cls, box, mask`` of scalars.
         """
+        return self._loss_terms(self._backbone_outputs(images, training), targets)
+
+    def _backbone_outputs(self, images, training):
+        return self.backbone(ops.cast(images, "float32"), training=bool(training and self.train_bn))
+
+    def _loss_terms(self, feats, targets):
         h, w = self.image_shape[:2]
         gt_boxes = ops.cast(targets["boxes"], "float32")
         gt_classes = ops.cast(targets["classes"], "int32")
         gt_masks = targets["masks"]
         gt_valid = gt_classes > 0
-        feats = self.backbone(ops.cast(images, "float32"), training=bool(training and self.train_bn))
         logits, deltas = feats["rpn_logits"], feats["rpn_deltas"]
 
         # RPN
@@ -254,31 +261,26 @@ class MaskRCNN(keras.Model):
         total = rpn_cls + rpn_box + cls_loss + box_loss + mask_loss
         return {"loss": total, "rpn_cls": rpn_cls, "rpn_box": rpn_box, "cls": cls_loss, "box": box_loss, "mask": mask_loss}
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """``fit``'s loss: the losses of ``compute_losses`` from the backbone outputs in ``y_pred``
+        (``call`` in training mode), recorded in the loss metrics; returns their sum."""
+        feats = y_pred if isinstance(y_pred, dict) and "rpn_logits" in y_pred else self._backbone_outputs(x, training)
+        losses = self._loss_terms(feats, y)
+        for k, tracker in self._trackers.items():
+            tracker.update_state(losses[k])
+        return losses["loss"]
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return {k: tracker.result() for k, tracker in self._trackers.items()}
+
     @property
     def metrics(self):
         return list(self._trackers.values())
 
-    def _record(self, losses):
-        for k, tracker in self._trackers.items():
-            tracker.update_state(losses[k])
-        return {k: tracker.result() for k, tracker in self._trackers.items()}
-
-    def train_step(self, data):
-        import tensorflow as tf  # the gradient tape: TensorFlow backend
-
-        images, targets = data[0], data[1]
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, targets, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply(grads, variables)
-        return self._record(losses)
-
-    def test_step(self, data):
-        return self._record(self.compute_losses(data[0], data[1], training=False))
-
     # --- inference -----------------------------------------------------------------
     def call(self, images, training=False):
+        if training:  # fit's step: the backbone's outputs, which compute_loss turns into the losses
+            return self._backbone_outputs(images, training)
         h, w = self.image_shape[:2]
         images = ops.cast(images, "float32")
         feats = self.backbone(images, training=False)

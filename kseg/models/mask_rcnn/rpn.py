@@ -7,9 +7,10 @@ Reference:
 
 from __future__ import annotations
 
+import keras
 from keras import layers, ops
 
-from kseg.models.mask_rcnn.boxes import clip_boxes, decode_boxes
+from kseg.models.mask_rcnn.boxes import box_iou, clip_boxes, decode_boxes
 
 
 def rpn_head(fpn, num_anchors, channels, name="rpn"):
@@ -44,6 +45,9 @@ def rpn_head(fpn, num_anchors, channels, name="rpn"):
 def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=-1.0):
     """Greedy NMS with a fixed-size output (TFLite's NON_MAX_SUPPRESSION_V5), batched.
 
+    On the TensorFlow backend this is ``NonMaxSuppressionV5`` (one builtin op in the exported
+    file); on the others (JAX) the same greedy selection in ``keras.ops``.
+
     Args:
         boxes: ``(B, N, 4)`` ``(x1, y1, x2, y2)``.
         scores: ``(B, N)``.
@@ -54,7 +58,9 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=-1.0):
     Returns:
         ``(indices (B, max_output) int32, valid (B, max_output) bool)``; padded slots hold 0.
     """
-    import tensorflow as tf  # NMS has no keras.ops equivalent
+    if keras.backend.backend() != "tensorflow":
+        return nms_padded_ops(boxes, scores, max_output, iou_threshold, score_threshold)
+    import tensorflow as tf
 
     def one(args):
         b, s = args
@@ -71,6 +77,38 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=-1.0):
         out = [one((boxes[i], scores[i])) for i in range(batch)]
         return tf.stack([o[0] for o in out]), tf.stack([o[1] for o in out])
     return tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
+
+
+def nms_padded_ops(boxes, scores, max_output, iou_threshold, score_threshold=-1.0):
+    """``nms_padded`` in ``keras.ops`` (any backend; what JAX runs).
+
+    Boxes are visited in descending score order; each box still standing removes the later boxes
+    that overlap it by more than ``iou_threshold`` (one ``fori_loop`` step per box over an
+    ``(N, N)`` IoU matrix). The first ``max_output`` survivors are returned, in score order.
+    """
+    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    n = int(boxes.shape[1])
+    order = ops.argsort(-scores, axis=-1)
+    boxes = ops.take_along_axis(boxes, ops.repeat(order[..., None], 4, axis=-1), axis=1)
+    scores = ops.take_along_axis(scores, order, axis=1)
+    later = ops.triu(ops.ones((n, n), "bool"), k=1)
+    overlaps = ops.logical_and(box_iou(boxes, boxes) > iou_threshold, later)  # [b, i, j]: i removes j
+
+    def visit(i, alive):
+        removes = ops.logical_and(ops.take(alive, i, axis=1)[:, None], ops.take(overlaps, i, axis=1))
+        return ops.logical_and(alive, ops.logical_not(removes))
+
+    alive = ops.fori_loop(0, n, visit, scores > score_threshold)
+    k = min(int(max_output), n)
+    rank = ops.where(alive, n - ops.arange(n, dtype="int32")[None, :], 0)  # survivors first, in order
+    first, pos = ops.top_k(rank, k)
+    valid = first > 0
+    idx = ops.cast(ops.where(valid, ops.take_along_axis(order, pos, axis=1), 0), "int32")
+    if k < max_output:  # fewer boxes than slots: pad
+        pad = ops.zeros((ops.shape(idx)[0], int(max_output) - k), "int32")
+        idx, valid = ops.concatenate([idx, pad], axis=1), ops.concatenate([valid, ops.cast(pad, "bool")], axis=1)
+    return idx, valid
 
 
 def propose(logits, deltas, anchors, image_size, pre_nms_top_k, post_nms_top_k, nms_iou=0.7, min_size=1e-3):
