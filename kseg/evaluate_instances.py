@@ -203,6 +203,144 @@ def coco_eval(gt_json, results, iou_type="segm", cat_ids=None):
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats)}
 
 
+def _matches_per_image(gt_json, results, iou_type, cat_ids):
+    """pycocotools' matching of each image (``COCOeval.evaluate``; area "all", the last maxDets).
+
+    Returns ``(image_ids, iou_thresholds, recall_thresholds, rows)``: ``rows[k][i]`` is ``None``
+    (neither ground truth nor detections of category ``k`` in image ``i``) or ``(scores (D,),
+    matched (T, D) bool, ignored (T, D) bool, ground truths not ignored)``.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval, Params
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        if not results:  # nothing detected: every ground truth is missed (COCOeval cannot load [])
+            p = Params(iouType=iou_type)
+            cats = sorted(int(c) for c in cat_ids) if cat_ids is not None else sorted(gt.getCatIds())
+            ids, empty = sorted(gt.getImgIds()), np.zeros((len(p.iouThrs), 0), bool)
+            rows = []
+            for c in cats:
+                per = []
+                for i in ids:
+                    anns = gt.loadAnns(gt.getAnnIds(imgIds=i, catIds=c, iscrowd=None))
+                    kept = sum(1 for a in anns if not a.get("iscrowd", 0) and not a.get("ignore", 0))
+                    per.append((np.zeros(0), empty, empty, kept) if anns else None)
+                rows.append(per)
+            return ids, np.asarray(p.iouThrs), np.asarray(p.recThrs), rows
+        ev = COCOeval(gt, gt.loadRes(list(results)), iouType=iou_type)
+        if cat_ids is not None:
+            ev.params.catIds = sorted(int(c) for c in cat_ids)
+        ev.evaluate()
+    p = ev.params
+    n_img, n_area, max_det = len(p.imgIds), len(p.areaRng), p.maxDets[-1]
+    rows = []
+    for k in range(len(p.catIds)):
+        per = []
+        for i in range(n_img):
+            e = ev.evalImgs[k * n_area * n_img + i]  # area range 0 ("all")
+            per.append(None if e is None else (
+                np.asarray(e["dtScores"][:max_det], np.float64), np.asarray(e["dtMatches"])[:, :max_det] > 0,
+                np.asarray(e["dtIgnore"])[:, :max_det].astype(bool), int((np.asarray(e["gtIgnore"]) == 0).sum())))
+        rows.append(per)
+    return list(p.imgIds), np.asarray(p.iouThrs), np.asarray(p.recThrs), rows
+
+
+def _average_precision(rows, sample, iou_thresholds, recall_thresholds):
+    """COCO AP@[.50:.95] and AP50 over the images ``sample`` (indices, repeats allowed), computed as
+    ``COCOeval.accumulate`` does; ``-1`` where no category has a ground truth."""
+    precision = []
+    for per in rows:
+        picked = [per[i] for i in sample if per[i] is not None]
+        n_gt = sum(r[3] for r in picked)
+        if not n_gt:
+            continue
+        scores = np.concatenate([r[0] for r in picked])
+        order = np.argsort(-scores, kind="mergesort")
+        matched = np.concatenate([r[1] for r in picked], axis=1)[:, order]
+        ignored = np.concatenate([r[2] for r in picked], axis=1)[:, order]
+        tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
+        fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
+        q = np.zeros((len(iou_thresholds), len(recall_thresholds)))
+        for t in range(len(iou_thresholds)):
+            if not tp.shape[1]:
+                continue
+            rc = tp[t] / n_gt
+            pr = np.maximum.accumulate((tp[t] / (tp[t] + fp[t] + np.spacing(1)))[::-1])[::-1]
+            idx = np.searchsorted(rc, recall_thresholds, side="left")
+            ok = idx < len(pr)
+            q[t, ok] = pr[idx[ok]]
+        precision.append(q)
+    if not precision:
+        return -1.0, -1.0
+    precision = np.stack(precision)
+    return float(precision.mean()), float(precision[:, 0].mean())
+
+
+def coco_bootstrap(gt_json, results, baseline=None, iou_type="segm", cat_ids=None, resamples=2000, seed=0,
+                   level=0.95):
+    """COCO AP with a bootstrap interval over images, and a paired comparison with another model.
+
+    The images are drawn with replacement ``resamples`` times; each draw's AP is recomputed from
+    pycocotools' per-image matching exactly as ``COCOeval.accumulate`` does (with every image once
+    it equals pycocotools' AP). With ``baseline`` (the other model's results on the same images),
+    both are scored on the same draws, so the interval of the difference is paired: it tells
+    whether a change is larger than what the choice of images alone moves.
+
+    Args:
+        gt_json: COCO ground truth restricted to the scored images and categories.
+        results: COCO results (list of dicts) of the model.
+        baseline: COCO results of the model to compare with, or ``None``.
+        iou_type: ``"segm"`` (mask AP) or ``"bbox"``.
+        cat_ids: categories to average over (``None``: all of ``gt_json``'s).
+        resamples: bootstrap draws.
+        seed: random seed of the draws.
+        level: two-sided percentile interval level.
+
+    Returns:
+        dict ``images``, ``resamples``, ``level``, ``AP``, ``AP_ci`` ``[lo, hi]``, ``AP50``,
+        ``AP50_ci``; with ``baseline`` also ``baseline_AP``, ``baseline_AP50``, ``diff_AP``,
+        ``diff_AP_ci``, ``diff_AP50``, ``diff_AP50_ci`` and ``p_not_better`` (the share of draws in
+        which the model's AP is not above the baseline's).
+
+    Example:
+        b = coco_bootstrap("gt.json", new_results, baseline=old_results, cat_ids=[1])
+        print(f"{b['diff_AP']:+.3f} [{b['diff_AP_ci'][0]:+.3f}, {b['diff_AP_ci'][1]:+.3f}]")
+
+    Reference:
+        Efron and Tibshirani, "An Introduction to the Bootstrap", 1993 (percentile interval).
+    """
+    if iou_type not in ("segm", "bbox"):
+        raise KsegError(f"coco_bootstrap iou_type={iou_type!r}: use segm or bbox")
+    if int(resamples) < 1:
+        raise KsegError(f"coco_bootstrap resamples={resamples}: draw at least 1 (e.g. 2000)")
+    ids, ious, recalls, rows = _matches_per_image(gt_json, list(results), iou_type, cat_ids)
+    runs = [rows]
+    if baseline is not None:
+        ids_b, _, _, rows_b = _matches_per_image(gt_json, list(baseline), iou_type, cat_ids)
+        runs.append(rows_b)
+    n = len(ids)
+    everything = np.arange(n)
+    full = [_average_precision(r, everything, ious, recalls) for r in runs]
+    rng = np.random.default_rng(seed)
+    draws = np.array([[_average_precision(r, sample, ious, recalls) for r in runs]
+                      for sample in (rng.integers(0, n, n) for _ in range(int(resamples)))])  # (R, runs, 2)
+    tail = 100.0 * (1.0 - level) / 2.0
+
+    def interval(x):
+        return [float(v) for v in np.percentile(x, [tail, 100.0 - tail])]
+
+    out = {"images": n, "resamples": int(resamples), "level": level,
+           "AP": full[0][0], "AP_ci": interval(draws[:, 0, 0]), "AP50": full[0][1], "AP50_ci": interval(draws[:, 0, 1])}
+    if baseline is not None:
+        diff = draws[:, 0] - draws[:, 1]
+        out.update(baseline_AP=full[1][0], baseline_AP50=full[1][1],
+                   diff_AP=full[0][0] - full[1][0], diff_AP_ci=interval(diff[:, 0]),
+                   diff_AP50=full[0][1] - full[1][1], diff_AP50_ci=interval(diff[:, 1]),
+                   p_not_better=float(np.mean(diff[:, 0] <= 0.0)))
+    return out
+
+
 def predict_coco(model, instances, batch_size=1, category_ids=None, image_ids=None, threshold=0.5):
     """Run a MaskRCNN over an ``InstanceDataset`` and return COCO results at original resolution.
 
@@ -316,7 +454,8 @@ def detect_coco(model: InstanceModel, coco: CocoImages, class_map: dict, thresho
 
 
 def evaluate_instances(model: InstanceModel, data, split=None, categories=None, images=None, limit=None,
-                       results_path=None, threshold: float = 0.5, progress=None) -> dict:
+                       results_path=None, threshold: float = 0.5, progress=None, compare: InstanceModel | None = None,
+                       bootstrap: int = 0, seed: int = 0) -> dict:
     """Box and mask AP/AR of an instance model on COCO annotations, via pycocotools.
 
     The ground truth is the annotation file restricted to the evaluated images and categories
@@ -332,10 +471,17 @@ def evaluate_instances(model: InstanceModel, data, split=None, categories=None, 
         results_path: also write the detections in COCO result format here (atomically).
         threshold: mask probability threshold.
         progress: as for ``detect_coco`` (default: a bar on a terminal, plain lines in a log).
+        compare: another instance model scored on the same images (its figures go under
+            ``compare``); with ``bootstrap`` the differences get paired intervals.
+        bootstrap: draws of a bootstrap over the images (``coco_bootstrap``; 0: none): 95%
+            intervals of mask and box AP, and of the difference from ``compare``.
+        seed: the bootstrap's random seed.
 
     Returns:
         dict ``model``, ``data``, ``images``, ``detections``, ``categories``, ``segm`` and
-        ``bbox`` (``kseg.metrics.COCO_STATS`` keys), ``seconds_per_image``.
+        ``bbox`` (``kseg.metrics.COCO_STATS`` keys), ``seconds_per_image``; with ``compare`` also
+        ``compare`` (``model``, ``detections``, ``segm``, ``bbox``, ``seconds_per_image``); with
+        ``bootstrap`` also ``bootstrap`` (``segm`` and ``bbox``: ``coco_bootstrap``'s dicts).
 
     Example:
         r = evaluate_instances(load_instance_model("exports/person-instances.tflite"), "coco/coco-tiny")
@@ -351,23 +497,34 @@ def evaluate_instances(model: InstanceModel, data, split=None, categories=None, 
     if results_path:
         with atomic_path(results_path) as tmp:
             Path(tmp).write_text(json.dumps(results))
+    other = None
+    if compare is not None:
+        t0 = time.perf_counter()
+        other = detect_coco(compare, coco, _class_map(compare, coco, categories), threshold, progress)
+        dt_other = time.perf_counter() - t0
     cat_ids = sorted(set(class_map.values()))
-    with tempfile.TemporaryDirectory() as tmp:
-        gt = subset_coco_json(coco.ann_file, Path(tmp) / "gt.json", cat_ids, coco.image_ids)
-        segm = coco_eval(gt, results, "segm", cat_ids=cat_ids)
-        bbox = coco_eval(gt, results, "bbox", cat_ids=cat_ids)
     names = {v: k for k, v in zip(coco.category_names, coco.category_ids)}
-    return {
+    report = {
         "model": str(model.path),
         "format": model.format,
         "data": str(coco.ann_file),
         "images": len(coco),
         "detections": len(results),
         "categories": [names[c] for c in cat_ids],
-        "segm": segm,
-        "bbox": bbox,
         "seconds_per_image": dt / max(len(coco), 1),
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        gt = subset_coco_json(coco.ann_file, Path(tmp) / "gt.json", cat_ids, coco.image_ids)
+        for kind in ("segm", "bbox"):
+            report[kind] = coco_eval(gt, results, kind, cat_ids=cat_ids)
+        if other is not None:
+            report["compare"] = {"model": str(compare.path), "format": compare.format, "detections": len(other),
+                                 "seconds_per_image": dt_other / max(len(coco), 1),
+                                 **{kind: coco_eval(gt, other, kind, cat_ids=cat_ids) for kind in ("segm", "bbox")}}
+        if bootstrap:
+            report["bootstrap"] = {kind: coco_bootstrap(gt, results, other, kind, cat_ids, bootstrap, seed)
+                                   for kind in ("segm", "bbox")}
+    return report
 
 
 def format_instance_report(report: dict) -> str:
@@ -377,9 +534,31 @@ def format_instance_report(report: dict) -> str:
              f"categories {', '.join(report['categories'])}",
              "",
              "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    other = report.get("compare")
     for kind, label in (("segm", "mask"), ("bbox", "box")):
-        s = report[kind]
-        lines.append("| " + " | ".join([label, *("n/a" if s[k] < 0 else f"{s[k]:.3f}" for k in STAT_KEYS)]) + " |")
+        for r, name in ((report, label), (other, f"{label}, {other['model']}" if other else "")):
+            if r:
+                lines.append("| " + " | ".join([name, *("n/a" if r[kind][k] < 0 else f"{r[kind][k]:.3f}"
+                                                        for k in STAT_KEYS)]) + " |")
     lines += ["", "pycocotools COCOeval (AP = AP@[.50:.95], AR = AR@100 unless named; -1/n/a: nothing of that size); "
                   f"{report['seconds_per_image']:.2f} s per image"]
+    if other:
+        lines[-1] += f" ({other['seconds_per_image']:.2f} for {other['model']}, {other['detections']} detections)"
+    boot = report.get("bootstrap")
+    if boot:
+        def iv(x):
+            return f"[{x[0]:+.3f}, {x[1]:+.3f}]"
+
+        b0 = boot["segm"]
+        lines += ["", f"bootstrap over the {b0['images']} images ({b0['resamples']} draws, "
+                      f"{100 * b0['level']:.0f}% percentile intervals):"]
+        for kind, label in (("segm", "mask"), ("bbox", "box")):
+            b = boot[kind]
+            line = (f"- {label} AP {b['AP']:.3f} [{b['AP_ci'][0]:.3f}, {b['AP_ci'][1]:.3f}], "
+                    f"AP50 {b['AP50']:.3f} [{b['AP50_ci'][0]:.3f}, {b['AP50_ci'][1]:.3f}]")
+            if "diff_AP" in b:
+                line += (f"; minus {other['model']}: AP {b['diff_AP']:+.3f} {iv(b['diff_AP_ci'])}, "
+                         f"AP50 {b['diff_AP50']:+.3f} {iv(b['diff_AP50_ci'])} (paired; not better in "
+                         f"{100 * b['p_not_better']:.1f}% of draws)")
+            lines.append(line)
     return "\n".join(lines)

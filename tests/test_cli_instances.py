@@ -183,7 +183,8 @@ def test_benchmark_instance_tflite(files, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["semantic_keras", "semantic_tflite", "no_annotations", "truncated", "no_config",
-                                  "int8", "qat", "unknown_category"])
+                                  "int8", "qat", "unknown_category", "compare_semantic", "bootstrap_negative",
+                                  "bootstrap_semantic"])
 def test_one_line_errors(files, capsys, tmp_path, case):
     coco = files / "coco"
     ann = coco / "annotations" / "instances_val2017.json"
@@ -209,8 +210,114 @@ def test_one_line_errors(files, capsys, tmp_path, case):
     elif case == "qat":
         argv = ["export", files / "m.keras", "--quantization", "qat", "--out", tmp_path / "x.tflite"]
         expect = "QAT is not offered"
+    elif case == "compare_semantic":
+        argv, expect = ["evaluate", files / "m.tflite", coco, "--compare", "exports/portrait.tflite"], "portrait.tflite"
+    elif case == "bootstrap_negative":
+        argv, expect = ["evaluate", files / "m.tflite", coco, "--bootstrap", "-5"], "--bootstrap -5"
+    elif case == "bootstrap_semantic":
+        argv, expect = ["evaluate", "exports/portrait.tflite", "../shared/data/people-masks", "--bootstrap", "10"], \
+            "are for instance models"
     else:
         argv, expect = ["evaluate", files / "m.keras", coco, "--categories", "zebra"], "zebra"
     rc, out, err = _run(argv, capsys)
     assert rc == 2, err
     assert err.count("\n") == 1 and expect in err and "Traceback" not in err
+
+
+# ---- bootstrap intervals and the paired comparison ----------------------------------------------
+def _noisy_results(samples, rng, drop=0.3, shift=4, extra=0.5):
+    """COCO results from the ground truth: some instances missed, masks shifted, false positives."""
+    from kseg.evaluate_instances import coco_results
+
+    res = []
+    for i, s in enumerate(samples):
+        keep = [k for k in range(len(s["class_ids"])) if rng.random() > drop]
+        masks = [np.roll(s["masks"][k], int(rng.integers(-shift, shift + 1)), axis=1) for k in keep]
+        classes = [int(s["class_ids"][k]) for k in keep]
+        if rng.random() < extra:  # a false positive: a square where there may be nothing
+            m = np.zeros_like(s["masks"][0])
+            y, x = rng.integers(0, m.shape[0] - 12, 2)
+            m[y:y + 12, x:x + 12] = 1
+            masks.append(m)
+            classes.append(int(rng.integers(1, 3)))
+        if not masks:
+            continue
+        masks = np.stack(masks).astype(np.uint8)
+        ys, xs = [np.nonzero(m.any(1))[0] for m in masks], [np.nonzero(m.any(0))[0] for m in masks]
+        boxes = np.array([[x[0], y[0], x[-1] + 1, y[-1] + 1] for x, y in zip(xs, ys)], np.float32)
+        scores = rng.uniform(0.05, 1.0, len(masks)).astype(np.float32)
+        res += coco_results(i + 1, boxes, scores, np.array(classes), masks.astype(np.float32))
+    return res
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("boot")
+    samples = make_instances(12, size=(64, 64), num_classes=3, seed=5, max_shapes=3)
+    gt = write_coco_gt(root / "gt.json", [{"image_id": i + 1, "masks": s["masks"], "category_ids": s["class_ids"]}
+                                          for i, s in enumerate(samples)], NAMES)
+    rng = np.random.default_rng(0)
+    return root, samples, gt, _noisy_results(samples, rng), _noisy_results(samples, rng, drop=0.5, shift=8)
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_bootstrap_equals_pycocotools_on_every_image_and_on_a_draw_with_repeats(noisy, iou_type):
+    from kseg.evaluate_instances import _average_precision, _matches_per_image, coco_bootstrap, coco_eval
+
+    root, samples, gt, res, _ = noisy
+    b = coco_bootstrap(gt, res, iou_type=iou_type, resamples=200)
+    ref = coco_eval(gt, res, iou_type)
+    assert 0.2 < ref["AP"] < 0.9  # a non-trivial case
+    assert b["AP"] == pytest.approx(ref["AP"], abs=1e-12) and b["AP50"] == pytest.approx(ref["AP50"], abs=1e-12)
+    assert b["AP_ci"][0] < b["AP"] < b["AP_ci"][1] and b["images"] == 12 and b["resamples"] == 200
+    # one draw with repeats = pycocotools on a data set in which the drawn images are copied
+    draw = [0, 0, 3, 5, 5, 5, 7, 9, 10, 11, 11, 2]
+    ids, ious, recalls, rows = _matches_per_image(gt, res, iou_type, None)
+    samples2 = [{"image_id": j + 1, "masks": samples[i]["masks"], "category_ids": samples[i]["class_ids"]}
+                for j, i in enumerate(draw)]
+    gt2 = write_coco_gt(root / f"gt_draw_{iou_type}.json", samples2, NAMES)
+    by_image = {}
+    for r in res:
+        by_image.setdefault(r["image_id"], []).append(r)
+    res2 = [dict(r, image_id=j + 1) for j, i in enumerate(draw) for r in by_image.get(i + 1, [])]
+    ref2 = coco_eval(gt2, res2, iou_type)
+    assert ids == list(range(1, 13))
+    ap, ap50 = _average_precision(rows, np.array(draw), ious, recalls)
+    assert ap == pytest.approx(ref2["AP"], abs=1e-12) and ap50 == pytest.approx(ref2["AP50"], abs=1e-12)
+
+
+def test_paired_bootstrap_of_a_model_against_itself_and_a_worse_one(noisy):
+    from kseg.evaluate_instances import coco_bootstrap, coco_eval
+
+    _, _, gt, good, bad = noisy
+    same = coco_bootstrap(gt, good, baseline=good, resamples=300)
+    assert same["diff_AP"] == 0.0 and same["diff_AP_ci"] == [0.0, 0.0] and same["p_not_better"] == 1.0
+    b = coco_bootstrap(gt, good, baseline=bad, resamples=300, seed=1)
+    assert b["baseline_AP"] == pytest.approx(coco_eval(gt, bad, "segm")["AP"], abs=1e-12)
+    assert b["diff_AP"] == pytest.approx(b["AP"] - b["baseline_AP"])
+    assert b["diff_AP"] > 0.1 and 0.0 < b["diff_AP_ci"][0] < b["diff_AP"] < b["diff_AP_ci"][1]
+    assert b["p_not_better"] < 0.025
+    assert coco_bootstrap(gt, good, baseline=bad, resamples=300, seed=1) == b  # the seed fixes the draws
+    # a model that found nothing: AP 0 on every draw, and the comparison still runs
+    empty = coco_bootstrap(gt, [], baseline=good, resamples=50)
+    assert empty["AP"] == 0.0 and empty["AP_ci"] == [0.0, 0.0] and empty["diff_AP"] == -empty["baseline_AP"] < 0
+
+
+def test_evaluate_compare_and_bootstrap_on_the_cli(files, capsys, tmp_path):
+    coco = files / "coco"
+    rc, out, err = _run(["evaluate", files / "m.tflite", coco, "--compare", files / "m.keras", "--bootstrap", "100",
+                         "--json"], capsys)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["compare"]["model"].endswith("m.keras") and r["compare"]["detections"] > 0
+    for kind in ("segm", "bbox"):
+        b = r["bootstrap"][kind]
+        assert b["resamples"] == 100 and b["images"] == 3
+        assert b["AP"] == pytest.approx(r[kind]["AP"]) and b["baseline_AP"] == pytest.approx(r["compare"][kind]["AP"])
+        assert abs(b["diff_AP"]) < 1e-3  # a float32 file against its own Keras model
+    rc, out, err = _run(["evaluate", files / "m.tflite", coco, "--compare", files / "m.keras", "--bootstrap", "50"],
+                        capsys)
+    assert rc == 0, err
+    assert "| mask, " in out and "bootstrap over the 3 images (50 draws" in out and "paired" in out
+    rc, out, _ = _run(["evaluate", files / "m.tflite", coco, "--json"], capsys)
+    assert "bootstrap" not in json.loads(out) and "compare" not in json.loads(out)

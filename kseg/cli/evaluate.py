@@ -36,6 +36,11 @@ def add(sub) -> None:
     inst.add_argument("--config", help="the configs/mask_rcnn_*.yaml a .weights.h5 file was trained with")
     inst.add_argument("--results", metavar="FILE.json", help="write the detections in COCO result format")
     inst.add_argument("--images", help="image folder of an annotation JSON (default: guessed beside it)")
+    inst.add_argument("--compare", metavar="MODEL",
+                      help="also score this instance model on the same images (e.g. the shipped file), side by side")
+    inst.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                      help="95%% intervals from N bootstrap draws over the images (default 2000 with --compare, "
+                           "else none); with --compare the difference's interval is paired")
     inst.add_argument("--panoptic", metavar="SEMANTIC_MODEL",
                       help="panoptic quality (PQ, SQ, RQ) on a COCO folder: things from MODEL (an instance model), "
                            "stuff from this semantic model's 'background' class (e.g. exports/portrait.tflite)")
@@ -57,8 +62,9 @@ def run(args) -> int:
         return _run_panoptic(args)
     if instance_branch(args):
         return _run_instances(args)
-    if args.results or args.config or args.images:
-        raise KsegError(f"--results/--config/--images are for instance models; {args.model} is a semantic model")
+    if args.results or args.config or args.images or args.compare or args.bootstrap is not None:
+        raise KsegError(f"--results/--config/--images/--compare/--bootstrap are for instance models; "
+                        f"{args.model} is a semantic model")
     from kseg.config import resolve_data_path
     from kseg.data.readers import open_dataset
     from kseg.evaluate import evaluate, open_model
@@ -88,10 +94,15 @@ def _run_instances(args) -> int:
     from kseg.evaluate_instances import evaluate_instances, format_instance_report
     from kseg.runtime import load_instance_model
 
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise KsegError(f"--bootstrap {args.bootstrap}: give a number of draws (e.g. 2000), or 0 for none")
     model = load_instance_model(args.model, config=args.config)
+    other = load_instance_model(args.compare) if args.compare else None
+    boot = args.bootstrap if args.bootstrap is not None else (2000 if other else 0)
     cats = dataset_options(args).get("categories")
     report = evaluate_instances(model, args.data, split=args.split, categories=cats, images=args.images,
-                                limit=args.limit, results_path=args.results)
+                                limit=args.limit, results_path=args.results, compare=other, bootstrap=boot,
+                                seed=args.seed)
     if args.results:
         report["results_file"] = args.results
     if _write_report(args, report):
@@ -119,8 +130,9 @@ def _run_panoptic(args) -> int:
     from kseg.evaluate_panoptic import evaluate_panoptic, format_panoptic_report
     from kseg.runtime import INSTANCE_HINT, Segmenter, load_instance_model, model_kind
 
-    if args.results or args.config or args.images or args.held_out is not None:
-        raise KsegError("--panoptic takes a COCO folder; --results/--config/--images/--held-out do not apply")
+    if args.results or args.config or args.images or args.held_out is not None or args.compare or args.bootstrap is not None:
+        raise KsegError("--panoptic takes a COCO folder; --results/--config/--images/--held-out/--compare/--bootstrap "
+                        "do not apply")
     if model_kind(args.model) == "semantic":
         raise KsegError(f"--panoptic: MODEL gives the things and must be {INSTANCE_HINT}; {args.model} is a "
                         "semantic model (give that one as --panoptic)")
