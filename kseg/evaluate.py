@@ -179,6 +179,8 @@ class EvalReport:
     skipped: list = field(default_factory=list)
     saliency: dict | None = None  # SaliencyMetrics.result() of the foreground class (binary models)
     foreground: str | None = None  # the class those are of
+    per_image: np.ndarray | None = None  # (N, C, C) confusion matrix of each image (evaluate(per_image=True))
+    per_image_index: list | None = None  # the dataset index of each of those images
 
     def to_dict(self) -> dict:
         s = self.scores
@@ -262,8 +264,22 @@ def iter_loaded(ds, indices, skipped, workers=2, ahead=4):
             yield i, image, mask
 
 
+def check_classes(model, ds, label=None) -> None:
+    """Fail in one line unless ``model`` (Keras or ``Segmenter``) predicts the classes of ``ds``;
+    ``label`` names the model in the message (default: a ``Segmenter``'s file, else "the model")."""
+    out_classes = model.num_classes if hasattr(model, "segment") else model.output_shape[-1]
+    if out_classes == 1:  # a sigmoid map: background and foreground
+        out_classes = 2
+    if out_classes != ds.num_classes:
+        name = label or getattr(model, "path", None) or "the model"
+        raise KsegError(
+            f"{name} predicts {out_classes} classes but the dataset has {ds.num_classes} "
+            f"({', '.join(ds.class_names)}); evaluate on data with the classes it was trained on"
+        )
+
+
 def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8, limit=None,
-             saliency=None, flip=False, flip_pairs=None) -> EvalReport:
+             saliency=None, flip=False, flip_pairs=None, per_image=False) -> EvalReport:
     """Score ``model`` on every sample of ``ds`` at label resolution.
 
     Args:
@@ -282,6 +298,8 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
         flip: horizontal-flip test-time augmentation for a Keras model (the mean of the class
             probabilities of each image and of its mirror image; ``flip_pairs``: ``[[LEFT, RIGHT], ...]``
             classes that trade places). A ``Segmenter`` flips when it was opened with ``flip=True``.
+        per_image: keep each image's confusion matrix (``report.per_image``, ``(N, C, C)``, in
+            the order of the samples read), for ``kseg.metrics.iou_bootstrap``.
 
     Returns:
         An ``EvalReport`` (``saliency`` set for binary models).
@@ -297,14 +315,7 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
     if runtime and flip and not getattr(model, "flip", False):
         raise KsegError("evaluate(flip=True) flips Keras models; open the Segmenter with flip=True "
                         "(open_model(path, flip=True))")
-    out_classes = model.num_classes if runtime else model.output_shape[-1]
-    if out_classes == 1:  # a sigmoid map: background and foreground
-        out_classes = 2
-    if out_classes != n_cls:
-        raise KsegError(
-            f"the model predicts {out_classes} classes but the dataset has {n_cls} "
-            f"({', '.join(ds.class_names)}); evaluate on data with the classes it was trained on"
-        )
+    check_classes(model, ds)
     fg = foreground_index(ds.class_names)
     if saliency is None:
         saliency = fg is not None
@@ -324,6 +335,8 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
     else:
         size = input_size(model, size)
     cm = np.zeros((n_cls, n_cls), dtype=np.int64)
+    per: list[np.ndarray] = []
+    per_index: list[int] = []
     skipped: list[str] = []
     indices = list(range(len(ds)))[: limit or None]
     colors = palette(n_cls, getattr(ds, "colors", None))
@@ -342,7 +355,11 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
                 probs = [flip_average(p, class_probabilities(m), perm) for p, m in zip(probs, mirrored)]
         for (i, image, mask), pr in zip(buf, probs):
             pred = pr.argmax(-1).astype(np.uint8)
-            cm += confusion_matrix(mask, pred, n_cls)
+            one = confusion_matrix(mask, pred, n_cls)
+            cm += one
+            if per_image:
+                per.append(np.asarray(one, np.int64))
+                per_index.append(int(i))
             if sod is not None:
                 sod.update(*saliency_maps(pr, mask, fg))
             if out_dir is not None and written < num_overlays:
@@ -367,7 +384,9 @@ def evaluate(model, ds, *, size=None, batch_size=4, out_dir=None, num_overlays=8
         raise KsegError(f"no readable sample in dataset {ds.name}; run `kseg data check` on it")
     report = EvalReport(tuple(ds.class_names), cm, scores_from_confusion(cm), num, skipped,
                         saliency=sod.result() if sod is not None else None,
-                        foreground=ds.class_names[fg] if sod is not None else None)
+                        foreground=ds.class_names[fg] if sod is not None else None,
+                        per_image=np.stack(per) if per_image else None,
+                        per_image_index=per_index if per_image else None)
     if out_dir is not None:
         out = Path(out_dir)
         plot_confusion(cm, ds.class_names, out / "confusion.png")

@@ -68,6 +68,95 @@ def scores_from_confusion(cm) -> dict:
     }
 
 
+def _iou_rows(cms):
+    """Class IoU of each ``(..., C, C)`` confusion matrix (NaN where a class is in neither)."""
+    tp = np.diagonal(cms, axis1=-2, axis2=-1)
+    union = cms.sum(-1) + cms.sum(-2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def iou_bootstrap(per_image, baseline=None, class_names=None, resamples=2000, seed=0, level=0.95, chunk=250) -> dict:
+    """Class IoU and mIoU with bootstrap intervals over images, and a paired comparison.
+
+    Images are drawn with replacement ``resamples`` times; each draw's scores come from the sum of
+    the drawn images' confusion matrices (dataset-level IoU, as ``scores_from_confusion`` gives on
+    all of them). With ``baseline`` (the other model's per-image matrices of the same images, in
+    the same order) both are scored on the same draws, so the difference's interval is paired.
+
+    Args:
+        per_image: ``(N, C, C)`` confusion matrices, one per image (rows: truth).
+        baseline: the same for the model to compare with, or ``None``.
+        class_names: names of the C classes (default ``"0"``, ``"1"``, …).
+        resamples: bootstrap draws.
+        seed: random seed of the draws.
+        level: two-sided percentile interval level.
+        chunk: draws summed at a time (memory: ``chunk × C²`` floats).
+
+    Returns:
+        dict ``images``, ``resamples``, ``level``, ``miou``, ``miou_ci``, ``per_class_iou``
+        ``{name: [iou, lo, hi]}``; with ``baseline`` also ``baseline_miou``, ``diff_miou``,
+        ``diff_miou_ci``, ``p_not_better`` (share of draws whose mIoU is not above the baseline's) and
+        ``per_class_diff`` ``{name: [diff, lo, hi]}``. IoUs are fractions; a class absent from every
+        draw's truth and prediction has ``None``.
+
+    Example:
+        a = evaluate(model_a, ds, per_image=True); b = evaluate(model_b, ds, per_image=True)
+        iou_bootstrap(a.per_image, b.per_image, ds.class_names)["diff_miou_ci"]
+    """
+    from kseg.errors import KsegError
+
+    a = np.asarray(per_image, np.float64)
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or not len(a):
+        raise KsegError(f"iou_bootstrap needs (N, C, C) per-image confusion matrices; got shape {a.shape}")
+    runs = [a]
+    if baseline is not None:
+        b = np.asarray(baseline, np.float64)
+        if b.shape != a.shape:
+            raise KsegError(f"iou_bootstrap: the baseline's matrices {b.shape} are not of the same images "
+                            f"and classes as the model's {a.shape}")
+        runs.append(b)
+    if int(resamples) < 1:
+        raise KsegError(f"iou_bootstrap resamples={resamples}: draw at least 1 (e.g. 2000)")
+    n, c = a.shape[:2]
+    names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
+    rng = np.random.default_rng(seed)
+    ious = [[] for _ in runs]
+    for start in range(0, int(resamples), chunk):
+        m = min(chunk, int(resamples) - start)
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(m)]).astype(np.float64)
+        for k, r in enumerate(runs):
+            ious[k].append(_iou_rows((counts @ r.reshape(n, c * c)).reshape(m, c, c)))
+    ious = [np.concatenate(x) for x in ious]  # (R, C) per run
+    full = [_iou_rows(r.sum(0)) for r in runs]
+    tail = 100.0 * (1.0 - level) / 2.0
+
+    def interval(x):
+        x = x[~np.isnan(x)]
+        return [float(v) for v in np.percentile(x, [tail, 100.0 - tail])] if len(x) else [None, None]
+
+    def value(v):
+        return None if np.isnan(v) else float(v)
+
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a draw without some class: NaN, left out
+            miou = [np.nanmean(x, axis=1) for x in ious]
+            out = {"images": n, "resamples": int(resamples), "level": level,
+                   "miou": value(np.nanmean(full[0])), "miou_ci": interval(miou[0]),
+                   "per_class_iou": {nm: [value(full[0][k]), *interval(ious[0][:, k])] for k, nm in enumerate(names)}}
+            if baseline is not None:
+                d = miou[0] - miou[1]
+                out.update(baseline_miou=value(np.nanmean(full[1])),
+                           diff_miou=value(np.nanmean(full[0]) - np.nanmean(full[1])), diff_miou_ci=interval(d),
+                           p_not_better=float(np.mean(d <= 0.0)),
+                           per_class_diff={nm: [value(full[0][k] - full[1][k]), *interval(ious[0][:, k] - ious[1][:, k])]
+                                           for k, nm in enumerate(names)})
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # keras metrics
 

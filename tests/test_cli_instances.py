@@ -183,8 +183,7 @@ def test_benchmark_instance_tflite(files, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["semantic_keras", "semantic_tflite", "no_annotations", "truncated", "no_config",
-                                  "int8", "qat", "unknown_category", "compare_semantic", "bootstrap_negative",
-                                  "bootstrap_semantic"])
+                                  "int8", "qat", "unknown_category", "compare_semantic", "bootstrap_negative"])
 def test_one_line_errors(files, capsys, tmp_path, case):
     coco = files / "coco"
     ann = coco / "annotations" / "instances_val2017.json"
@@ -214,9 +213,6 @@ def test_one_line_errors(files, capsys, tmp_path, case):
         argv, expect = ["evaluate", files / "m.tflite", coco, "--compare", "exports/portrait.tflite"], "portrait.tflite"
     elif case == "bootstrap_negative":
         argv, expect = ["evaluate", files / "m.tflite", coco, "--bootstrap", "-5"], "--bootstrap -5"
-    elif case == "bootstrap_semantic":
-        argv, expect = ["evaluate", "exports/portrait.tflite", "../shared/data/people-masks", "--bootstrap", "10"], \
-            "are for instance models"
     else:
         argv, expect = ["evaluate", files / "m.keras", coco, "--categories", "zebra"], "zebra"
     rc, out, err = _run(argv, capsys)
