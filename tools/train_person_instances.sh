@@ -51,10 +51,11 @@ if step export; then  # int8 PTQ (uint8 input; NMS stays float) and float16, par
     $PY -m kseg export "$RUN/last.weights.h5" --config "$CONFIG" --quantization int8 \
         --out "$RUN/person-instances.tflite" --parity 20 --threads 2
 fi
-if step evaluate; then  # the protocol: every val image with a person, person category only
+if step evaluate; then  # the protocol: every val image with a person, person category only;
+    # the shipped file on the same images, with the paired bootstrap interval of the difference
     for sub in coco-mini coco-tiny; do
         $PY -m kseg evaluate "$RUN/person-instances.tflite" "coco/$sub" --categories person --json \
-            > "$RUN/kseg_evaluate_$sub.json"
+            --compare "$HERE/exports/person-instances.tflite" > "$RUN/kseg_evaluate_$sub.json"
     done
 fi
 if step benchmark; then  # the new file and the shipped one in interleaved rounds
@@ -102,6 +103,12 @@ for sub in ("coco-mini", "coco-tiny"):
     if e:
         lines.append(f"- kseg evaluate person-instances.tflite {sub} val: {e.get('images')} images, mask AP "
                      f"{e['segm']['AP']:.3f}, box AP {e['bbox']['AP']:.3f}")
+        bs = (e.get("bootstrap") or {}).get("segm")
+        if bs and "diff_AP" in bs:
+            lo, hi = bs["diff_AP_ci"]
+            lines.append(f"  against the shipped file: mask AP {bs['baseline_AP']:.3f}, difference {bs['diff_AP']:+.3f} "
+                         f"[{lo:+.3f}, {hi:+.3f}] (paired, {bs['resamples']} draws; not better in "
+                         f"{100 * bs['p_not_better']:.1f}%)")
 b = load("benchmark.json")
 if b:
     for m in b.get("models", []):
