@@ -317,8 +317,7 @@ def coco_bootstrap(gt_json, results, baseline=None, iou_type="segm", cat_ids=Non
     ids, ious, recalls, rows = _matches_per_image(gt_json, list(results), iou_type, cat_ids)
     runs = [rows]
     if baseline is not None:
-        ids_b, _, _, rows_b = _matches_per_image(gt_json, list(baseline), iou_type, cat_ids)
-        runs.append(rows_b)
+        runs.append(_matches_per_image(gt_json, list(baseline), iou_type, cat_ids)[3])
     n = len(ids)
     everything = np.arange(n)
     full = [_average_precision(r, everything, ious, recalls) for r in runs]

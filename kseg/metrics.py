@@ -19,6 +19,8 @@ modules, re-exported here.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -138,22 +140,19 @@ def iou_bootstrap(per_image, baseline=None, class_names=None, resamples=2000, se
     def value(v):
         return None if np.isnan(v) else float(v)
 
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a draw without some class: NaN, left out
-            miou = [np.nanmean(x, axis=1) for x in ious]
-            out = {"images": n, "resamples": int(resamples), "level": level,
-                   "miou": value(np.nanmean(full[0])), "miou_ci": interval(miou[0]),
-                   "per_class_iou": {nm: [value(full[0][k]), *interval(ious[0][:, k])] for k, nm in enumerate(names)}}
-            if baseline is not None:
-                d = miou[0] - miou[1]
-                out.update(baseline_miou=value(np.nanmean(full[1])),
-                           diff_miou=value(np.nanmean(full[0]) - np.nanmean(full[1])), diff_miou_ci=interval(d),
-                           p_not_better=float(np.mean(d <= 0.0)),
-                           per_class_diff={nm: [value(full[0][k] - full[1][k]), *interval(ious[0][:, k] - ious[1][:, k])]
-                                           for k, nm in enumerate(names)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without any class's pixels: NaN, left out
+        miou = [np.nanmean(x, axis=1) for x in ious]
+        out = {"images": n, "resamples": int(resamples), "level": level,
+               "miou": value(np.nanmean(full[0])), "miou_ci": interval(miou[0]),
+               "per_class_iou": {nm: [value(full[0][k]), *interval(ious[0][:, k])] for k, nm in enumerate(names)}}
+        if baseline is not None:
+            d = miou[0] - miou[1]
+            out.update(baseline_miou=value(np.nanmean(full[1])),
+                       diff_miou=value(np.nanmean(full[0]) - np.nanmean(full[1])), diff_miou_ci=interval(d),
+                       p_not_better=float(np.mean(d <= 0.0)),
+                       per_class_diff={nm: [value(full[0][k] - full[1][k]), *interval(ious[0][:, k] - ious[1][:, k])]
+                                       for k, nm in enumerate(names)})
     return out
 
 

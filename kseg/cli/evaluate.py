@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -82,7 +81,9 @@ def run(args) -> int:
         flip_pairs = (read_card(args.model) or {}).get("flip_pairs")
     other = None
     if args.compare:
-        if instance_branch(argparse.Namespace(model=args.compare, data=args.data)):
+        from kseg.runtime import model_kind
+
+        if model_kind(args.compare) == "instance":
             raise KsegError(f"--compare {args.compare} is an instance model; {args.model} is a semantic model: "
                             f"compare it with a semantic model")
         other = open_model(args.compare, num_threads=args.threads)  # --flip is MODEL's alone
