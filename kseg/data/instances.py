@@ -141,30 +141,9 @@ def zoom(image, target, factor, rng, min_area=16):
     return out, {"boxes": boxes.astype(np.float32), "classes": classes, "masks": masks}
 
 
-def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True,
-                          scale_range=(1.0, 1.0)):
-    """A ``tf.data.Dataset`` of padded instance batches for ``MaskRCNN.fit``.
-
-    Args:
-        instances: an ``InstanceDataset`` or a list of them (concatenated; class ids as they are).
-        size: letterbox side S.
-        batch_size: images per batch (the last partial batch is dropped in training).
-        max_instances: instance slots M per image.
-        training: shuffle every epoch, flip left-right at random, repeat.
-        seed: shuffle/flip seed.
-        cache: letterbox every sample once and keep it in memory (compact: only real instances).
-        scale_range: training only: each sample is rescaled by a factor drawn uniformly from this
-            range: below 1 shrunk into the canvas (``shrink``), above 1 enlarged and cropped at a
-            random place (``zoom``); e.g. ``(0.6, 1.0)``, or ``(0.5, 1.6)`` for large-scale jitter.
-
-    Returns:
-        ``tf.data.Dataset`` of ``(images (B, S, S, 3) uint8, {"boxes", "classes", "masks"})``.
-
-    Example:
-        ds = make_instance_dataset(open_instances(root, "train", categories=("person",)), size=320)
-    """
-    import tensorflow as tf
-
+def _instance_samples(instances, size, max_instances, training, seed, cache, scale_range):
+    """Letterboxed, padded ``(image, target)`` samples (numpy), forever in training; the body of
+    ``make_instance_dataset`` and ``instance_batches``."""
     sources = instances if isinstance(instances, (list, tuple)) else [instances]
     items = [(d, i) for d in sources for i in range(len(d))]
     if not items:
@@ -194,7 +173,6 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
 
     def gen():
         rng = np.random.default_rng(seed)
-        epoch = 0
         while True:
             order = rng.permutation(len(items)) if training else np.arange(len(items))
             for j in order:
@@ -205,10 +183,37 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
                     factor = rng.uniform(*scale_range)
                     image, t = shrink(image, t, factor) if factor < 1.0 else zoom(image, t, factor, rng)
                 yield image, t
-            epoch += 1
             if not training:
                 return
 
+    return gen
+
+
+def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True,
+                          scale_range=(1.0, 1.0)):
+    """A ``tf.data.Dataset`` of padded instance batches for ``MaskRCNN.fit``.
+
+    Args:
+        instances: an ``InstanceDataset`` or a list of them (concatenated; class ids as they are).
+        size: letterbox side S.
+        batch_size: images per batch (the last partial batch is dropped in training).
+        max_instances: instance slots M per image.
+        training: shuffle every epoch, flip left-right at random, repeat.
+        seed: shuffle/flip seed.
+        cache: letterbox every sample once and keep it in memory (compact: only real instances).
+        scale_range: training only: each sample is rescaled by a factor drawn uniformly from this
+            range: below 1 shrunk into the canvas (``shrink``), above 1 enlarged and cropped at a
+            random place (``zoom``); e.g. ``(0.6, 1.0)``, or ``(0.5, 1.6)`` for large-scale jitter.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(images (B, S, S, 3) uint8, {"boxes", "classes", "masks"})``.
+
+    Example:
+        ds = make_instance_dataset(open_instances(root, "train", categories=("person",)), size=320)
+    """
+    import tensorflow as tf
+
+    gen = _instance_samples(instances, size, max_instances, training, seed, cache, scale_range)
     signature = (
         tf.TensorSpec((size, size, 3), tf.uint8),
         {
@@ -219,6 +224,25 @@ def make_instance_dataset(instances, size=320, batch_size=2, max_instances=16, t
     )
     ds = tf.data.Dataset.from_generator(gen, output_signature=signature)
     return ds.batch(batch_size, drop_remainder=training).prefetch(2)
+
+
+def instance_batches(instances, size=320, batch_size=2, max_instances=16, training=True, seed=0, cache=True,
+                     scale_range=(1.0, 1.0)):
+    """The batches of ``make_instance_dataset`` as a Python generator of NumPy arrays, without
+    TensorFlow: for ``MaskRCNN.fit`` under JAX on a machine that has no TensorFlow (give
+    ``steps_per_epoch``: in training it never ends). Same arguments and samples (same seed, same
+    draws) as ``make_instance_dataset``.
+
+    Example:
+        model.fit(instance_batches(instances, size=320), steps_per_epoch=200, epochs=40)
+    """
+    samples = _instance_samples(instances, size, max_instances, training, seed, cache, scale_range)()
+    while True:
+        chunk = [s for _, s in zip(range(batch_size), samples)]
+        if not chunk or (training and len(chunk) < batch_size):
+            return
+        yield (np.stack([c[0] for c in chunk]),
+               {k: np.stack([c[1][k] for c in chunk]) for k in ("boxes", "classes", "masks")})
 
 
 def rle_encode(mask):

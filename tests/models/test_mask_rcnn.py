@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kseg.data.instances import hflip, letterbox, letterbox_target, make_instance_dataset, write_coco_gt
+from kseg.data.instances import (hflip, instance_batches, letterbox, letterbox_target, make_instance_dataset,
+                                 write_coco_gt)
 from kseg.data.readers import InstanceDataset
 from kseg.data.synthetic import make_instances
 from kseg.errors import KsegError
@@ -227,6 +228,25 @@ def test_instance_dataset_batches():
     assert int((t["classes"][0] > 0).numpy().sum()) == k
     # 2× scale: every pasted mask has 4× the pixels of the original
     assert int(t["masks"][0].numpy().sum()) == 4 * int(targets[0]["masks"].sum())
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_numpy_batches_equal_the_tf_data_batches(training):
+    # instance_batches (no TensorFlow, for JAX) yields what make_instance_dataset yields
+    samples, targets = _synthetic_instances(5, 64, seed=4)
+    inst = InstanceDataset("shapes", ("background", "circle", "rectangle"), [None] * 5,
+                           [lambda t=t: t for t in targets])
+    inst.load = lambda i: (samples[i]["image"], targets[i])
+    kw = dict(size=96, batch_size=2, max_instances=4, training=training, seed=3, scale_range=(0.6, 1.4))
+    tf_batches = list(make_instance_dataset(inst, **kw).take(5))
+    np_batches = [b for _, b in zip(range(5), instance_batches(inst, **kw))]
+    assert len(np_batches) == len(tf_batches) == (3 if not training else 5)
+    for (ti, tt), (ni, nt) in zip(tf_batches, np_batches):
+        assert isinstance(ni, np.ndarray) and ni.dtype == np.uint8
+        np.testing.assert_array_equal(ti.numpy(), ni)
+        for k in ("boxes", "classes", "masks"):
+            assert nt[k].dtype == tt[k].numpy().dtype
+            np.testing.assert_array_equal(tt[k].numpy(), nt[k])
 
 
 def test_paste_masks_fills_its_box_at_image_size():
