@@ -326,6 +326,9 @@ def write_model_card(tflite_path, **fields) -> Path:
     interp = Interpreter(model_path=str(p))
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     meaning = fields.pop("output_meaning", None) or (card.get("output") or {}).get("meaning", "logits")
+    channels = int(out["shape"][-1])
+    if channels == 1 and meaning == "logits":
+        meaning = "sigmoid_logits"  # one channel: the foreground's logit (U²-Net, MediaPipe's selfie head)
     colors = fields.pop("colors", None)
     if colors is not None:
         fields["colors"] = np.asarray(colors).astype(int).tolist()
@@ -344,15 +347,17 @@ def write_model_card(tflite_path, **fields) -> Path:
         "output": {
             **_tensor_info(out),
             "meaning": meaning,
-            "layout": "NHWC: one score per class per pixel; softmax over the last axis gives "
-                      "probabilities; upsample to the frame's size",
+            "layout": ("NHWC: one score per class per pixel; softmax over the last axis gives "
+                       "probabilities; upsample to the frame's size") if channels > 1 else
+                      ("NHWC, one channel: the foreground's score; sigmoid gives its probability p "
+                       "(background 1 - p); upsample to the frame's size"),
         },
     })
     card.update({k: v for k, v in fields.items() if v is not None})
-    if "class_names" in card and len(card["class_names"]) != card["output"]["shape"][-1]:
+    if "class_names" in card and len(card["class_names"]) != (2 if channels == 1 else channels):
         raise KsegError(
             f"class_names has {len(card['class_names'])} names but {p.name} outputs "
-            f"{card['output']['shape'][-1]} classes; pass the model's own class names"
+            f"{channels} classes; pass the model's own class names"
         )
     card.setdefault("command", " ".join(["kseg", *sys.argv[1:]]) if Path(sys.argv[0]).stem == "kseg" else None)
     from kseg import __version__

@@ -384,6 +384,8 @@ def embed_metadata(tflite_bytes: bytes, card: dict) -> bytes:
                 "has one (1, H, W, C) output — set task: instance_segmentation for a Mask R-CNN export"
             )
         out_shape = [int(v) for v in sg.tensors[outputs[0]].shape]
+        if len(out_shape) == 4 and out_shape[-1] == 1 and len(names) == 2:
+            names = names[1:]  # one sigmoid channel: its label is the foreground's (background = 1 - p)
         if len(out_shape) != 4 or out_shape[-1] != len(names):
             raise KsegError(
                 f"the model's output has shape {out_shape} but the card lists {len(names)} classes; "

@@ -71,8 +71,11 @@ def _spread(n: int, k: int) -> list[int]:
 
 
 def _check_classes(n_model: int, names, source: str, model: str) -> None:
-    """Refuse, before any work, class names or data that do not match the model's outputs."""
-    if names is not None and len(names) != n_model:
+    """Refuse, before any work, class names or data that do not match the model's outputs.
+
+    One output channel is a sigmoid map of two classes (as ``kseg.runtime.Segmenter`` reads it).
+    """
+    if names is not None and len(names) != (2 if n_model == 1 else n_model):
         raise KsegError(
             f"{source} has {len(names)} classes ({', '.join(map(str, names[:6]))}{', ...' if len(names) > 6 else ''}) "
             f"but {model} predicts {n_model}; calibrate and compare on the data the model was trained on"

@@ -16,6 +16,7 @@ from kseg.models.hrnet import HRNet
 from kseg.models.pspnet import PSPNet
 from kseg.models.segformer import SegFormer
 from kseg.models.segnet import SegNet
+from kseg.models.selfie import SelfieSegmenter
 from kseg.models.u2net import U2Net
 from kseg.models.unet import UNet
 
@@ -30,6 +31,7 @@ MODELS = {
     "u2net": U2Net,
     "segformer": SegFormer,
     "hrnet": HRNet,
+    "selfie": SelfieSegmenter,
 }
 
 
@@ -59,7 +61,7 @@ def build_model(name: str, **kwargs):
     return factory(**kwargs)
 
 
-__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net", "SegFormer", "HRNet"]
+__all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "PSPNet", "DeepLabV3Plus", "U2Net", "SegFormer", "HRNet", "SelfieSegmenter"]
 
 
 def __getattr__(name):

@@ -161,11 +161,20 @@ def convert_config(config: dict, tf_keras) -> dict:
             out[key] = _convert_object(value, tf_keras.regularizers)
         elif key.endswith("_constraint"):
             out[key] = _convert_object(value, tf_keras.constraints)
+        elif key == "activation" and value in ("hard_silu", "hard_swish"):
+            out[key] = _hard_swish  # tf_keras has no hard_silu
         elif isinstance(value, list) and key in (
             "kernel_size", "strides", "dilation_rate", "pool_size", "size", "padding", "cropping"
         ):
             out[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return out
+
+
+def _hard_swish(x):
+    """Keras 3's ``hard_silu``: ``x * relu6(x + 3) / 6`` (TFLite HARD_SWISH)."""
+    import tensorflow as tf
+
+    return x * tf.nn.relu6(x + 3.0) / 6.0
 
 
 def _registered_name(layer) -> str:
@@ -407,6 +416,21 @@ def twin_custom_objects() -> dict:
 def _make_twin_classes(tf_keras) -> dict:
     import tensorflow as tf
 
+    class LogitLimit(tf_keras.layers.Layer):
+        """tf_keras twin of ``kseg.models.selfie.LogitLimit``."""
+
+        def __init__(self, limit=8.0, **kwargs):
+            super().__init__(**kwargs)
+            self.limit = float(limit)
+
+        def call(self, x, training=None):
+            if training:
+                return x
+            return self.limit * tf.tanh(x / self.limit)
+
+        def get_config(self):
+            return {**super().get_config(), "limit": self.limit}
+
     class MaxUnpooling2D(tf_keras.layers.Layer):
         """tf_keras twin of ``kseg.models.blocks.MaxUnpooling2D`` (same ops, same tie rule)."""
 
@@ -432,9 +456,14 @@ def _make_twin_classes(tf_keras) -> dict:
             dbl = lambda v: None if v is None else 2 * v  # noqa: E731
             return tf.TensorShape([y[0], dbl(y[1]), dbl(y[2]), y[3]])
 
-    return {"MaxUnpooling2D": MaxUnpooling2D}
+    return {"MaxUnpooling2D": MaxUnpooling2D, "LogitLimit": LogitLimit}
 
 
 @register_twin("kseg>MaxUnpooling2D")
 def _max_unpooling_twin(layer):
     return twin_class("MaxUnpooling2D")(name=layer.name)
+
+
+@register_twin("kseg>LogitLimit")
+def _logit_limit_twin(layer):
+    return twin_class("LogitLimit")(limit=layer.limit, name=layer.name)

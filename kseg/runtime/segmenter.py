@@ -286,7 +286,7 @@ class Segmenter:
     def _probs(self, y: np.ndarray) -> np.ndarray:
         """Model output → class probabilities ``(h, w, C)``, two channels for a sigmoid model."""
         if self.binary_sigmoid:
-            p = y if self.output_kind == "probabilities" else 1.0 / (1.0 + np.exp(-y))
+            p = y if self.output_kind == "probabilities" else (0.5 * (1.0 + np.tanh(0.5 * y))).astype(np.float32)  # sigmoid, no overflow
             return np.concatenate([1.0 - p, p], axis=-1)
         return y if self.output_kind == "probabilities" else _softmax(y)
 

@@ -6,7 +6,7 @@ from kseg.models import FCN, MODELS, PSPNet, build_model
 
 def test_registry_names_and_errors():
     assert set(MODELS) == {"fcn32s", "fcn16s", "fcn8s", "unet", "segnet", "pspnet", "deeplab_v3_plus", "u2net",
-                           "segformer", "hrnet"}
+                           "segformer", "hrnet", "selfie"}
     with pytest.raises(KsegError, match="unknown model 'unet3'; use one of fcn32s, fcn16s, fcn8s, unet"):
         build_model("unet3")
     with pytest.raises(KsegError, match="has no argument 'widht'"):

@@ -1,0 +1,262 @@
+"""MediaPipe's selfie segmenter as a trainable Keras model, optionally with MediaPipe's weights.
+
+The network of ``selfie_segmentation.tflite`` (MediaPipe 0.10.21, Apache-2.0; the general
+256×256 model): a MobileNetV3-Small-like encoder to stride 16 (a hard-swish stem, eight inverted
+residual blocks, squeeze-excite in five of them), an LR-ASPP-style gate on its top, and a decoder
+that upsamples ×2 three times, fusing each encoder skip through a squeeze-excite attention, then
+a 2×2 stride-2 transposed convolution to the input size. 106,401 weights, 58M multiply-adds at
+256×256 — a third of what kseg's U-Net-Lite0 portrait model does at 192×192, which is why it is
+fast on every CPU.
+
+``pretrained=True`` loads MediaPipe's weights (``kseg/weights/mediapipe_selfie_segmentation.npz``,
+read out of the ``.tflite`` by ``tools/convert_mediapipe_selfie.py``; PROVENANCE.md). The file
+gives one person logit ``z`` (probability ``sigmoid(z)``); here the head has ``num_classes``
+channels, and with two classes background gets a zero logit, so ``softmax([0, z])[1] ==
+sigmoid(z)``: the Keras model computes what MediaPipe's file computes (``tests/models/test_selfie.py``),
+and kseg's losses, training, int8 export and runtime take it like any 2-class model. Inputs are
+float RGB 0..255 (``Rescaling(1/255)`` first, MediaPipe's ``[0, 1]``); outputs are logits.
+
+There is no BatchNormalization: MediaPipe's file has its BatchNorms folded into the convolutions,
+and a fine-tune trains those convolutions as they are (``model.name: selfie`` in a config; lower
+learning rates than a BatchNorm network takes, e.g. 1e-4 with Adam).
+
+Example:
+    model = SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True)
+    person = keras.ops.softmax(model(images_0_255))[..., 1]        # == MediaPipe's output
+
+Reference:
+    MediaPipe Selfie Segmentation model card (Google, 2021); Howard et al., "Searching for
+    MobileNetV3", ICCV 2019 (the blocks and LR-ASPP).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from kseg.errors import KsegError
+from kseg.models.base import SegmentationModel, check_input_shape
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "mediapipe_selfie_segmentation.npz"
+
+# The encoder's inverted residual blocks: (expansion channels, depthwise kernel, stride, output
+# channels, activation, squeeze-excite channels or None). A block adds its input to its output
+# when the stride is 1 and the channels match.
+BLOCKS = (
+    (16, 3, 2, 16, "relu", 8),
+    (72, 3, 2, 24, "relu", None),
+    (88, 3, 1, 24, "relu", None),
+    (96, 5, 2, 32, "hard_swish", 24),
+    (128, 5, 1, 32, "hard_swish", 32),
+    (128, 5, 1, 32, "hard_swish", 32),
+    (96, 5, 1, 32, "hard_swish", 24),
+    (96, 5, 1, 32, "hard_swish", 24),
+)
+STEM = 16
+HEAD = 128
+DECODER = (24, 16, 16)  # channels of the three decoder levels (stride 8, 4, 2)
+
+
+class _Names:
+    """Layer names in creation order, as Keras (and so MediaPipe's file) numbers them."""
+
+    def __init__(self):
+        self.count = {}
+
+    def __call__(self, kind):
+        n = self.count.get(kind, 0)
+        self.count[kind] = n + 1
+        return kind if n == 0 else f"{kind}_{n}"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class LogitLimit(layers.Layer):
+    """``limit * tanh(x / limit)`` in inference, ``x`` in training.
+
+    MediaPipe's person logits reach ±100: an int8 output spread over that range has a step of
+    about 6, so every pixel within ±3 of the decision rounds to the same value and the soft edge
+    the apps blend with is lost. Bounding the logits at export keeps the step at ``2 * limit /
+    255`` (0.06 for 8) and changes no decision (the sign is kept) and hardly any probability
+    (``sigmoid(8) = 0.9997``). In training the logits pass unchanged, so a confidently wrong pixel
+    still gets the full cross-entropy gradient (through tanh it would get almost none).
+    """
+
+    def __init__(self, limit=8.0, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = float(limit)
+
+    def call(self, x, training=None):
+        if training:
+            return x
+        return self.limit * keras.ops.tanh(x / self.limit)
+
+    def get_config(self):
+        return {**super().get_config(), "limit": self.limit}
+
+
+def _activation(kind, name):
+    return layers.ReLU(name=name) if kind == "relu" else layers.Activation("hard_silu", name=name)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class SelfieSegmenter(SegmentationModel):
+    """MediaPipe's selfie segmenter network (see the module docstring).
+
+    Args:
+        num_classes: output channels (logits); the pretrained head is for 2 (background, person:
+            train with this) or 1 (MediaPipe's own head, one sigmoid person logit: 2.1M fewer
+            multiply-adds at 256×256, for export; ``single_logit`` makes it from a 2-class model);
+            other counts get a new head on the pretrained body.
+        input_shape: ``(H, W, 3)``, H and W multiples of 16 (MediaPipe: 256×256, landscape 144×256).
+        pretrained: load MediaPipe's weights (shipped in kseg, nothing downloaded).
+        weights: another ``.npz`` of the same layout (``tools/convert_mediapipe_selfie.py``).
+        logit_limit: bound the logits to ``±limit`` in inference (``LogitLimit``; for an int8 export,
+            e.g. 8); ``None``: MediaPipe's unbounded logits.
+
+    Example:
+        model = SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True)
+    """
+
+    def __init__(self, num_classes=2, input_shape=(256, 256, 3), pretrained=False, weights=None, logit_limit=None,
+                 **kwargs):
+        input_shape = check_input_shape(input_shape, 16, "SelfieSegmenter")
+        if num_classes < 1:
+            raise KsegError(f"SelfieSegmenter needs num_classes >= 1 (1: one sigmoid person logit), got {num_classes}")
+        conv = _Names()
+
+        # === Functional Model ===
+        inputs = keras.Input(input_shape, name="image")
+        x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+        x = layers.Conv2D(STEM, 3, strides=2, padding="same", name=conv("conv2d"))(x)
+        stem = x = layers.Activation("hard_silu", name="stem_hswish")(x)
+        skips = {}
+        for i, (expand, kernel, stride, out, act, se) in enumerate(BLOCKS):
+            y = layers.Conv2D(expand, 1, name=conv("conv2d"))(x)
+            y = _activation(act, f"block{i}_expand_act")(y)
+            y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", name=conv("depthwise_conv2d"))(y)
+            y = _activation(act, f"block{i}_dw_act")(y)
+            if se:
+                g = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{i}_se_pool")(y)
+                g = layers.Conv2D(se, 1, activation="relu", name=conv("conv2d"))(g)
+                g = layers.Conv2D(expand, 1, activation="sigmoid", name=conv("conv2d"))(g)
+                y = layers.Multiply(name=f"block{i}_se")([y, g])
+            y = layers.Conv2D(out, 1, name=conv("conv2d"))(y)
+            if stride == 1 and x.shape[-1] == out:
+                y = layers.Add(name=f"block{i}_add")([y, x])
+            x = y
+            skips[i] = x
+        # LR-ASPP gate on the stride-16 features
+        a = layers.Conv2D(HEAD, 1, activation="relu", name=conv("conv2d"))(x)
+        g = layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(x)
+        g = layers.Conv2D(HEAD, 1, activation="sigmoid", name=conv("conv2d"))(g)
+        x = layers.Multiply(name="head_gate")([a, g])
+        # decoder: stride 8 (block 2's output), 4 (block 0's), 2 (the stem)
+        for level, (skip, filters) in enumerate(zip((skips[2], skips[0], stem), DECODER)):
+            up = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+            c = layers.Conv2D(filters, 1, name=conv("conv2d"))(up)
+            s = layers.Add(name=f"up{level}_sum")([skip, c])
+            g = layers.GlobalAveragePooling2D(keepdims=True, name=f"up{level}_pool")(s)
+            g = layers.Conv2D(filters, 1, activation="relu", name=conv("conv2d"))(g)
+            g = layers.Conv2D(filters, 1, activation="sigmoid", name=conv("conv2d"))(g)
+            f = layers.Add(name=f"up{level}_fuse")([layers.Multiply(name=f"up{level}_attend")([skip, g]), c])
+            y = layers.Conv2D(filters, 1, activation="relu", name=conv("conv2d"))(f)
+            z = layers.DepthwiseConv2D(3, padding="same", activation="relu", name=conv("depthwise_conv2d"))(y)
+            x = layers.Add(name=f"up{level}_out")([y, z])
+        outputs = layers.Conv2DTranspose(num_classes, 2, strides=2, padding="same", name="segment",
+                                         dtype="float32")(x)
+        if logit_limit is not None:
+            outputs = LogitLimit(logit_limit, name="logit_limit", dtype="float32")(outputs)
+
+        super().__init__(inputs=inputs, outputs=outputs, name=kwargs.pop("name", "selfie"),
+                         config=dict(num_classes=num_classes, input_shape=input_shape, pretrained=pretrained,
+                                     weights=None if weights is None else str(weights),
+                                     logit_limit=logit_limit), **kwargs)
+        # === Config ===
+        self.num_classes = num_classes
+        self.pretrained = pretrained
+        self.weights_file = weights
+        self.logit_limit = logit_limit
+        if pretrained or weights is not None:
+            load_mediapipe_weights(self, WEIGHTS if weights is None else weights)
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild without loading MediaPipe's weights: a ``.keras`` file brings its own."""
+        config = dict(config)
+        weights = config.pop("weights", None)
+        model = super().from_config(config)
+        model._kseg_config["weights"] = weights
+        return model
+
+
+def load_mediapipe_weights(model, path) -> int:
+    """Set ``model``'s layers from a ``.npz`` written by ``tools/convert_mediapipe_selfie.py``.
+
+    Keys are ``LAYER/kernel`` and ``LAYER/bias`` in Keras layout; the transposed ``segment``
+    head holds MediaPipe's one person channel, placed in channel 1 of a 2-class head with a zero
+    background logit (other class counts keep their new head). Returns the layers set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KsegError(f"MediaPipe selfie weights {path} not found; reinstall kseg or give weights=PATH.npz "
+                        "(tools/convert_mediapipe_selfie.py writes it from selfie_segmentation.tflite)")
+    data = np.load(path)
+    names = sorted({k.split("/")[0] for k in data.files})
+    done = 0
+    for name in names:
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            raise KsegError(f"{path}: layer {name} is not in {model.name}; the file is not MediaPipe's selfie "
+                            "segmenter layout") from None
+        kernel, bias = data[f"{name}/kernel"].astype("float32"), data[f"{name}/bias"].astype("float32")
+        if name == "segment":
+            if model.num_classes not in (1, 2):
+                continue
+            if model.num_classes == 1:
+                layer.set_weights([kernel, bias])
+                done += 1
+                continue
+            kernel = np.concatenate([np.zeros_like(kernel), kernel], axis=2)  # (kh, kw, out, in)
+            bias = np.concatenate([np.zeros_like(bias), bias])
+        want = [tuple(w.shape) for w in layer.get_weights()]
+        if want != [kernel.shape, bias.shape]:
+            raise KsegError(f"{path}: {name} has shapes {kernel.shape}, {bias.shape} but the model's are {want}")
+        layer.set_weights([kernel, bias])
+        done += 1
+    return done
+
+
+def single_logit(model, logit_limit="keep"):
+    """A 2-class ``SelfieSegmenter`` as the same network with one sigmoid person logit.
+
+    ``softmax([a, b])[1] == sigmoid(b - a)`` and the head is linear, so a head of kernel
+    ``k1 - k0`` and bias ``b1 - b0`` gives exactly the person probability of ``model`` with
+    MediaPipe's one-channel head (what ``kseg.runtime.Segmenter`` reads as a sigmoid model),
+    half the head's arithmetic. Every other weight is copied; ``logit_limit`` is the model's
+    unless given (e.g. 8 for an int8 export, ``None`` for none).
+
+    Example:
+        export_model = single_logit(keras.saving.load_model("runs/portrait_selfie/best.keras"))
+    """
+    if not isinstance(model, SelfieSegmenter) or model.num_classes != 2:
+        raise KsegError(f"single_logit takes a 2-class SelfieSegmenter, not {type(model).__name__} "
+                        f"with {getattr(model, 'num_classes', '?')} classes")
+    config = {**model.get_config(), "num_classes": 1, "pretrained": False, "weights": None}
+    config.pop("trainable", None)
+    if logit_limit != "keep":
+        config["logit_limit"] = logit_limit
+    one = SelfieSegmenter(**config)
+    for layer in model.layers:
+        w = layer.get_weights()
+        if not w:
+            continue
+        if layer.name == "segment":
+            kernel, bias = w
+            w = [kernel[:, :, 1:] - kernel[:, :, :1], bias[1:] - bias[:1]]
+        one.get_layer(layer.name).set_weights(w)
+    one._kseg_config["pretrained"] = model._kseg_config.get("pretrained")
+    return one

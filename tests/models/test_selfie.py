@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from kseg.errors import KsegError
+from kseg.models import build_model
+from kseg.models.selfie import WEIGHTS, SelfieSegmenter, load_mediapipe_weights
+from tests.models.model_tester import run_model_tests
+
+PEER = Path(__file__).resolve().parents[3] / "shared" / "peers" / "selfie_segmentation.tflite"
+PORTRAITS = Path(__file__).resolve().parents[3] / "shared" / "data" / "portraits" / "images"
+
+
+def test_selfie_shared_checks(tmp_path):
+    # shapes at two sizes, config and .keras round trips, the tf_keras twin, float32 and int8 TFLite
+    # with builtin ops, one training step (there is no BatchNorm to update)
+    run_model_tests(SelfieSegmenter, {"num_classes": 2}, input_shapes=((64, 64), (96, 128)), tmp_path=tmp_path)
+
+
+def _person_probability(model, rgb):
+    logits = np.asarray(model(rgb[None].astype("float32")))[0]
+    return 0.5 * (1.0 + np.tanh((logits[..., 1] - logits[..., 0]) / 2))  # softmax of two
+
+
+@pytest.mark.skipif(not PEER.is_file() or not PORTRAITS.is_dir(), reason="../shared/peers or portraits missing")
+def test_pretrained_model_computes_what_mediapipes_file_computes():
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = build_model("selfie", num_classes=2, input_shape=(256, 256, 3), pretrained=True)
+    assert model.count_params() == 106_401 + 65  # MediaPipe's weights + the background channel of the head
+    interp = Interpreter(model_path=str(PEER))
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    for f in sorted(PORTRAITS.glob("*.jpg"))[:4]:
+        rgb = cv2.resize(cv2.imread(str(f))[:, :, ::-1], (256, 256), interpolation=cv2.INTER_AREA)
+        interp.set_tensor(inp["index"], (rgb[None] / 255.0).astype(np.float32))
+        interp.invoke()
+        theirs = interp.get_tensor(out["index"])[0, :, :, 0]
+        mine = _person_probability(model, rgb)
+        assert np.abs(mine - theirs).max() < 2e-3, f.name
+        assert 0.05 < (theirs > 0.5).mean() < 0.95  # a person is found: the comparison is not trivial
+
+
+def test_shipped_weights_file_matches_the_architecture():
+    data = np.load(WEIGHTS)
+    assert all(a.dtype == np.float16 for a in (data[k] for k in data.files))  # the file's own precision
+    assert sum(int(np.prod(data[k].shape)) for k in data.files) == 106_401
+    model = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3))
+    assert load_mediapipe_weights(model, WEIGHTS) == 55
+    np.testing.assert_array_equal(model.get_layer("segment").get_weights()[0][:, :, 0], 0)  # background logit 0
+    np.testing.assert_array_equal(model.get_layer("conv2d_7").get_weights()[0], data["conv2d_7/kernel"].astype("float32"))
+
+
+def test_other_class_counts_keep_the_pretrained_body_and_get_a_new_head():
+    model = SelfieSegmenter(num_classes=4, input_shape=(64, 64, 3), pretrained=True)
+    assert model.output_shape == (None, 64, 64, 4)
+    np.testing.assert_array_equal(model.get_layer("depthwise_conv2d_3").get_weights()[0],
+                                  np.load(WEIGHTS)["depthwise_conv2d_3/kernel"].astype("float32"))
+    assert np.abs(model.get_layer("segment").get_weights()[0]).max() > 0  # initialised, not MediaPipe's
+
+
+def test_from_config_does_not_need_the_weights_file(tmp_path, monkeypatch):
+    model = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True)
+    path = tmp_path / "selfie.keras"
+    model.save(path)
+    import keras
+
+    monkeypatch.setattr("kseg.models.selfie.WEIGHTS", tmp_path / "gone.npz")
+    loaded = keras.saving.load_model(path)  # the .keras file brings the weights
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)
+    assert loaded.get_config()["pretrained"] is True
+
+
+def test_bad_arguments_and_files_are_one_line_errors(tmp_path):
+    with pytest.raises(KsegError, match=r"multiples of 16"):
+        SelfieSegmenter(input_shape=(100, 100, 3))
+    with pytest.raises(KsegError, match="num_classes >= 1"):
+        SelfieSegmenter(num_classes=0, input_shape=(64, 64, 3))
+    with pytest.raises(KsegError, match="not found; reinstall kseg or give weights="):
+        SelfieSegmenter(input_shape=(64, 64, 3), weights=tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", **{"dense/kernel": np.zeros((2, 2)), "dense/bias": np.zeros(2)})
+    with pytest.raises(KsegError, match="layer dense is not in"):
+        SelfieSegmenter(input_shape=(64, 64, 3), weights=tmp_path / "other.npz")
+
+
+def test_logit_limit_bounds_inference_and_passes_training_through(tmp_path):
+    from tests.models.model_tester import check_tflite, check_twin, images
+
+    plain = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True)
+    limited = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True, logit_limit=8)
+    x = images((64, 64), n=2)
+    z, y = np.asarray(plain(x)), np.asarray(limited(x))
+    np.testing.assert_allclose(y, 8 * np.tanh(z / 8), atol=1e-4)
+    assert np.abs(y).max() <= 8
+    np.testing.assert_array_equal(np.sign(y[..., 1] - y[..., 0]), np.sign(z[..., 1] - z[..., 0]))  # no decision moves
+    np.testing.assert_allclose(np.asarray(limited(x, training=True)), z, atol=1e-4)  # full gradient in training
+    check_twin(limited, x)
+    ops = check_tflite(limited, tmp_path)
+    assert "TANH" in ops["int8"]
+
+
+def test_single_logit_gives_the_same_person_probability_with_mediapipes_head():
+    from kseg.models.selfie import single_logit
+
+    model = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True)
+    rng = np.random.default_rng(0)
+    for layer in (model.get_layer("segment"), model.get_layer("conv2d_40")):  # as after training: channel 0 moved
+        layer.set_weights([w + rng.normal(0, 0.05, w.shape).astype("float32") for w in layer.get_weights()])
+    one = single_logit(model)
+    assert one.output_shape == (None, 64, 64, 1) and one.count_params() == model.count_params() - 65 == 106_401  # MediaPipe's own count
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    z = np.asarray(one(x))[..., 0]
+    want = np.stack([_person_probability(model, xi) for xi in x])
+    np.testing.assert_allclose(0.5 * (1 + np.tanh(z / 2)), want, atol=1e-5)
+    pretrained_one = SelfieSegmenter(num_classes=1, input_shape=(64, 64, 3), pretrained=True)
+    np.testing.assert_array_equal(pretrained_one.get_layer("segment").get_weights()[0],
+                                  np.load(WEIGHTS)["segment/kernel"].astype("float32"))
+    with pytest.raises(KsegError, match="single_logit takes a 2-class SelfieSegmenter"):
+        single_logit(pretrained_one)

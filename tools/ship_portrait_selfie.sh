@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# MediaPipe's selfie segmenter fine-tuned on kseg's people data (issue 12; configs/portrait_selfie.yaml):
+# train → MediaPipe's one-logit head (kseg.models.selfie.single_logit: the same person probability) →
+# float16 export, MediaPipe's own format and cost, and an int8 export for the record → figures side by
+# side with MediaPipe's two models and the shipped portrait files, paired per image against MediaPipe.
+# Each step skips when its output exists, so the script resumes after a kill. Runs live outside the tree.
+#
+#   bash tools/ship_portrait_selfie.sh [train|export|eval|all] [RUNS_DIR]
+#   CONFIG=portrait_selfie_b NAME=portrait-selfie bash tools/ship_portrait_selfie.sh all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEP=${1:-all}
+RUNS=${2:-$HOME/kseg-runs/runs}
+CONFIG=${CONFIG:-portrait_selfie}
+NAME=${NAME:-portrait-selfie}
+RUN=$RUNS/$CONFIG
+PY=${PY:-.venv/bin/python}
+LICENCE=${LICENCE:-"network and starting weights: MediaPipe selfie segmenter (Apache-2.0); people-parsing: CCP, Apache-2.0; people-masks: Human-Segmentation-Dataset, no licence stated (research use); portraits: Face-Segmentation (no licence stated, research use); faces: CelebAMask-HQ (non-commercial research and education only); COCO: annotations CC BY 4.0, images Flickr terms; teacher labels: MediaPipe selfie segmenter (Apache-2.0) on Intel IoT sample videos (CC BY 4.0); composite backgrounds: COCO val/train images without people (Flickr terms), CamVid (CC BY-NC 4.0, research use), Oxford-IIIT Pets sample (CC BY-SA 4.0), Intel IoT sample videos (CC BY 4.0)"}
+
+step() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
+
+TEACHER=$HOME/kseg-runs/selfie/mediapipe.keras   # train.distill's teacher: MediaPipe's network as it ships
+if step train && [ ! -f "$TEACHER" ]; then
+  mkdir -p "$(dirname "$TEACHER")"
+  $PY -c "import sys; from kseg.models.selfie import SelfieSegmenter
+SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True).save(sys.argv[1])" "$TEACHER"
+fi
+if step train && [ ! -f "$RUN/done" ]; then
+  $PY -m kseg train --config configs/$CONFIG.yaml --out-dir "$RUNS"
+  touch "$RUN/done"
+fi
+if step export; then
+  for kind in float16 int8; do
+    OUT=$RUN/export-$kind
+    [ -f "$OUT/$NAME.tflite" ] && continue
+    mkdir -p "$OUT"
+    # int8: logits bounded at ±8 (LogitLimit) so the uint8 output keeps the edge's gradations
+    limit=$([ $kind = int8 ] && echo 8 || echo None)
+    $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import single_logit
+single_logit(load_keras_file(sys.argv[1]), logit_limit=$limit).save(sys.argv[2])" "$RUN/best.keras" "$OUT/best-one-logit.keras"
+    cp "$RUN/classes.json" "$OUT/classes.json"
+    $PY -m kseg export "$OUT/best-one-logit.keras" --quantization $kind --config configs/$CONFIG.yaml \
+      --licence "$LICENCE" --parity 40 --out "$OUT/$NAME.tflite"
+  done
+fi
+if step eval; then
+  $PY benchmarks/vs_mediapipe.py "$RUN/export-float16/$NAME.tflite" "$RUN/export-int8/$NAME.tflite" \
+    exports/portrait.tflite exports/portrait-fast.tflite --rounds 5 --invokes 100 \
+    --paired "MediaPipe selfie" --json "$RUN/vs_mediapipe.json"
+fi
