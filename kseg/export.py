@@ -191,7 +191,9 @@ def to_tflite(model, path, quantization: str = "float32", representative_data=No
     fields.update(card or {})
     if not fields.get("class_names") and getattr(model, "output_shape", None):
         # the metadata's labels.txt needs names; a caller without them gets class_0..class_{C-1}
-        fields["class_names"] = [f"class_{i}" for i in range(int(model.output_shape[-1]))]
+        n = int(model.output_shape[-1])
+        # one channel is a sigmoid map of two classes, named as kseg.runtime.Segmenter names them
+        fields["class_names"] = ["background", "foreground"] if n == 1 else [f"class_{i}" for i in range(n)]
     write_model_card(path, **fields)
     # TFLite Model Metadata from the card, so MediaPipe Tasks and the Task Library run the file
     from kseg.metadata import embed_metadata_file

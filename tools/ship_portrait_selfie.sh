@@ -32,19 +32,32 @@ fi
 if step export; then
   for kind in float16 int8; do
     OUT=$RUN/export-$kind
-    [ -f "$OUT/$NAME.tflite" ] && continue
+    FILE=$OUT/$NAME$([ $kind = int8 ] && echo -int8 || true).tflite   # distinct names in the figures
+    [ -f "$FILE" ] && continue
     mkdir -p "$OUT"
-    # int8: logits bounded at ±8 (LogitLimit) so the uint8 output keeps the edge's gradations
-    limit=$([ $kind = int8 ] && echo 8 || echo None)
+    # int8: logits bounded at ±8 (LogitLimit) so the uint8 output keeps the edge's gradations, and
+    # hard-swish as ops XNNPACK runs in int8 (one delegated partition instead of 12)
+    opts=$([ $kind = int8 ] && echo "logit_limit=8, hard_swish='split'" || echo "logit_limit=None")
     $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import single_logit
-single_logit(load_keras_file(sys.argv[1]), logit_limit=$limit).save(sys.argv[2])" "$RUN/best.keras" "$OUT/best-one-logit.keras"
+single_logit(load_keras_file(sys.argv[1]), $opts).save(sys.argv[2])" "$RUN/best.keras" "$OUT/best-one-logit.keras"
     cp "$RUN/classes.json" "$OUT/classes.json"
     $PY -m kseg export "$OUT/best-one-logit.keras" --quantization $kind --config configs/$CONFIG.yaml \
-      --licence "$LICENCE" --parity 40 --out "$OUT/$NAME.tflite"
+      --licence "$LICENCE" --parity 40 --out "$FILE"
   done
 fi
 if step eval; then
-  $PY benchmarks/vs_mediapipe.py "$RUN/export-float16/$NAME.tflite" "$RUN/export-int8/$NAME.tflite" \
+  # MediaPipe's own weights through the same int8 export: what int8 alone costs
+  MP8=$HOME/kseg-runs/selfie/export-int8/mediapipe-int8.tflite
+  if [ ! -f "$MP8" ]; then
+    mkdir -p "$(dirname "$MP8")"
+    $PY -c "import sys; from kseg.models.selfie import SelfieSegmenter
+SelfieSegmenter(num_classes=1, input_shape=(256, 256, 3), pretrained=True, logit_limit=8, hard_swish='split').save(sys.argv[1])" \
+      "$(dirname "$MP8")/mediapipe.keras"
+    cp "$RUN/classes.json" "$(dirname "$MP8")/classes.json"
+    $PY -m kseg export "$(dirname "$MP8")/mediapipe.keras" --quantization int8 --config configs/$CONFIG.yaml \
+      --licence "MediaPipe selfie segmenter (Apache-2.0), unchanged weights" --parity 40 --out "$MP8"
+  fi
+  $PY benchmarks/vs_mediapipe.py "$RUN/export-float16/$NAME.tflite" "$RUN/export-int8/$NAME-int8.tflite" "$MP8" \
     exports/portrait.tflite exports/portrait-fast.tflite --rounds 5 --invokes 100 \
     --paired "MediaPipe selfie" --json "$RUN/vs_mediapipe.json"
 fi

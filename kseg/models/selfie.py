@@ -97,8 +97,21 @@ class LogitLimit(layers.Layer):
         return {**super().get_config(), "limit": self.limit}
 
 
-def _activation(kind, name):
-    return layers.ReLU(name=name) if kind == "relu" else layers.Activation("hard_silu", name=name)
+def _hard_swish(x, name, form):
+    """``x * relu6(x + 3) / 6``: one ``hard_silu`` (TFLite HARD_SWISH, MediaPipe's op) or, with
+    ``form="split"``, ``(x / 6) * relu6(x + 3)`` from Rescaling, ReLU and Multiply. The two are the
+    same function; they differ in int8 TFLite, where XNNPACK runs HARD_SWISH on TFLite's own kernel
+    (each one cuts the delegated graph: 12 partitions for this network) and the split form in one
+    partition (docs/models.md "MediaPipe's network, fine-tuned")."""
+    if form == "fused":
+        return layers.Activation("hard_silu", name=name)(x)
+    t = layers.Rescaling(1.0, offset=3.0, name=f"{name}_plus3")(x)
+    t = layers.ReLU(max_value=6.0, name=f"{name}_relu6")(t)
+    return layers.Multiply(name=name)([layers.Rescaling(1.0 / 6.0, name=f"{name}_div6")(x), t])
+
+
+def _activation(x, kind, name, form):
+    return layers.ReLU(name=name)(x) if kind == "relu" else _hard_swish(x, name, form)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -115,14 +128,18 @@ class SelfieSegmenter(SegmentationModel):
         weights: another ``.npz`` of the same layout (``tools/convert_mediapipe_selfie.py``).
         logit_limit: bound the logits to ``±limit`` in inference (``LogitLimit``; for an int8 export,
             e.g. 8); ``None``: MediaPipe's unbounded logits.
+        hard_swish: ``"fused"`` (MediaPipe's HARD_SWISH op) or ``"split"`` (the same function from
+            ops XNNPACK runs in int8: for an int8 export; the weights are the same).
 
     Example:
         model = SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True)
     """
 
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), pretrained=False, weights=None, logit_limit=None,
-                 **kwargs):
+                 hard_swish="fused", **kwargs):
         input_shape = check_input_shape(input_shape, 16, "SelfieSegmenter")
+        if hard_swish not in ("fused", "split"):
+            raise KsegError(f"SelfieSegmenter hard_swish must be 'fused' or 'split', got {hard_swish!r}")
         if num_classes < 1:
             raise KsegError(f"SelfieSegmenter needs num_classes >= 1 (1: one sigmoid person logit), got {num_classes}")
         conv = _Names()
@@ -131,13 +148,13 @@ class SelfieSegmenter(SegmentationModel):
         inputs = keras.Input(input_shape, name="image")
         x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
         x = layers.Conv2D(STEM, 3, strides=2, padding="same", name=conv("conv2d"))(x)
-        stem = x = layers.Activation("hard_silu", name="stem_hswish")(x)
+        stem = x = _hard_swish(x, "stem_hswish", hard_swish)
         skips = {}
         for i, (expand, kernel, stride, out, act, se) in enumerate(BLOCKS):
             y = layers.Conv2D(expand, 1, name=conv("conv2d"))(x)
-            y = _activation(act, f"block{i}_expand_act")(y)
+            y = _activation(y, act, f"block{i}_expand_act", hard_swish)
             y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", name=conv("depthwise_conv2d"))(y)
-            y = _activation(act, f"block{i}_dw_act")(y)
+            y = _activation(y, act, f"block{i}_dw_act", hard_swish)
             if se:
                 g = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{i}_se_pool")(y)
                 g = layers.Conv2D(se, 1, activation="relu", name=conv("conv2d"))(g)
@@ -173,12 +190,13 @@ class SelfieSegmenter(SegmentationModel):
         super().__init__(inputs=inputs, outputs=outputs, name=kwargs.pop("name", "selfie"),
                          config=dict(num_classes=num_classes, input_shape=input_shape, pretrained=pretrained,
                                      weights=None if weights is None else str(weights),
-                                     logit_limit=logit_limit), **kwargs)
+                                     logit_limit=logit_limit, hard_swish=hard_swish), **kwargs)
         # === Config ===
         self.num_classes = num_classes
         self.pretrained = pretrained
         self.weights_file = weights
         self.logit_limit = logit_limit
+        self.hard_swish = hard_swish
         if pretrained or weights is not None:
             load_mediapipe_weights(self, WEIGHTS if weights is None else weights)
 
@@ -230,14 +248,15 @@ def load_mediapipe_weights(model, path) -> int:
     return done
 
 
-def single_logit(model, logit_limit="keep"):
+def single_logit(model, logit_limit="keep", hard_swish="keep"):
     """A 2-class ``SelfieSegmenter`` as the same network with one sigmoid person logit.
 
     ``softmax([a, b])[1] == sigmoid(b - a)`` and the head is linear, so a head of kernel
     ``k1 - k0`` and bias ``b1 - b0`` gives exactly the person probability of ``model`` with
     MediaPipe's one-channel head (what ``kseg.runtime.Segmenter`` reads as a sigmoid model),
     half the head's arithmetic. Every other weight is copied; ``logit_limit`` is the model's
-    unless given (e.g. 8 for an int8 export, ``None`` for none).
+    unless given (e.g. 8 for an int8 export, ``None`` for none), and so is ``hard_swish`` (``"split"``
+    for an int8 export).
 
     Example:
         export_model = single_logit(keras.saving.load_model("runs/portrait_selfie/best.keras"))
@@ -249,6 +268,8 @@ def single_logit(model, logit_limit="keep"):
     config.pop("trainable", None)
     if logit_limit != "keep":
         config["logit_limit"] = logit_limit
+    if hard_swish != "keep":
+        config["hard_swish"] = hard_swish
     one = SelfieSegmenter(**config)
     for layer in model.layers:
         w = layer.get_weights()

@@ -120,3 +120,28 @@ def test_single_logit_gives_the_same_person_probability_with_mediapipes_head():
                                   np.load(WEIGHTS)["segment/kernel"].astype("float32"))
     with pytest.raises(KsegError, match="single_logit takes a 2-class SelfieSegmenter"):
         single_logit(pretrained_one)
+
+
+def _xnnpack_partitions(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    nodes = interp._interpreter
+    return [nodes.NodeName(k) for k in range(nodes.NumNodes())].count("DELEGATE")
+
+
+def test_split_hard_swish_is_the_same_function_and_int8_runs_in_one_xnnpack_partition(tmp_path):
+    from kseg.export import to_tflite
+    from kseg.models.selfie import single_logit
+
+    fused = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True)
+    split = single_logit(fused, hard_swish="split", logit_limit=8)
+    assert split.hard_swish == "split" and not any(l.name == "stem_hswish" and type(l).__name__ == "Activation"
+                                                    for l in split.layers)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    z = np.asarray(single_logit(fused, logit_limit=8)(x))
+    np.testing.assert_allclose(np.asarray(split(x)), z, atol=1e-4)
+    calib = np.random.default_rng(1).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    to_tflite(split, tmp_path / "split.tflite", quantization="int8", representative_data=calib)
+    assert _xnnpack_partitions(tmp_path / "split.tflite") == 1  # every op delegated (HARD_SWISH int8 is not)
