@@ -22,8 +22,11 @@ def test_each_export_is_full_int8_with_builtin_ops_and_an_honest_card(path):
 
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["name"] == path.stem and card["file"] == path.name and card["size_bytes"] == path.stat().st_size
-    assert card["quantization"] == "int8"
-    assert Interpreter(model_path=str(path)).get_input_details()[0]["dtype"] == np.uint8
+    assert card["quantization"] in ("int8", "qat")  # post-training or quantization-aware: full integer either way
+    interp = Interpreter(model_path=str(path))
+    assert interp.get_input_details()[0]["dtype"] == np.uint8
+    if card.get("task", "semantic_segmentation") == "semantic_segmentation":
+        assert interp.get_output_details()[0]["dtype"] == np.uint8
     assert not nonbuiltin_ops(tflite_ops(path))
     for field in ("training_data", "data_licence", "command"):
         assert card.get(field), f"{path.name}: card has no {field}"

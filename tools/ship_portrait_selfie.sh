@@ -5,8 +5,10 @@
 # side with MediaPipe's two models and the shipped portrait files, paired per image against MediaPipe.
 # Each step skips when its output exists, so the script resumes after a kill. Runs live outside the tree.
 #
-#   bash tools/ship_portrait_selfie.sh [train|export|eval|all] [RUNS_DIR]
-#   CONFIG=portrait_selfie_b NAME=portrait-selfie bash tools/ship_portrait_selfie.sh all
+#   bash tools/ship_portrait_selfie.sh [train|export|qat|eval|all] [RUNS_DIR]
+#   CONFIG=portrait_selfie_lovasz bash tools/ship_portrait_selfie.sh all    # what exports/portrait-selfie.tflite is
+# qat: one epoch of quantization-aware training (kseg quantize, the config's loss, 5e-6) of the hard_swish="split"
+# form (the int8 graph XNNPACK runs in one partition), exported full-int8 with uint8 I/O: export-qat/NAME.tflite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:-all}
@@ -32,7 +34,7 @@ fi
 if step export; then
   for kind in float16 int8; do
     OUT=$RUN/export-$kind
-    FILE=$OUT/$NAME$([ $kind = int8 ] && echo -int8 || true).tflite   # distinct names in the figures
+    FILE=$OUT/$NAME-$kind.tflite   # distinct names in the figures
     [ -f "$FILE" ] && continue
     mkdir -p "$OUT"
     # int8: logits bounded at ±8 (LogitLimit) so the uint8 output keeps the edge's gradations, and
@@ -44,6 +46,20 @@ single_logit(load_keras_file(sys.argv[1]), $opts).save(sys.argv[2])" "$RUN/best.
     $PY -m kseg export "$OUT/best-one-logit.keras" --quantization $kind --config configs/$CONFIG.yaml \
       --licence "$LICENCE" --parity 40 --out "$FILE"
   done
+fi
+if step qat && [ ! -f "$RUN/export-qat/$NAME.tflite" ]; then
+  if [ ! -f "$RUN/qat/qat_model.h5" ]; then
+    $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import SelfieSegmenter
+m = load_keras_file(sys.argv[1])
+cfg = {k: v for k, v in m.get_config().items() if k != 'trainable'}
+s = SelfieSegmenter(**{**cfg, 'hard_swish': 'split', 'pretrained': False, 'weights': None})
+[s.get_layer(l.name).set_weights(l.get_weights()) for l in m.layers if l.get_weights()]
+s.save(sys.argv[2])" "$RUN/best.keras" "$RUN/qat_src.keras"
+    $PY -m kseg quantize "$RUN/qat_src.keras" --config configs/$CONFIG.yaml --epochs 1 --lr 5e-6 --batch-size 16 --out "$RUN/qat"
+  fi
+  mkdir -p "$RUN/export-qat"
+  $PY -m kseg export "$RUN/qat" --quantization qat --config configs/$CONFIG.yaml --keras-model "$RUN/qat_src.keras" \
+    --licence "$LICENCE" --parity 40 --out "$RUN/export-qat/$NAME.tflite"
 fi
 if step eval; then
   # MediaPipe's own weights through the same int8 export: what int8 alone costs
@@ -57,7 +73,8 @@ SelfieSegmenter(num_classes=1, input_shape=(256, 256, 3), pretrained=True, logit
     $PY -m kseg export "$(dirname "$MP8")/mediapipe.keras" --quantization int8 --config configs/$CONFIG.yaml \
       --licence "MediaPipe selfie segmenter (Apache-2.0), unchanged weights" --parity 40 --out "$MP8"
   fi
-  $PY benchmarks/vs_mediapipe.py "$RUN/export-float16/$NAME.tflite" "$RUN/export-int8/$NAME-int8.tflite" "$MP8" \
+  $PY benchmarks/vs_mediapipe.py "$RUN/export-qat/$NAME.tflite" "$RUN/export-float16/$NAME-float16.tflite" \
+    "$RUN/export-int8/$NAME-int8.tflite" "$MP8" \
     exports/portrait.tflite exports/portrait-fast.tflite --rounds 5 --invokes 100 \
     --paired "MediaPipe selfie" --json "$RUN/vs_mediapipe.json"
 fi
