@@ -36,7 +36,8 @@ def test_each_export_is_full_int8_with_builtin_ops_and_an_honest_card(path):
     assert held_out, f"{path.name}: no held-out figures in its card"
 
 
-@pytest.mark.parametrize("full,fast", [("portrait", "portrait-fast"), ("parsing", "parsing-fast")])
+@pytest.mark.parametrize("full,fast", [("portrait", "portrait-fast"), ("parsing", "parsing-fast"),
+                                       ("portrait-selfie", "portrait-selfie-fast")])
 def test_the_fast_file_is_the_same_network_at_a_smaller_input(shared_data, full, fast):
     from kseg.runtime import Segmenter
 
