@@ -17,8 +17,9 @@ and kseg's losses, training, int8 export and runtime take it like any 2-class mo
 float RGB 0..255 (``Rescaling(1/255)`` first, MediaPipe's ``[0, 1]``); outputs are logits.
 
 There is no BatchNormalization: MediaPipe's file has its BatchNorms folded into the convolutions,
-and a fine-tune trains those convolutions as they are (``model.name: selfie`` in a config; lower
-learning rates than a BatchNorm network takes, e.g. 1e-4 with Adam).
+and a fine-tune trains those convolutions as they are (``model.name: selfie`` in a config). Fine-tune
+with Lovász-softmax at about 1e-5 (``configs/portrait_selfie_lovasz.yaml``): cross-entropy makes this
+network better calibrated and worse at the 0.5 threshold, even at 2e-5 (docs/models.md).
 
 Example:
     model = SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True)
