@@ -7,14 +7,17 @@
 #
 #   bash tools/ship_portrait_selfie.sh [train|export|qat|eval|all] [RUNS_DIR]
 #   CONFIG=portrait_selfie_lovasz bash tools/ship_portrait_selfie.sh all    # what exports/portrait-selfie.tflite is
-# qat: one epoch of quantization-aware training (kseg quantize, the config's loss, 5e-6) of the hard_swish="split"
-# form (the int8 graph XNNPACK runs in one partition), exported full-int8 with uint8 I/O: export-qat/NAME.tflite.
+# qat: one epoch of quantization-aware training (kseg quantize, the config's loss, 5e-6) of the hard_swish="folded"
+# form (the int8 graph XNNPACK runs in one partition, the hard-swish's /6 folded into the convolutions) with the
+# logits bounded at ±8 (LogitLimit: the uint8 output keeps the soft edge), exported full-int8 with uint8 I/O:
+# export-qat/NAME.tflite. HSWISH=split gives the form of the files shipped before 2026-12-03 16:00.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:-all}
 RUNS=${2:-$HOME/kseg-runs/runs}
 CONFIG=${CONFIG:-portrait_selfie}
 NAME=${NAME:-portrait-selfie}
+HSWISH=${HSWISH:-folded}
 RUN=$RUNS/$CONFIG
 PY=${PY:-.venv/bin/python}
 LICENCE=${LICENCE:-"network and starting weights: MediaPipe selfie segmenter (Apache-2.0); people-parsing: CCP, Apache-2.0; people-masks: Human-Segmentation-Dataset, no licence stated (research use); portraits: Face-Segmentation (no licence stated, research use); faces: CelebAMask-HQ (non-commercial research and education only); COCO: annotations CC BY 4.0, images Flickr terms; teacher labels: MediaPipe selfie segmenter (Apache-2.0) on Intel IoT sample videos (CC BY 4.0); composite backgrounds: COCO val/train images without people (Flickr terms), CamVid (CC BY-NC 4.0, research use), Oxford-IIIT Pets sample (CC BY-SA 4.0), Intel IoT sample videos (CC BY 4.0)"}
@@ -39,7 +42,7 @@ if step export; then
     mkdir -p "$OUT"
     # int8: logits bounded at ±8 (LogitLimit) so the uint8 output keeps the edge's gradations, and
     # hard-swish as ops XNNPACK runs in int8 (one delegated partition instead of 12)
-    opts=$([ $kind = int8 ] && echo "logit_limit=8, hard_swish='split'" || echo "logit_limit=None")
+    opts=$([ $kind = int8 ] && echo "logit_limit=8, hard_swish='$HSWISH'" || echo "logit_limit=None")
     $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import single_logit
 single_logit(load_keras_file(sys.argv[1]), $opts).save(sys.argv[2])" "$RUN/best.keras" "$OUT/best-one-logit.keras"
     cp "$RUN/classes.json" "$OUT/classes.json"
@@ -49,12 +52,9 @@ single_logit(load_keras_file(sys.argv[1]), $opts).save(sys.argv[2])" "$RUN/best.
 fi
 if step qat && [ ! -f "$RUN/export-qat/$NAME.tflite" ]; then
   if [ ! -f "$RUN/qat/qat_model.h5" ]; then
-    $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import SelfieSegmenter
-m = load_keras_file(sys.argv[1])
-cfg = {k: v for k, v in m.get_config().items() if k != 'trainable'}
-s = SelfieSegmenter(**{**cfg, 'hard_swish': 'split', 'pretrained': False, 'weights': None})
-[s.get_layer(l.name).set_weights(l.get_weights()) for l in m.layers if l.get_weights()]
-s.save(sys.argv[2])" "$RUN/best.keras" "$RUN/qat_src.keras"
+    $PY -c "import sys; from kseg.models.saving import load_keras_file; from kseg.models.selfie import reform
+reform(load_keras_file(sys.argv[1]), hard_swish=sys.argv[3], logit_limit=8).save(sys.argv[2])" \
+      "$RUN/best.keras" "$RUN/qat_src.keras" "$HSWISH"
     $PY -m kseg quantize "$RUN/qat_src.keras" --config configs/$CONFIG.yaml --epochs 1 --lr 5e-6 --batch-size 16 --out "$RUN/qat"
   fi
   mkdir -p "$RUN/export-qat"
@@ -67,7 +67,7 @@ if step eval; then
   if [ ! -f "$MP8" ]; then
     mkdir -p "$(dirname "$MP8")"
     $PY -c "import sys; from kseg.models.selfie import SelfieSegmenter
-SelfieSegmenter(num_classes=1, input_shape=(256, 256, 3), pretrained=True, logit_limit=8, hard_swish='split').save(sys.argv[1])" \
+SelfieSegmenter(num_classes=1, input_shape=(256, 256, 3), pretrained=True, logit_limit=8, hard_swish='$HSWISH').save(sys.argv[1])" \
       "$(dirname "$MP8")/mediapipe.keras"
     cp "$RUN/classes.json" "$(dirname "$MP8")/classes.json"
     $PY -m kseg export "$(dirname "$MP8")/mediapipe.keras" --quantization int8 --config configs/$CONFIG.yaml \

@@ -75,14 +75,16 @@ class _Names:
 
 @keras.saving.register_keras_serializable(package="kseg")
 class LogitLimit(layers.Layer):
-    """``limit * tanh(x / limit)`` in inference, ``x`` in training.
+    """``clip(x, -limit, limit)`` in inference, ``x`` in training.
 
     MediaPipe's person logits reach ±100: an int8 output spread over that range has a step of
     about 6, so every pixel within ±3 of the decision rounds to the same value and the soft edge
     the apps blend with is lost. Bounding the logits at export keeps the step at ``2 * limit /
-    255`` (0.06 for 8) and changes no decision (the sign is kept) and hardly any probability
-    (``sigmoid(8) = 0.9997``). In training the logits pass unchanged, so a confidently wrong pixel
-    still gets the full cross-entropy gradient (through tanh it would get almost none).
+    255`` (0.06 for 8) and changes no decision (for one logit, or two of which the background
+    stays within the bound, as in ``SelfieSegmenter``) and hardly any probability (``sigmoid(8) =
+    0.9997``). In int8 the bound costs nothing: the layer before it gets the fixed range
+    ``[-limit, limit]`` (kseg QAT) and saturates there. In training the logits pass unchanged, so
+    a confidently wrong pixel still gets the full cross-entropy gradient.
     """
 
     def __init__(self, limit=8.0, **kwargs):
@@ -92,10 +94,13 @@ class LogitLimit(layers.Layer):
     def call(self, x, training=None):
         if training:
             return x
-        return self.limit * keras.ops.tanh(x / self.limit)
+        return keras.ops.clip(x, -self.limit, self.limit)
 
     def get_config(self):
         return {**super().get_config(), "limit": self.limit}
+
+
+HARD_SWISH_FORMS = ("fused", "split", "folded")
 
 
 def _hard_swish(x, name, form):
@@ -103,9 +108,17 @@ def _hard_swish(x, name, form):
     ``form="split"``, ``(x / 6) * relu6(x + 3)`` from Rescaling, ReLU and Multiply. The two are the
     same function; they differ in int8 TFLite, where XNNPACK runs HARD_SWISH on TFLite's own kernel
     (each one cuts the delegated graph: 12 partitions for this network) and the split form in one
-    partition (docs/models.md "MediaPipe's network, fine-tuned")."""
+    partition (docs/models.md "MediaPipe's network, fine-tuned").
+
+    ``form="folded"``: the convolution before has its weights divided by 6, so ``x`` here is
+    ``x / 6`` already and ``x * relu6(6 x + 3)`` is the hard-swish of the unscaled value, one
+    Rescaling fewer (one pass over the activations fewer in int8; ``fold_weights``)."""
     if form == "fused":
         return layers.Activation("hard_silu", name=name)(x)
+    if form == "folded":
+        t = layers.Rescaling(6.0, offset=3.0, name=f"{name}_plus3")(x)
+        t = layers.ReLU(max_value=6.0, name=f"{name}_relu6")(t)
+        return layers.Multiply(name=name)([x, t])
     t = layers.Rescaling(1.0, offset=3.0, name=f"{name}_plus3")(x)
     t = layers.ReLU(max_value=6.0, name=f"{name}_relu6")(t)
     return layers.Multiply(name=name)([layers.Rescaling(1.0 / 6.0, name=f"{name}_div6")(x), t])
@@ -129,8 +142,11 @@ class SelfieSegmenter(SegmentationModel):
         weights: another ``.npz`` of the same layout (``tools/convert_mediapipe_selfie.py``).
         logit_limit: bound the logits to ``±limit`` in inference (``LogitLimit``; for an int8 export,
             e.g. 8); ``None``: MediaPipe's unbounded logits.
-        hard_swish: ``"fused"`` (MediaPipe's HARD_SWISH op) or ``"split"`` (the same function from
-            ops XNNPACK runs in int8: for an int8 export; the weights are the same).
+        hard_swish: ``"fused"`` (MediaPipe's HARD_SWISH op), ``"split"`` (the same function from
+            ops XNNPACK runs in int8; the weights are the same) or ``"folded"`` (for an int8 export:
+            the split form with its ``/ 6`` and the input's ``/ 255`` folded into the convolutions
+            before them, 12 fewer passes over the activations; the stored weights of those
+            convolutions are scaled, ``fold_weights``; ``reform`` converts a model between forms).
 
     Example:
         model = SelfieSegmenter(num_classes=2, input_shape=(256, 256, 3), pretrained=True)
@@ -139,22 +155,34 @@ class SelfieSegmenter(SegmentationModel):
     def __init__(self, num_classes=2, input_shape=(256, 256, 3), pretrained=False, weights=None, logit_limit=None,
                  hard_swish="fused", **kwargs):
         input_shape = check_input_shape(input_shape, 16, "SelfieSegmenter")
-        if hard_swish not in ("fused", "split"):
-            raise KsegError(f"SelfieSegmenter hard_swish must be 'fused' or 'split', got {hard_swish!r}")
+        if hard_swish not in HARD_SWISH_FORMS:
+            raise KsegError(f"SelfieSegmenter hard_swish must be one of {', '.join(HARD_SWISH_FORMS)}, "
+                            f"got {hard_swish!r}")
         if num_classes < 1:
             raise KsegError(f"SelfieSegmenter needs num_classes >= 1 (1: one sigmoid person logit), got {num_classes}")
         conv = _Names()
 
         # === Functional Model ===
         inputs = keras.Input(input_shape, name="image")
-        x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-        x = layers.Conv2D(STEM, 3, strides=2, padding="same", name=conv("conv2d"))(x)
+        # folded: the stem convolution takes 0..255 (its kernel carries the 1/255)
+        x = inputs if hard_swish == "folded" else layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+        prescaled = {}  # convolution name -> what its weights are multiplied by in this form
+        fold = 1.0 / 6.0 if hard_swish == "folded" else 1.0
+        name = conv("conv2d")
+        x = layers.Conv2D(STEM, 3, strides=2, padding="same", name=name)(x)
+        prescaled[name] = (fold / 255.0 if hard_swish == "folded" else 1.0, fold)
         stem = x = _hard_swish(x, "stem_hswish", hard_swish)
         skips = {}
         for i, (expand, kernel, stride, out, act, se) in enumerate(BLOCKS):
-            y = layers.Conv2D(expand, 1, name=conv("conv2d"))(x)
+            name = conv("conv2d")
+            y = layers.Conv2D(expand, 1, name=name)(x)
+            if act == "hard_swish":
+                prescaled[name] = (fold, fold)
             y = _activation(y, act, f"block{i}_expand_act", hard_swish)
-            y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", name=conv("depthwise_conv2d"))(y)
+            name = conv("depthwise_conv2d")
+            y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", name=name)(y)
+            if act == "hard_swish":
+                prescaled[name] = (fold, fold)
             y = _activation(y, act, f"block{i}_dw_act", hard_swish)
             if se:
                 g = layers.GlobalAveragePooling2D(keepdims=True, name=f"block{i}_se_pool")(y)
@@ -198,6 +226,7 @@ class SelfieSegmenter(SegmentationModel):
         self.weights_file = weights
         self.logit_limit = logit_limit
         self.hard_swish = hard_swish
+        self._prescaled = tuple(prescaled.items())
         if pretrained or weights is not None:
             load_mediapipe_weights(self, WEIGHTS if weights is None else weights)
 
@@ -244,9 +273,64 @@ def load_mediapipe_weights(model, path) -> int:
         want = [tuple(w.shape) for w in layer.get_weights()]
         if want != [kernel.shape, bias.shape]:
             raise KsegError(f"{path}: {name} has shapes {kernel.shape}, {bias.shape} but the model's are {want}")
-        layer.set_weights([kernel, bias])
+        layer.set_weights(fold_weights(model, name, [kernel, bias]))
         done += 1
     return done
+
+
+def fold_weights(model, name, weights, inverse=False):
+    """Layer ``name``'s weights in ``model``'s hard-swish form from the plain form (``inverse``: back).
+
+    The plain form is what MediaPipe's file holds and the ``"fused"`` and ``"split"`` forms store;
+    the ``"folded"`` form stores the convolutions before each hard-swish divided by 6 (and the stem's
+    kernel by 255 more, since its input is no longer rescaled). Other layers are returned as given.
+    """
+    kernel_scale, bias_scale = dict(model._prescaled).get(name, (1.0, 1.0))
+    if kernel_scale == 1.0 and bias_scale == 1.0:
+        return list(weights)
+    if inverse:
+        kernel_scale, bias_scale = 1.0 / kernel_scale, 1.0 / bias_scale
+    kernel, bias = weights
+    return [(kernel * kernel_scale).astype(kernel.dtype), (bias * bias_scale).astype(bias.dtype)]
+
+
+def reform(model, hard_swish="keep", logit_limit="keep", num_classes="keep"):
+    """``model`` (a ``SelfieSegmenter``) rebuilt in another form, computing the same function.
+
+    Args:
+        model: a ``SelfieSegmenter`` (any form, 1 or 2 classes).
+        hard_swish: ``"fused"``, ``"split"`` or ``"folded"`` (for an int8 export), or ``"keep"``.
+        logit_limit: a bound (e.g. 8 for an int8 export), ``None`` for none, or ``"keep"``.
+        num_classes: ``1`` turns a 2-class model into MediaPipe's one-logit head (``single_logit``).
+
+    Returns:
+        A new ``SelfieSegmenter`` with the weights converted (``fold_weights``); training state is not kept.
+
+    Example:
+        int8_ready = reform(keras.saving.load_model("best.keras"), hard_swish="folded", logit_limit=8)
+    """
+    if not isinstance(model, SelfieSegmenter):
+        raise KsegError(f"reform takes a SelfieSegmenter, not {type(model).__name__}")
+    config = {**model.get_config(), "pretrained": False, "weights": None}
+    config.pop("trainable", None)
+    for key, value in (("hard_swish", hard_swish), ("logit_limit", logit_limit), ("num_classes", num_classes)):
+        if value != "keep":
+            config[key] = value
+    if config["num_classes"] != model.num_classes and (model.num_classes, config["num_classes"]) != (2, 1):
+        raise KsegError(f"reform turns 2 classes into 1 (single_logit), not {model.num_classes} into "
+                        f"{config['num_classes']}")
+    new = SelfieSegmenter(**config)
+    for layer in model.layers:
+        w = layer.get_weights()
+        if not w:
+            continue
+        w = fold_weights(model, layer.name, w, inverse=True)
+        if layer.name == "segment" and new.num_classes != model.num_classes:
+            kernel, bias = w
+            w = [kernel[:, :, 1:] - kernel[:, :, :1], bias[1:] - bias[:1]]
+        new.get_layer(layer.name).set_weights(fold_weights(new, layer.name, w))
+    new._kseg_config["pretrained"] = model._kseg_config.get("pretrained")
+    return new
 
 
 def single_logit(model, logit_limit="keep", hard_swish="keep"):
@@ -256,8 +340,8 @@ def single_logit(model, logit_limit="keep", hard_swish="keep"):
     ``k1 - k0`` and bias ``b1 - b0`` gives exactly the person probability of ``model`` with
     MediaPipe's one-channel head (what ``kseg.runtime.Segmenter`` reads as a sigmoid model),
     half the head's arithmetic. Every other weight is copied; ``logit_limit`` is the model's
-    unless given (e.g. 8 for an int8 export, ``None`` for none), and so is ``hard_swish`` (``"split"``
-    for an int8 export).
+    unless given (e.g. 8 for an int8 export, ``None`` for none), and so is ``hard_swish`` (``"folded"``
+    for an int8 export; ``reform``).
 
     Example:
         export_model = single_logit(keras.saving.load_model("runs/portrait_selfie/best.keras"))
@@ -265,20 +349,4 @@ def single_logit(model, logit_limit="keep", hard_swish="keep"):
     if not isinstance(model, SelfieSegmenter) or model.num_classes != 2:
         raise KsegError(f"single_logit takes a 2-class SelfieSegmenter, not {type(model).__name__} "
                         f"with {getattr(model, 'num_classes', '?')} classes")
-    config = {**model.get_config(), "num_classes": 1, "pretrained": False, "weights": None}
-    config.pop("trainable", None)
-    if logit_limit != "keep":
-        config["logit_limit"] = logit_limit
-    if hard_swish != "keep":
-        config["hard_swish"] = hard_swish
-    one = SelfieSegmenter(**config)
-    for layer in model.layers:
-        w = layer.get_weights()
-        if not w:
-            continue
-        if layer.name == "segment":
-            kernel, bias = w
-            w = [kernel[:, :, 1:] - kernel[:, :, :1], bias[1:] - bias[:1]]
-        one.get_layer(layer.name).set_weights(w)
-    one._kseg_config["pretrained"] = model._kseg_config.get("pretrained")
-    return one
+    return reform(model, hard_swish=hard_swish, logit_limit=logit_limit, num_classes=1)

@@ -86,6 +86,104 @@ def _output_only():
 # MaxUnpooling2D routes values (y times 0/1 masks): its output has y's range.
 QUANTIZE_CONFIGS["MaxUnpooling2D"] = _output_only
 
+_LOGIT_LIMIT_CONFIG = []
+
+
+def _logit_limit_config_class():
+    """The QuantizeConfig class of ``LogitLimit`` (made once: loading a saved QAT model needs it)."""
+    if not _LOGIT_LIMIT_CONFIG:
+        tfmot = tfmot_module()
+
+        class LogitLimitQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+            """``LogitLimit``'s output in the fixed range ``[-limit, limit]``: it is what the layer gives
+            in inference, while in training it passes the logits unbounded, so a learned (moving-average)
+            range would follow them out to ±100 and leave the int8 output a step of several logits —
+            probabilities of 0, 0.5 or 1 and no soft edge (measured on the first QAT selfie exports)."""
+
+            def get_weights_and_quantizers(self, layer):
+                return []
+
+            def get_activations_and_quantizers(self, layer):
+                return []
+
+            def set_quantize_weights(self, layer, quantize_weights):
+                pass
+
+            def set_quantize_activations(self, layer, quantize_activations):
+                pass
+
+            def get_output_quantizers(self, layer):
+                limit = float(layer.limit)
+                return [tfmot.quantization.keras.quantizers.FixedQuantizer(8, -limit, limit, False)]
+
+            def get_config(self):
+                return {}
+
+        _LOGIT_LIMIT_CONFIG.append(LogitLimitQuantizeConfig)
+    return _LOGIT_LIMIT_CONFIG[0]
+
+
+QUANTIZE_CONFIGS["LogitLimit"] = lambda: _logit_limit_config_class()()
+
+_BOUNDED = {}
+
+
+def _bounded_config_class(base):
+    """``base`` (a tfmot default QuantizeConfig class) with a fixed activation range ``[-bound, bound]``."""
+    if base not in _BOUNDED:
+
+        class Bounded(base):
+            def __init__(self, weight_attrs, activation_attrs, quantize_output, bound=8.0):
+                super().__init__(weight_attrs, activation_attrs, quantize_output)
+                self.bound = float(bound)
+                tfmot = tfmot_module()
+                self.activation_quantizer = tfmot.quantization.keras.quantizers.FixedQuantizer(
+                    8, -self.bound, self.bound, False)
+
+            def get_config(self):
+                return {**super().get_config(), "bound": self.bound}
+
+        Bounded.__name__ = Bounded.__qualname__ = f"Bounded{base.__name__}"
+        _BOUNDED[base] = Bounded
+    return _BOUNDED[base]
+
+
+def _bounded_config_classes() -> dict:
+    """The bounded configs a saved QAT model may name (loading needs the classes by name)."""
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry,
+    )
+
+    bases = (registry.Default8BitQuantizeConfig, registry.Default8BitConvQuantizeConfig,
+             registry.Default8BitConvTransposeQuantizeConfig)
+    return {f"Bounded{b.__name__}": _bounded_config_class(b) for b in bases}
+
+
+def _feeds_logit_limit(layer):
+    """The ``LogitLimit`` twin that ``layer`` (a tf_keras twin layer) alone feeds, or ``None``."""
+    nodes = getattr(layer, "_outbound_nodes", [])
+    if len(nodes) != 1:
+        return None
+    out = nodes[0].outbound_layer
+    return out if type(out).__name__ == "LogitLimit" else None
+
+
+def _bounded_logits_config(layer, limit):
+    """The producer of bounded logits gets the fixed output range ``[-limit, limit]``.
+
+    Its output is what TFLite quantizes: with tfmot's moving-average range it followed the
+    unbounded training logits to ±900 (an int8 step of 7 logits: person probabilities of 0, 0.5
+    or 1, no soft edge; measured on the 2026-12-03 selfie exports). Fixed at the bound, int8
+    saturates where ``LogitLimit`` clips, with a step of ``2 * limit / 255``.
+    """
+    _, registry = _default_configs()
+    base = registry.get_quantize_config(layer)
+    if not hasattr(base, "activation_quantizer") or not hasattr(base, "activation_attrs"):
+        raise KsegError(f"layer {layer.name} ({type(layer).__name__}) feeds a LogitLimit but has no activation "
+                        "quantizer to bound; end the model with a convolution before LogitLimit")
+    cls = _bounded_config_class(type(base))
+    return cls(base.weight_attrs, base.activation_attrs, base.quantize_output, bound=float(limit))
+
 
 def _follows_conv(layer, tf_keras) -> bool:
     nodes = layer._inbound_nodes
@@ -155,7 +253,8 @@ def quantize_twin(twin):
         if isinstance(layer, tf_keras.layers.Rescaling):
             layer, weights = _rescaling_as_depthwise(layer, tf_keras)
             replaced[layer.name] = weights
-        cfg = quantize_config_for(layer)
+        limit = _feeds_logit_limit(layer)
+        cfg = _bounded_logits_config(layer, limit.limit) if limit is not None else quantize_config_for(layer)
         if cfg is None:
             return q.quantize_annotate_layer(layer)
         custom[type(cfg).__name__] = type(cfg)
@@ -169,7 +268,8 @@ def quantize_twin(twin):
                 inner.set_weights(replaced[inner.name])
             elif inner.weights:
                 inner.set_weights(twin.get_layer(inner.name).get_weights())
-        with _pattern_inputs_in_order():
+        # a second scope: the one above was entered before annotate() added the configs it used
+        with _pattern_inputs_in_order(), q.quantize_scope(custom):
             qat = q.quantize_apply(annotated)
     _check_merge_inputs(twin, qat)
     set_weight_ranges(qat)
@@ -508,6 +608,41 @@ def qat_fine_tune(model_k3, train_ds, val_ds=None, epochs: int = 2, loss=None, l
     return qat
 
 
+def float_weights_from_qat(qat, model) -> int:
+    """Copy a QAT model's fine-tuned float weights back into the Keras 3 ``model`` it was made from.
+
+    Quantization-aware training trains the float weights under fake quantization: they are what
+    the int8 file rounds. Back in the Keras model they can be reparametrized (e.g.
+    ``kseg.models.selfie.reform`` to a form with fewer int8 ops, whose per-channel weight grid is
+    the same) and quantized again without training. Layers are matched by name; layers kseg QAT
+    replaced (a ``Rescaling`` as a depthwise convolution) and layers without weights are skipped.
+
+    Returns:
+        The number of layers set.
+    """
+    count = 0
+    for wrapper in qat.layers:
+        inner = getattr(wrapper, "layer", None)
+        if inner is None:
+            continue
+        try:
+            target = model.get_layer(inner.name)
+        except ValueError:
+            continue
+        want = [tuple(w.shape) for w in target.get_weights()]
+        if not want or type(target).__name__ == "Rescaling":
+            continue
+        # the wrapper holds the float variables (the inner layer's kernel attribute is its fake-quant output)
+        by_name = {v.name.split("/")[-1].split(":")[0]: v for v in wrapper.weights}
+        got = [by_name[k].numpy() for k in ("kernel", "depthwise_kernel", "bias") if k in by_name]
+        if want != [tuple(w.shape) for w in got]:
+            raise KsegError(f"QAT layer {inner.name} has weights {[w.shape for w in got]}, the model's are {want}: "
+                            "not the model this QAT model was made from")
+        target.set_weights(got)
+        count += 1
+    return count
+
+
 def save_qat_model(qat, out_dir, history=None) -> Path:
     """Write ``out_dir/qat_model.h5`` (and ``history.json``) atomically; return the model path."""
     from kseg.paths import atomic_path
@@ -538,7 +673,8 @@ def load_qat_model(path):
         raise KsegError(f"QAT model {path} not found; run kseg quantize first (it writes {QAT_MODEL_FILE})")
     configs, _ = _default_configs()
     custom = {**_qat_custom_objects(), "Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig,
-              "NoOpQuantizeConfig": configs.NoOpQuantizeConfig}
+              "NoOpQuantizeConfig": configs.NoOpQuantizeConfig,
+              "LogitLimitQuantizeConfig": _logit_limit_config_class(), **_bounded_config_classes()}
     try:
         with tfmot.quantization.keras.quantize_scope(custom):
             return tf_keras.models.load_model(str(path), compile=False)

@@ -426,7 +426,7 @@ def _make_twin_classes(tf_keras) -> dict:
         def call(self, x, training=None):
             if training:
                 return x
-            return self.limit * tf.tanh(x / self.limit)
+            return tf.clip_by_value(x, -self.limit, self.limit)
 
         def get_config(self):
             return {**super().get_config(), "limit": self.limit}

@@ -93,13 +93,13 @@ def test_logit_limit_bounds_inference_and_passes_training_through(tmp_path):
     limited = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True, logit_limit=8)
     x = images((64, 64), n=2)
     z, y = np.asarray(plain(x)), np.asarray(limited(x))
-    np.testing.assert_allclose(y, 8 * np.tanh(z / 8), atol=1e-4)
+    np.testing.assert_allclose(y, np.clip(z, -8, 8), atol=1e-4)
     assert np.abs(y).max() <= 8
     np.testing.assert_array_equal(np.sign(y[..., 1] - y[..., 0]), np.sign(z[..., 1] - z[..., 0]))  # no decision moves
     np.testing.assert_allclose(np.asarray(limited(x, training=True)), z, atol=1e-4)  # full gradient in training
     check_twin(limited, x)
     ops = check_tflite(limited, tmp_path)
-    assert "TANH" in ops["int8"]
+    assert {"MINIMUM", "MAXIMUM"} <= set(ops["int8"]), ops["int8"]
 
 
 def test_single_logit_gives_the_same_person_probability_with_mediapipes_head():
@@ -163,3 +163,58 @@ def test_shipped_portrait_selfie_finds_people_on_held_out_portraits():
         truth = mask == 1
         ious.append((pred & truth).sum() / max((pred | truth).sum(), 1))
     assert np.mean(ious) > 0.92, ious  # its card: 0.946 on all 132
+
+
+def test_folded_hard_swish_is_the_same_function_with_fewer_int8_ops(tmp_path):
+    from kseg.export import to_tflite
+    from kseg.models.saving import load_keras_file
+    from kseg.models.selfie import reform
+
+    fused = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True)
+    folded = SelfieSegmenter(num_classes=2, input_shape=(64, 64, 3), pretrained=True, hard_swish="folded")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    want = np.asarray(fused(x))
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(folded(x)), want, atol=1e-5 * scale)
+    assert "rescale" not in [l.name for l in folded.layers]  # the stem's kernel carries the 1/255
+    # the stored weights differ (the convolutions before each hard-swish are divided by 6) ...
+    stem = folded.get_layer("conv2d").get_weights()[0]
+    np.testing.assert_allclose(stem, fused.get_layer("conv2d").get_weights()[0] / 255 / 6, rtol=1e-6)
+    # ... and reform converts both ways, through a .keras file too
+    moved = fused.get_layer("conv2d_1")
+    moved.set_weights([w * 1.1 for w in moved.get_weights()])  # as after training
+    want = np.asarray(fused(x))
+    there = reform(fused, hard_swish="folded", logit_limit=8)
+    there.save(tmp_path / "folded.keras")
+    there = load_keras_file(tmp_path / "folded.keras")
+    assert there.hard_swish == "folded" and there.logit_limit == 8
+    np.testing.assert_allclose(np.asarray(there(x)), np.clip(want, -8, 8), atol=1e-4)  # LogitLimit(8)
+    back = reform(there, hard_swish="fused", logit_limit=None)
+    np.testing.assert_allclose(np.asarray(back(x)), want, atol=1e-5 * scale)
+    for a, b in zip(back.get_weights(), fused.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(KsegError, match="reform turns 2 classes into 1"):
+        reform(SelfieSegmenter(num_classes=1, input_shape=(64, 64, 3)), num_classes=2)
+    # int8 through quantization-aware training (how the shipped files are made): kseg QAT turns each
+    # Rescaling into a 1x1 depthwise convolution, so the folded form runs 12 fewer of them
+    from ai_edge_litert.interpreter import Interpreter
+    from kseg.quantize.qat import quantize_aware
+
+    calib = np.random.default_rng(1).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    depthwise = {}
+    for form in ("split", "folded"):
+        path = tmp_path / f"{form}.tflite"
+        model = reform(fused, hard_swish=form, logit_limit=8)
+        to_tflite(quantize_aware(model, calibration_data=calib), path, quantization="qat")
+        assert _xnnpack_partitions(path) == 1
+        interp = Interpreter(model_path=str(path))
+        kinds = [o["op_name"] for o in interp._get_ops_details()]
+        depthwise[form] = kinds.count("DEPTHWISE_CONV_2D")
+        # LogitLimit's range is fixed at ±8 in QAT too: the uint8 output's step is 16/255 of a logit
+        # (a learned range followed the unbounded training logits: a step of 7, no soft edge)
+        scale, _ = interp.get_output_details()[0]["quantization"]
+        assert scale == pytest.approx(16 / 255, rel=1e-3)
+        head = next(o for o in interp._get_ops_details() if o["op_name"] == "TRANSPOSE_CONV")
+        scale, _ = interp.get_tensor_details()[head["outputs"][0]]["quantization"]
+        assert scale == pytest.approx(16 / 255, rel=1e-3)  # the head itself, not just the file's output
+    assert depthwise == {"split": 11 + 23, "folded": 11 + 11}, depthwise  # the network's 11, then the Rescalings
