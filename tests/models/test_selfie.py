@@ -218,3 +218,24 @@ def test_folded_hard_swish_is_the_same_function_with_fewer_int8_ops(tmp_path):
         scale, _ = interp.get_tensor_details()[head["outputs"][0]]["quantization"]
         assert scale == pytest.approx(16 / 255, rel=1e-3)  # the head itself, not just the file's output
     assert depthwise == {"split": 11 + 23, "folded": 11 + 11}, depthwise  # the network's 11, then the Rescalings
+
+
+def test_float_weights_from_qat_carry_the_fine_tuned_weights_into_the_folded_form():
+    from kseg.models.selfie import reform
+    from kseg.quantize.qat import float_weights_from_qat, quantize_aware
+
+    split = SelfieSegmenter(num_classes=2, input_shape=(32, 32, 3), pretrained=True, hard_swish="split", logit_limit=8)
+    qat = quantize_aware(split)
+    wrapper = next(l for l in qat.layers if getattr(getattr(l, "layer", None), "name", None) == "conv2d_1")
+    kernel = next(v for v in wrapper.weights if v.name.endswith("/kernel:0"))
+    kernel.assign(kernel * 1.1)  # as after a QAT step
+    fresh = SelfieSegmenter(num_classes=2, input_shape=(32, 32, 3), hard_swish="split", logit_limit=8)
+    n = float_weights_from_qat(qat, fresh)
+    assert n == sum(1 for l in split.layers if l.get_weights() and type(l).__name__ != "Rescaling")
+    np.testing.assert_allclose(fresh.get_layer("conv2d_1").get_weights()[0],
+                               split.get_layer("conv2d_1").get_weights()[0] * 1.1, rtol=1e-6)
+    np.testing.assert_array_equal(fresh.get_layer("segment").get_weights()[1], split.get_layer("segment").get_weights()[1])
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(reform(fresh, hard_swish="folded")(x)), np.asarray(fresh(x)), atol=1e-4)
+    with pytest.raises(KsegError, match="not the model this QAT model was made from"):
+        float_weights_from_qat(qat, SelfieSegmenter(num_classes=1, input_shape=(32, 32, 3), hard_swish="split"))
