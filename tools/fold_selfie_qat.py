@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     from kseg.cli.common import config_data
     from kseg.models.saving import load_keras_file
     from kseg.models.selfie import reform
+    from kseg.paths import atomic_path
     from kseg.quantize.qat import calibrate_ranges, float_weights_from_qat, load_qat_model, quantize_aware, \
         save_qat_model
     from kseg.quantize.twin import to_tf_keras
@@ -46,10 +47,14 @@ def main(argv=None) -> int:
     qat = quantize_aware(folded)
     calibrate_ranges(qat, to_tf_keras(folded), train_ds, max_batches=args.batches)
     out = Path(args.out)
-    save_qat_model(qat, out)
-    folded.save(out / "folded.keras")
+    out.mkdir(parents=True, exist_ok=True)
+    # qat_model.h5 last: its presence says the folder is complete (tools/ship_portrait_selfie.sh skips on it)
+    with atomic_path(out / "folded.keras") as tmp:
+        folded.save(tmp)
     if (Path(args.qat) / "qat.json").is_file():
-        shutil.copy(Path(args.qat) / "qat.json", out / "qat.json")
+        with atomic_path(out / "qat.json") as tmp:
+            shutil.copy(Path(args.qat) / "qat.json", tmp)
+    save_qat_model(qat, out)
     print(f"{n} layers' QAT weights in the folded form: {out} (kseg export {out} --quantization qat "
           f"--keras-model {out / 'folded.keras'} ...)")
     return 0

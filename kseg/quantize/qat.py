@@ -27,6 +27,7 @@ Reference:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -86,66 +87,60 @@ def _output_only():
 # MaxUnpooling2D routes values (y times 0/1 masks): its output has y's range.
 QUANTIZE_CONFIGS["MaxUnpooling2D"] = _output_only
 
-_LOGIT_LIMIT_CONFIG = []
 
-
+@functools.cache
 def _logit_limit_config_class():
     """The QuantizeConfig class of ``LogitLimit`` (made once: loading a saved QAT model needs it)."""
-    if not _LOGIT_LIMIT_CONFIG:
-        tfmot = tfmot_module()
+    tfmot = tfmot_module()
 
-        class LogitLimitQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-            """``LogitLimit``'s output in the fixed range ``[-limit, limit]``: it is what the layer gives
-            in inference, while in training it passes the logits unbounded, so a learned (moving-average)
-            range would follow them out to ±100 and leave the int8 output a step of several logits —
-            probabilities of 0, 0.5 or 1 and no soft edge (measured on the first QAT selfie exports)."""
+    class LogitLimitQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """``LogitLimit``'s output in the fixed range ``[-limit, limit]``: it is what the layer gives
+        in inference, while in training it passes the logits unbounded, so a learned (moving-average)
+        range would follow them out to ±100 and leave the int8 output a step of several logits —
+        probabilities of 0, 0.5 or 1 and no soft edge (measured on the first QAT selfie exports)."""
 
-            def get_weights_and_quantizers(self, layer):
-                return []
+        def get_weights_and_quantizers(self, layer):
+            return []
 
-            def get_activations_and_quantizers(self, layer):
-                return []
+        def get_activations_and_quantizers(self, layer):
+            return []
 
-            def set_quantize_weights(self, layer, quantize_weights):
-                pass
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
 
-            def set_quantize_activations(self, layer, quantize_activations):
-                pass
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
 
-            def get_output_quantizers(self, layer):
-                limit = float(layer.limit)
-                return [tfmot.quantization.keras.quantizers.FixedQuantizer(8, -limit, limit, False)]
+        def get_output_quantizers(self, layer):
+            limit = float(layer.limit)
+            return [tfmot.quantization.keras.quantizers.FixedQuantizer(8, -limit, limit, False)]
 
-            def get_config(self):
-                return {}
+        def get_config(self):
+            return {}
 
-        _LOGIT_LIMIT_CONFIG.append(LogitLimitQuantizeConfig)
-    return _LOGIT_LIMIT_CONFIG[0]
+    return LogitLimitQuantizeConfig
 
 
 QUANTIZE_CONFIGS["LogitLimit"] = lambda: _logit_limit_config_class()()
 
-_BOUNDED = {}
 
-
+@functools.cache
 def _bounded_config_class(base):
     """``base`` (a tfmot default QuantizeConfig class) with a fixed activation range ``[-bound, bound]``."""
-    if base not in _BOUNDED:
 
-        class Bounded(base):
-            def __init__(self, weight_attrs, activation_attrs, quantize_output, bound=8.0):
-                super().__init__(weight_attrs, activation_attrs, quantize_output)
-                self.bound = float(bound)
-                tfmot = tfmot_module()
-                self.activation_quantizer = tfmot.quantization.keras.quantizers.FixedQuantizer(
-                    8, -self.bound, self.bound, False)
+    class Bounded(base):
+        def __init__(self, weight_attrs, activation_attrs, quantize_output, bound=8.0):
+            super().__init__(weight_attrs, activation_attrs, quantize_output)
+            self.bound = float(bound)
+            tfmot = tfmot_module()
+            self.activation_quantizer = tfmot.quantization.keras.quantizers.FixedQuantizer(
+                8, -self.bound, self.bound, False)
 
-            def get_config(self):
-                return {**super().get_config(), "bound": self.bound}
+        def get_config(self):
+            return {**super().get_config(), "bound": self.bound}
 
-        Bounded.__name__ = Bounded.__qualname__ = f"Bounded{base.__name__}"
-        _BOUNDED[base] = Bounded
-    return _BOUNDED[base]
+    Bounded.__name__ = Bounded.__qualname__ = f"Bounded{base.__name__}"
+    return Bounded
 
 
 def _bounded_config_classes() -> dict:
