@@ -52,7 +52,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # the slow tests outside the fault suite (conversions of the large models, QAT, mixed precision,
-# JAX data parallel, deep-supervision resume), in TEST_WORKERS processes; CI runs it after make test
+# JAX data parallel, U²-Net deep supervision), in TEST_WORKERS processes; CI runs it after make test
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile --ignore=tests/faults \
 	  --ignore=tests/test_distribute.py $(PYTEST_ARGS)

@@ -6,6 +6,8 @@ Writes ``demo_out/portrait.mp4`` (the whole clip with the effect) and
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from apps.webcam import DEFAULT_CLIP, DEFAULT_MODEL, App, resolve
@@ -69,6 +71,8 @@ def run_demo(out_dir="demo_out", model=DEFAULT_MODEL, source=DEFAULT_CLIP, effec
               effect_args={"strength": strength}, segmenter_factory=segmenter_factory, keep=keep,
               instance_model=instance_model, keeper_factory=keeper_factory, instances=instances,
               detector_factory=detector_factory)
+    if app.model_choice:
+        print(app.model_choice, file=sys.stderr)
     src = open_source(clip)
     pick = frame_index if frame_index is not None else (src.frame_count or 2) // 2
     kept = {}

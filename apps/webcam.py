@@ -46,7 +46,9 @@ class App:
     """The live state: models (loaded once), one estimator per model × mask set, the effects.
 
     Args:
-        model: the person/background model (``.tflite``/``.keras``).
+        model: the person/background model (``.tflite``/``.keras``); a string of several files
+            separated by commas (exports of one model, e.g. int8 and float16) keeps the fastest
+            on this CPU, timed at start (``Segmenter.fastest``; ``model_choice`` says which).
         parsing_model: the clothes/hair model for try-on (may be missing).
         fast_model: an optional faster person model (key ``m`` cycles through the models).
         threads: interpreter threads (1: the threaded pipeline already keeps both cores busy;
@@ -97,7 +99,8 @@ class App:
         self._segmenters = {}
         self._estimators = {}
         self.person_models = []
-        model_p = resolve(model)
+        self.model_choice = None
+        model_p = self._choose(model) if isinstance(model, str) and "," in model else resolve(model)
         if not model_p.exists() and effect != "tryon":
             raise KsegError(
                 f"model {model} not found; train and export the portrait model "
@@ -132,6 +135,25 @@ class App:
         self.effects = {}
         self.make_effect = make_effect
         self.effect = self.get_effect(effect)
+
+    def _choose(self, models: str) -> Path:
+        """``--model A,B``: the fastest of these exports of one model on this CPU (measured at start,
+        ``Segmenter.fastest``; the first given wins a close call); ``model_choice`` says why."""
+        from kseg.runtime import Segmenter
+
+        paths = [resolve(m.strip()) for m in models.split(",") if m.strip()]
+        for p in paths:
+            if not p.is_file():
+                raise KsegError(f"model {p} not found (--model {models}); give existing files, separated by commas")
+        if len(paths) == 1:
+            return paths[0]
+        seg = Segmenter.fastest(paths, num_threads=self.threads, flip=self.flip)
+        if self._factory == self._load:
+            self._segmenters[seg.path] = seg
+        times = ", ".join(f"{p.name} {t:.2f} ms" for p, t in seg.timings_ms.items())
+        threads = "the interpreter's default threads" if self.threads is None else f"{self.threads} thread{'s' * (self.threads != 1)}"
+        self.model_choice = f"model: {seg.path.name}, the fastest here ({times} per invoke, {threads})"
+        return seg.path
 
     def _detector(self, instance_model):
         from apps.common.keep import load_instance_detector
@@ -329,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", help="tryon: garment colour (default #2a6fdb)")
     p.add_argument("--hair-color", help="tryon: hair colour (default: hair unchanged)")
     p.add_argument("--texture", help="tryon: an image to re-dress the garment in (instead of --color)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"person model (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"person model (default {DEFAULT_MODEL}); several exports of one model separated by "
+                   "commas: the fastest on this CPU, timed at start (e.g. exports/portrait-selfie-fast.tflite,"
+                   "exports/portrait-selfie-fast-float16.tflite)")
     p.add_argument("--fast-model", default=DEFAULT_FAST_MODEL, help="second person model for key m, if present")
     p.add_argument("--parsing-model", default=DEFAULT_PARSING_MODEL,
                    help=f"clothes/hair model for tryon (default {DEFAULT_PARSING_MODEL})")
@@ -420,6 +445,8 @@ def run(args) -> int:
         pipe = Pipeline(source, sinks, app.effect, app.estimator(), hud=None if args.no_hud else Hud(),
                         threaded=not args.sequential, max_frames=args.max_frames, model_label=app.model_label())
         app.bind(pipe)
+        if app.model_choice:
+            print(app.model_choice, file=sys.stderr)
         print(f"{source.name} {source.shape[1]}×{source.shape[0]} → {', '.join(s.name for s in sinks)} "
               f"({app.effect.describe()}, {app.model_label()})", file=sys.stderr)
         try:

@@ -8,6 +8,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import signal
+
+# A suite started in the background by a non-interactive shell (`nohup make test &`, some CI
+# runners) inherits SIGINT ignored, and so would every process a test starts: the Ctrl-C tests
+# (tests/faults, test_distribute) would find nothing interrupted. Ignored survives exec, a handler
+# does not: with Python's own handler here, the processes the tests start get the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import pytest
 
 from kseg.paths import shared_data_dir

@@ -323,3 +323,49 @@ def test_cli_refuses_flip_for_an_instance_model(tmp_path, capsys):
     rc = main(["evaluate", str(exports), str(tmp_path), "--flip"])
     assert rc != 0
     assert "--flip is for semantic models" in capsys.readouterr().err
+
+
+def test_pick_fastest_takes_the_lowest_or_the_first_close_to_it():
+    from kseg.runtime.segmenter import pick_fastest
+
+    assert pick_fastest([10.0, 9.8, 5.0]) == 2
+    assert pick_fastest([6.0, 5.0]) == 1
+    assert pick_fastest([5.2, 5.0]) == 0  # within 5%: the earlier (preferred) file
+    assert pick_fastest([5.2, 5.0], tolerance=0.0) == 1
+    assert pick_fastest([7.0]) == 0
+
+
+def test_fastest_times_each_export_and_keeps_the_one_it_measured_fastest(exported, monkeypatch):
+    from kseg.runtime import segmenter
+
+    paths = [exported["uint8"], exported["float32"]]
+    seg = Segmenter.fastest(paths, num_threads=1, rounds=2, invokes=2)
+    assert list(seg.timings_ms) == paths and all(t > 0 for t in seg.timings_ms.values())
+    assert seg.path == paths[segmenter.pick_fastest(list(seg.timings_ms.values()))]
+    mask = seg.segment(blocks_image()).category_mask  # the kept one runs: red | green | blue
+    assert mask[:, 5].tolist() == [0] * 40 and mask[:, 30].tolist() == [1] * 40 and mask[:, 55].tolist() == [2] * 40
+    # the choice follows the clock: make every invoke of the float file 2 ms longer
+    real = segmenter._TFLiteBackend.logits
+
+    def logits(self, x):
+        if self.input_dtype == np.float32:
+            import time
+
+            time.sleep(0.002)
+        return real(self, x)
+
+    monkeypatch.setattr(segmenter._TFLiteBackend, "logits", logits)
+    seg = Segmenter.fastest([exported["float32"], exported["uint8"]], rounds=1, invokes=2)
+    assert seg.path == exported["uint8"] and seg.timings_ms[exported["float32"]] > 2.0
+
+
+def test_fastest_refuses_files_of_different_models(exported, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.tflite"
+    shutil.copy(exported["float32"], other)
+    (tmp_path / "other.json").write_text(json.dumps({"class_names": ["sky", "road", "car"]}))
+    with pytest.raises(KsegError, match=r"other.tflite has classes \['sky', 'road', 'car'\] but .*exports of one model"):
+        Segmenter.fastest([exported["float32"], other], rounds=1, invokes=1)
+    with pytest.raises(KsegError, match="at least one model file"):
+        Segmenter.fastest([])

@@ -165,10 +165,12 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     assert len(err) == 1 and "init_from" in err[0] and "first/best.keras" in err[0]
 
 
-def test_deep_supervision_trains_every_side_and_saves_the_fused_model(tmp_path, shapes):
+@pytest.mark.slow
+def test_deep_supervision_trains_every_side_saves_the_fused_model_and_resumes(tmp_path, shapes):
     """U²-Net with deep_supervision: the loss is summed over the fused and the six side outputs,
     history and best-checkpoint use the fused output's metrics under the usual names, and best.keras
-    is the single-output model that evaluate and export load."""
+    is the single-output model that evaluate and export load; a run stopped after its first epoch
+    goes on to the second. Slow: U²-Net's training step takes minutes to trace on two cores."""
     import keras
 
     from kseg.models.saving import load_model
@@ -190,14 +192,5 @@ def test_deep_supervision_trains_every_side_and_saves_the_fused_model(tmp_path, 
     assert not isinstance(best.output, dict) and tuple(best.output.shape) == (None, 32, 32, 3)
     raw = keras.saving.load_model(run / "best.keras", compile=False)  # saved single-output already
     assert not raw.deep_supervision
-
-
-@pytest.mark.slow
-def test_deep_supervision_resumes(tmp_path, shapes):
-    """A deep-supervision run stopped after its first epoch goes on to the second (the run above,
-    again: U²-Net's training step takes a minute to trace on two cores)."""
-    model = "model: {name: u2net, kwargs: {small: true, width: 0.25, deep_supervision: true}}\n"
-    cfg = _config(tmp_path, shapes, epochs=1, name="ds", model=model)
-    assert main(["train", "--config", str(cfg)]) == 0
     assert main(["train", "--config", str(cfg), "--set", "train.epochs=2"]) == 0
-    assert _epochs(tmp_path / "runs" / "ds") == [0, 1]
+    assert _epochs(run) == [0, 1]

@@ -364,7 +364,24 @@ class MaskEstimator:
         c = small.shape[-1]
         planes = [small[..., i] for i in range(c)]
         is_prob = getattr(self.segmenter, "output_kind", "logits") == "probabilities"
-        if not is_prob and c == 2:
+        if c == 1:
+            # one sigmoid channel (MediaPipe's head): the foreground's logit or probability
+            p1 = self._buf("p1", small.shape[:2])
+            if is_prob:
+                np.copyto(p1, planes[0])
+            else:
+                np.negative(planes[0], out=p1)
+                np.clip(p1, -60, 60, out=p1)
+                cv2.exp(p1, dst=p1)
+                p1 += 1.0
+                np.divide(1.0, p1, out=p1)
+
+            def prob(i):
+                if i == 1:
+                    return p1
+                p0 = self._buf("p0", p1.shape)
+                return np.subtract(1.0, p1, out=p0)
+        elif not is_prob and c == 2:
             # p1 = 1 / (1 + exp(l0 - l1)); p0 = 1 - p1
             p1 = self._buf("p1", small.shape[:2])
             np.subtract(planes[0], planes[1], out=p1)
@@ -439,6 +456,9 @@ class MaskEstimator:
         import cv2
 
         g = np.asarray(gate_logits, np.float32)
+        if g.shape[-1] == 1:  # one sigmoid channel: the person probability itself
+            p = g[..., 0] if getattr(self.gate, "output_kind", "logits") == "probabilities" else 1.0 / (1.0 + np.exp(-np.clip(g[..., 0], -60, 60)))
+            return cv2.resize(np.ascontiguousarray(p, np.float32), (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
         if getattr(self.gate, "output_kind", "logits") != "probabilities":
             g = g - g.max(axis=-1, keepdims=True)
             np.exp(g, out=g)

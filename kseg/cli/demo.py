@@ -20,7 +20,8 @@ def add(sub) -> None:
         "print frames/s. For a webcam: python -m apps.webcam.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
-    p.add_argument("--model", default="exports/portrait.tflite", help="person model (default exports/portrait.tflite)")
+    p.add_argument("--model", default="exports/portrait.tflite", help="person model (default exports/portrait.tflite); "
+                   "several exports of one model separated by commas: the fastest on this CPU")
     p.add_argument("--source", default="assets/book.mkv", help="video to process (default the bundled clip)")
     p.add_argument("--effect", choices=["portrait", "swap", "mask"],
                    help="the effect (default portrait; mask with --instances)")

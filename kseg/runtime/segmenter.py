@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,19 @@ def flip_average(probs: np.ndarray, mirrored_probs: np.ndarray, perm: np.ndarray
     out = probs + back
     out *= 0.5
     return out
+
+
+def pick_fastest(times_ms, tolerance: float = 0.05) -> int:
+    """Index of the fastest of ``times_ms``, or of the first within ``tolerance`` (relative) of it:
+    a close call goes to the earlier entry, so timing noise does not flip a preference."""
+    best = min(times_ms)
+    return next(i for i, t in enumerate(times_ms) if t <= best * (1.0 + tolerance))
+
+
+def _timing_frame() -> np.ndarray:
+    """A 480×640 RGB frame with texture (a flat frame could time a kernel's shortcut)."""
+    y, x = np.mgrid[0:480, 0:640]
+    return np.stack([(x * 255) // 639, (y * 255) // 479, ((x ^ y) & 255)], axis=-1).astype(np.uint8)
 
 
 class _TFLiteBackend:
@@ -194,11 +208,14 @@ class Segmenter:
             class of a two-class model), else ``None``.
         input_size: the model's ``(H, W)``.
         card: the model card dict (may be empty).
+        timings_ms: for a ``Segmenter.fastest`` choice, each candidate's median ms per invoke; else None.
 
     Example:
         seg = Segmenter("exports/people_int8.tflite", num_threads=2)
         mask = seg.segment(frame_rgb).category_mask
         seg = Segmenter("exports/parsing.tflite", flip=True)   # twice the time, better hair
+        seg = Segmenter.fastest(["exports/portrait-selfie-fast.tflite",        # int8 or float16:
+                                 "exports/portrait-selfie-fast-float16.tflite"])  # whichever is faster here
     """
 
     def __init__(self, path, num_threads: int | None = None, card: dict | None = None, flip: bool = False):
@@ -230,6 +247,7 @@ class Segmenter:
         self.output_kind = (self.card.get("output") or {}).get("meaning", "logits")
         self.person_index = self._person_index()
         self.flip = bool(flip)
+        self.timings_ms = None  # set by Segmenter.fastest
         self._flip_perm = flip_permutation(self.num_classes, self.card.get("flip_pairs"),
                                            f"{card_path(self.path) if self.path is not None else 'the model card'}: flip_pairs")
 
@@ -318,6 +336,66 @@ class Segmenter:
         return SegmentationResult(category_mask=mask, confidence=probs)
 
     __call__ = segment
+
+    @classmethod
+    def fastest(cls, paths, num_threads: int | None = None, flip: bool = False, rounds: int = 5,
+                invokes: int = 4, tolerance: float = 0.05) -> Segmenter:
+        """The fastest of several exports of one model on this CPU, measured now.
+
+        Which file is fastest depends on the CPU: int8 kernels win where the CPU has int8 dot
+        products (AVX-512 VNNI, AVX-VNNI, ARM dotprod), float wins on x86 with AVX2 only
+        (README, "Shipped models"). Each file is loaded, warmed up, and its model step (resize to
+        its input, invoke, dequantize) timed in ``rounds`` interleaved rounds of ``invokes`` on
+        one synthetic frame; the file with the lowest median is kept, the first given among those
+        within ``tolerance`` of it (list the one you prefer first). About ``rounds · invokes``
+        invokes per file: a quarter of a second for 5 ms models.
+
+        Args:
+            paths: ``.tflite`` files (or ``.keras``) of one model: the same classes in the same order.
+            num_threads: interpreter threads, as for ``Segmenter``; time with the threads you will run.
+            flip: as for ``Segmenter`` (the kept one flips; timing is of one invoke either way).
+            rounds: interleaved timing rounds (default 5).
+            invokes: timed invokes per file per round (default 4).
+            tolerance: relative margin within which the earlier file is preferred (default 0.05).
+
+        Returns:
+            The kept ``Segmenter``; its ``timings_ms`` maps each path (as given) to its median ms.
+
+        Raises:
+            KsegError: no path, a file that cannot be loaded, or files whose classes differ.
+
+        Example:
+            seg = Segmenter.fastest(["exports/portrait-selfie-fast.tflite",
+                                     "exports/portrait-selfie-fast-float16.tflite"], num_threads=2)
+            print(seg.path, seg.timings_ms)
+        """
+        paths = list(paths)
+        if not paths:
+            raise KsegError("Segmenter.fastest: give at least one model file")
+        if rounds < 1 or invokes < 1:
+            raise KsegError(f"Segmenter.fastest: rounds {rounds} and invokes {invokes} must be at least 1")
+        segs = [cls(p, num_threads=num_threads, flip=flip) for p in paths]
+        first = segs[0]
+        for p, s in zip(paths[1:], segs[1:]):
+            if s.class_names != first.class_names:
+                raise KsegError(f"{p} has classes {list(s.class_names)} but {paths[0]} has {list(first.class_names)}; "
+                                "Segmenter.fastest chooses among exports of one model")
+        frame = _timing_frame()
+        inputs = [_resize(frame, s.input_size) for s in segs]
+        for s, x in zip(segs, inputs):  # warm-up: first invokes set up XNNPACK's packed weights
+            for _ in range(2):
+                s._backend.logits(x)
+        times = [[] for _ in segs]
+        for _ in range(rounds):
+            for i, (s, x) in enumerate(zip(segs, inputs)):
+                for _ in range(invokes):
+                    t0 = time.perf_counter()
+                    s._backend.logits(x)
+                    times[i].append(time.perf_counter() - t0)
+        medians = [1000.0 * float(np.median(t)) for t in times]
+        chosen = segs[pick_fastest(medians, tolerance)]
+        chosen.timings_ms = dict(zip(paths, medians))
+        return chosen
 
     @staticmethod
     def _check_image(rgb):

@@ -116,3 +116,27 @@ def test_person_gate_removes_parsing_masks_where_nobody_is():
     assert ungated[ys, xs, 0].min() > 0.99
     with pytest.raises(KsegError, match="no person class"):
         MaskEstimator(parsing_segmenter(), names=("hair",), gate=parsing_segmenter())
+
+
+class SigmoidSegmenter(FakeSegmenter):
+    """MediaPipe's head: one channel, the person logit l1 - l0 of the two-class fake."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.binary_sigmoid = True
+
+    def logits(self, rgb):
+        two = super().logits(rgb)
+        return two[..., 1:] - two[..., :1]
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_a_one_channel_sigmoid_model_gives_the_two_class_masks(refine):
+    frame = textured_frame()
+    two = MaskEstimator(FakeSegmenter(), refine=refine, smoothing=0.0)(frame)
+    one = MaskEstimator(SigmoidSegmenter(), refine=refine, smoothing=0.0)(frame)
+    np.testing.assert_allclose(one, two, atol=1e-5)
+    # as try-on's person gate too
+    gated = MaskEstimator(parsing_segmenter(), names=("upper_clothes",), refine=False, smoothing=0, gate=SigmoidSegmenter())
+    reference = MaskEstimator(parsing_segmenter(), names=("upper_clothes",), refine=False, smoothing=0, gate=FakeSegmenter())
+    np.testing.assert_allclose(gated(frame), reference(frame), atol=1e-5)

@@ -54,3 +54,35 @@ def test_tryon_with_the_parsing_model_recolours_the_jumper_only():
     hue_in = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
     hue_out = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)[..., 0][core].astype(int)
     assert np.median(hue_in) < 30 and 95 < np.median(hue_out) < 125  # orange → blue (OpenCV hue 0..179)
+
+
+SELFIE_FAST = REPO / "exports" / "portrait-selfie-fast.tflite"
+SELFIE_FAST_F16 = REPO / "exports" / "portrait-selfie-fast-float16.tflite"
+
+
+@pytest.mark.skipif(not SELFIE_FAST_F16.is_file(), reason="exports/portrait-selfie-fast-float16.tflite not shipped")
+def test_model_list_keeps_the_fastest_export_and_it_finds_the_signer(monkeypatch):
+    """``--model A,B``: both files are timed on this CPU and the app runs the faster; either finds the signer."""
+    from apps.webcam import App
+
+    monkeypatch.chdir(REPO)
+    app = App(model=f"exports/{SELFIE_FAST.name}, exports/{SELFIE_FAST_F16.name}", parsing_model=None,
+              fast_model=None, threads=1)
+    kept = app.person_models[0]
+    seg = app.segmenter(kept)
+    assert seg.path == kept and kept.resolve() in (SELFIE_FAST, SELFIE_FAST_F16)
+    assert {p.resolve() for p in seg.timings_ms} == {SELFIE_FAST, SELFIE_FAST_F16}
+    assert app.model_choice.startswith(f"model: {kept.name}, the fastest here (") and SELFIE_FAST_F16.name in app.model_choice
+    est = app.estimator()
+    for frame in clip_frames():
+        m = est(frame)[..., 0]
+    assert m[200:460, 280:360].mean() > 0.9 and m[:120, :120].mean() < 0.05
+
+
+def test_model_list_with_a_missing_file_is_one_line(monkeypatch):
+    from apps.webcam import App
+    from kseg.errors import KsegError
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(KsegError, match=r"model .*no-such\.tflite not found \(--model exports/portrait\.tflite,no-such\.tflite\)"):
+        App(model="exports/portrait.tflite,no-such.tflite", parsing_model=None, fast_model=None)
