@@ -364,31 +364,21 @@ class MaskEstimator:
         c = small.shape[-1]
         planes = [small[..., i] for i in range(c)]
         is_prob = getattr(self.segmenter, "output_kind", "logits") == "probabilities"
-        if c == 1:
-            # one sigmoid channel (MediaPipe's head): the foreground's logit or probability
+        if c == 1 or (c == 2 and not is_prob):
+            # two classes are one sigmoid: p1 = 1 / (1 + exp(z)), z = l0 - l1, or -l for a model with
+            # one sigmoid channel (MediaPipe's head); p0 = 1 - p1
             p1 = self._buf("p1", small.shape[:2])
             if is_prob:
                 np.copyto(p1, planes[0])
             else:
-                np.negative(planes[0], out=p1)
+                if c == 2:
+                    np.subtract(planes[0], planes[1], out=p1)
+                else:
+                    np.negative(planes[0], out=p1)
                 np.clip(p1, -60, 60, out=p1)
                 cv2.exp(p1, dst=p1)
                 p1 += 1.0
                 np.divide(1.0, p1, out=p1)
-
-            def prob(i):
-                if i == 1:
-                    return p1
-                p0 = self._buf("p0", p1.shape)
-                return np.subtract(1.0, p1, out=p0)
-        elif not is_prob and c == 2:
-            # p1 = 1 / (1 + exp(l0 - l1)); p0 = 1 - p1
-            p1 = self._buf("p1", small.shape[:2])
-            np.subtract(planes[0], planes[1], out=p1)
-            np.clip(p1, -60, 60, out=p1)
-            cv2.exp(p1, dst=p1)
-            p1 += 1.0
-            np.divide(1.0, p1, out=p1)
 
             def prob(i):
                 if i == 1:
