@@ -2,9 +2,12 @@
 
 MediaPipe Tasks' ``vision.ImageSegmenter`` (mediapipe 0.10.21) and the TFLite Task Library's
 ``tflite_support.task.vision.ImageSegmenter`` (tflite-support 0.4.4) run each export of
-``exports/`` (portrait, portrait-fast, parsing, parsing-fast) after ``kseg.metadata.embed_metadata`` on 20 real
-photos, and their category masks must agree with ``kseg.Segmenter(...).segment(rgb)`` on at
-least 98.5% of the pixels of every model. Without metadata MediaPipe 0.10.21 dies in native code
+``exports/`` (portrait, portrait-fast, parsing, parsing-fast, the three portrait-selfie files) after
+``kseg.metadata.embed_metadata`` on 20 real photos, and their category masks must agree with
+``kseg.Segmenter(...).segment(rgb)`` on at least 98.5% of the pixels of every model. A one-channel
+(sigmoid) model's masks follow each client's convention: MediaPipe marks the foreground 0 and the
+background 255; the Task Library's category mask is an argmax over the one channel (always 0), so
+its confidence mask (the raw logit) above 0 is compared. Without metadata MediaPipe 0.10.21 dies in native code
 (SIGSEGV) on these files; a test keeps that on record, in a subprocess.
 
 Both clients pin old numpy/protobuf (mediapipe: numpy < 2, protobuf 4.25; tflite-support:
@@ -31,7 +34,8 @@ import pytest
 pytestmark = pytest.mark.shared_data
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("portrait", "portrait-fast", "parsing", "parsing-fast")
+MODELS = ("portrait", "portrait-fast", "parsing", "parsing-fast", "portrait-selfie", "portrait-selfie-fast",
+          "portrait-selfie-fast-float16")
 MIN_AGREEMENT = 0.985
 # parsing misses 98.5% with MediaPipe: measured 98.42% (MediaPipe) and 98.54% (Task Library) on
 # these 20 photos with parsing_v2 (the previous parsing model: 97.87% and 98.38%). Most of the gap is resampling, not the model: MediaPipe resizes the frame with an
@@ -88,6 +92,19 @@ RUNNER = textwrap.dedent('''
                 seg = result.segmentations[0]
                 masks[f"{m}/{i}"] = np.asarray(seg.category_mask).reshape(seg.height, seg.width).copy()
                 masks[f"{m}/labels"] = np.array([c.category_name for c in seg.colored_labels])
+            if len(masks[f"{m}/labels"]) == 1:
+                # one sigmoid channel: the Task Library's category mask is an argmax over one channel
+                # (always 0); its confidence mask is the raw logit, the foreground where it is above 0
+                options = vision.ImageSegmenterOptions(
+                    base_options=core.BaseOptions(file_name=model),
+                    segmentation_options=processor.SegmentationOptions(
+                        output_type=processor.OutputType.CONFIDENCE_MASK))
+                segmenter = vision.ImageSegmenter.create_from_options(options)
+                for i in images.files:
+                    rgb = np.ascontiguousarray(images[i])
+                    seg = segmenter.segment(vision.TensorImage.create_from_array(rgb)).segmentations[0]
+                    logit = np.asarray(seg.confidence_masks[0].value).reshape(seg.height, seg.width)
+                    masks[f"{m}/{i}"] = (logit > 0).astype(np.uint8)
     np.savez(out_npz, **masks)
     print("masks", len(masks))
 ''')
@@ -192,12 +209,22 @@ def task_library_masks(workdir):
     return _client_masks("tflite_support", workdir)
 
 
-def _agreement(client_masks, kseg_masks, photos, m, name, upsample=False):
+def _one_channel(name) -> bool:
+    return json.loads((ROOT / "exports" / f"{name}.json").read_text())["output"]["shape"][-1] == 1
+
+
+def _agreement(client_masks, kseg_masks, photos, m, name, upsample=False, foreground_zero=False):
+    """Share of pixels where the client's category mask and kseg's agree. ``foreground_zero``: the
+    client marks a one-channel (sigmoid) model's foreground 0 and its background 255, as MediaPipe
+    Tasks does (tensors_to_segmentation_calculator.cc: "assigning 0 (foreground) or 255
+    (background)"); kseg's mask is 1 and 0 there."""
     import cv2
 
     same = total = 0
     for key, rgb in photos.items():
         mask = client_masks[f"{m}/{key}"]
+        if foreground_zero:
+            mask = (mask == 0).astype(np.uint8)
         if upsample:  # the Task Library returns the mask at the model's resolution: nearest up
             mask = cv2.resize(mask, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         ref = kseg_masks[name, key]
@@ -209,7 +236,7 @@ def _agreement(client_masks, kseg_masks, photos, m, name, upsample=False):
 
 @pytest.mark.parametrize("m, name", list(enumerate(MODELS)))
 def test_mediapipe_image_segmenter_agrees_with_kseg(mediapipe_masks, kseg_masks, photos, m, name):
-    agreement = _agreement(mediapipe_masks, kseg_masks, photos, m, name)
+    agreement = _agreement(mediapipe_masks, kseg_masks, photos, m, name, foreground_zero=_one_channel(name))
     print(f"MediaPipe Tasks 0.10.21 vs kseg.Segmenter, {name}: {agreement:.4%} of pixels agree")
     floor = MIN_AGREEMENT_PER_MODEL.get(name, MIN_AGREEMENT)
     assert agreement >= floor, f"{name}: MediaPipe and kseg agree on {agreement:.2%} of pixels (< {floor:.1%})"
@@ -218,8 +245,8 @@ def test_mediapipe_image_segmenter_agrees_with_kseg(mediapipe_masks, kseg_masks,
 @pytest.mark.parametrize("m, name", list(enumerate(MODELS)))
 def test_task_library_image_segmenter_agrees_with_kseg(task_library_masks, kseg_masks, photos, m, name):
     card = json.loads((ROOT / "exports" / f"{name}.json").read_text())
-    # the label file reached the client
-    assert list(task_library_masks[f"{m}/labels"]) == card["class_names"]
+    # the label file reached the client (a one-channel model's one label: the foreground's)
+    assert list(task_library_masks[f"{m}/labels"]) == card["class_names"][1:] if _one_channel(name) else card["class_names"]
     agreement = _agreement(task_library_masks, kseg_masks, photos, m, name, upsample=True)
     print(f"TFLite Task Library 0.4.4 vs kseg.Segmenter, {name}: {agreement:.4%} of pixels agree")
     floor = MIN_AGREEMENT_PER_MODEL.get(name, MIN_AGREEMENT)
