@@ -344,11 +344,11 @@ class Segmenter:
 
         Which file is fastest depends on the CPU: int8 kernels win where the CPU has int8 dot
         products (AVX-512 VNNI, AVX-VNNI, ARM dotprod), float wins on x86 with AVX2 only
-        (README, "Shipped models"). Each file is loaded, warmed up, and its model step (resize to
-        its input, invoke, dequantize) timed in ``rounds`` interleaved rounds of ``invokes`` on
-        one synthetic frame; the file with the lowest median is kept, the first given among those
-        within ``tolerance`` of it (list the one you prefer first). About ``rounds · invokes``
-        invokes per file: a quarter of a second for 5 ms models.
+        (README, "Shipped models"). Each file is loaded, warmed up with two invokes, and its model
+        step (invoke, dequantize) timed in ``rounds`` interleaved rounds of ``invokes`` on one
+        synthetic 640×480 frame resized to its input; the file with the lowest median is kept, the
+        first given among those within ``tolerance`` of it (list the one you prefer first).
+        ``2 + rounds · invokes`` invokes per file: about a quarter of a second for two 5 ms models.
 
         Args:
             paths: ``.tflite`` files (or ``.keras``) of one model: the same classes in the same order.
