@@ -425,14 +425,31 @@ def plot_confusion(cm: np.ndarray, class_names, out_png) -> None:
 def predict(model, image_paths, out_dir, *, class_names=None, colors=None, size=None) -> list[Path]:
     """Write ``STEM_mask.png`` (class ids) and ``STEM_overlay.png`` for each image.
 
+    Args:
+        model: a Keras model, or a ``kseg.runtime.Segmenter`` (an exported ``.tflite``: its card's
+            colours unless ``colors`` is given; the mask is its ``category_mask``, so a one-channel
+            sigmoid model gives 0 and 1).
+
     Returns:
         The paths written.
+
+    Raises:
+        KsegError: a missing or undecodable image, or ``size`` other than a fixed-size model's input.
     """
     import cv2
 
-    n_cls = model.output_shape[-1]
-    colors = palette(n_cls, colors)
-    size = input_size(model, size)
+    segmenter = hasattr(model, "segment")
+    if segmenter:
+        n_cls = model.num_classes
+        colors = palette(n_cls, colors if colors is not None else model.colors)
+        if size is not None and tuple(int(v) for v in size) != tuple(model.input_size):
+            h, w = model.input_size
+            raise KsegError(f"size {size[0]} {size[1]} (--size): {model.path} takes a fixed {h}×{w} input; "
+                            f"leave --size out or give --size {h} {w}")
+    else:
+        n_cls = model.output_shape[-1]
+        colors = palette(n_cls, colors)
+        size = input_size(model, size)
     out = Path(out_dir)
     written = []
     for p in image_paths:
@@ -443,7 +460,10 @@ def predict(model, image_paths, out_dir, *, class_names=None, colors=None, size=
         if bgr is None:
             raise KsegError(f"image {p} cannot be decoded; is it a complete JPEG/PNG file?")
         rgb = bgr[..., ::-1].copy()
-        pred = predict_logits(model, [rgb], size)[0].argmax(-1).astype(np.uint8)
+        if segmenter:
+            pred = model.segment(rgb).category_mask
+        else:
+            pred = predict_logits(model, [rgb], size)[0].argmax(-1).astype(np.uint8)
         mask_path = out / f"{p.stem}_mask.png"
         with atomic_path(mask_path) as tmp:
             cv2.imwrite(str(tmp), pred)

@@ -369,3 +369,21 @@ def test_fastest_refuses_files_of_different_models(exported, tmp_path):
         Segmenter.fastest([exported["float32"], other], rounds=1, invokes=1)
     with pytest.raises(KsegError, match="at least one model file"):
         Segmenter.fastest([])
+
+
+def test_kseg_predict_takes_an_exported_tflite_and_colours_from_its_card(exported, tmp_path):
+    import cv2
+
+    from kseg.cli import main
+
+    img = tmp_path / "blocks.png"
+    cv2.imwrite(str(img), cv2.cvtColor(blocks_image(), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "pred"
+    assert main(["predict", str(exported["uint8"]), str(img), "--out", str(out), "--threads", "1"]) == 0
+    mask = cv2.imread(str(out / "blocks_mask.png"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(mask, Segmenter(exported["uint8"]).segment(blocks_image()).category_mask)
+    assert mask[:, 5].tolist() == [0] * 40 and mask[:, 55].tolist() == [2] * 40
+    overlay = cv2.cvtColor(cv2.imread(str(out / "blocks_overlay.png")), cv2.COLOR_BGR2RGB)
+    # the card's blue (0, 0, 255) blended half into the blue block (30, 30, 200)
+    np.testing.assert_allclose(overlay[20, 55], [15, 15, 227], atol=1)
+    assert main(["predict", str(exported["uint8"]), str(img), "--out", str(out), "--size", "32", "32"]) == 2

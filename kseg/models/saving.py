@@ -50,7 +50,8 @@ def load_model(path):
     if not p.is_file():
         raise KsegError(f"model file {p} not found; give the path of a .keras file, e.g. runs/NAME/best.keras")
     if p.suffix != ".keras":
-        raise KsegError(f"model file {p} is not a .keras file; kseg evaluate/predict take .keras models")
+        raise KsegError(f"model file {p} is not a .keras file; give a .keras model (kseg evaluate and predict "
+                        "also take an exported .tflite)")
     return single_output(load_keras_file(p))
 
 
