@@ -80,29 +80,21 @@ RUNNER = textwrap.dedent('''
         else:
             from tflite_support.task import core, processor, vision
 
-            options = vision.ImageSegmenterOptions(
-                base_options=core.BaseOptions(file_name=model),
-                segmentation_options=processor.SegmentationOptions(
-                    output_type=processor.OutputType.CATEGORY_MASK))
-            segmenter = vision.ImageSegmenter.create_from_options(options)
-            for i in images.files:
-                rgb = np.ascontiguousarray(images[i])  # TensorImage does not own the pixels: keep them alive
-                tensor = vision.TensorImage.create_from_array(rgb)
-                result = segmenter.segment(tensor)
-                seg = result.segmentations[0]
+            def segmentations(output_type):
+                segmenter = vision.ImageSegmenter.create_from_options(vision.ImageSegmenterOptions(
+                    base_options=core.BaseOptions(file_name=model),
+                    segmentation_options=processor.SegmentationOptions(output_type=output_type)))
+                for i in images.files:
+                    rgb = np.ascontiguousarray(images[i])  # TensorImage does not own the pixels: keep them alive
+                    yield i, segmenter.segment(vision.TensorImage.create_from_array(rgb)).segmentations[0]
+
+            for i, seg in segmentations(processor.OutputType.CATEGORY_MASK):
                 masks[f"{m}/{i}"] = np.asarray(seg.category_mask).reshape(seg.height, seg.width).copy()
                 masks[f"{m}/labels"] = np.array([c.category_name for c in seg.colored_labels])
             if len(masks[f"{m}/labels"]) == 1:
                 # one sigmoid channel: the Task Library's category mask is an argmax over one channel
                 # (always 0); its confidence mask is the raw logit, the foreground where it is above 0
-                options = vision.ImageSegmenterOptions(
-                    base_options=core.BaseOptions(file_name=model),
-                    segmentation_options=processor.SegmentationOptions(
-                        output_type=processor.OutputType.CONFIDENCE_MASK))
-                segmenter = vision.ImageSegmenter.create_from_options(options)
-                for i in images.files:
-                    rgb = np.ascontiguousarray(images[i])
-                    seg = segmenter.segment(vision.TensorImage.create_from_array(rgb)).segmentations[0]
+                for i, seg in segmentations(processor.OutputType.CONFIDENCE_MASK):
                     logit = np.asarray(seg.confidence_masks[0].value).reshape(seg.height, seg.width)
                     masks[f"{m}/{i}"] = (logit > 0).astype(np.uint8)
     np.savez(out_npz, **masks)
